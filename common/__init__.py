@@ -1,0 +1,1 @@
+"""Leaf utilities shared by `sim` and `components`; imports nothing of ours."""

@@ -1,0 +1,146 @@
+"""Arrow schemas of every table that crosses a stage boundary; writers validate against them."""
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+# Stages timed by the serving pipeline, in the order a request goes through them.
+STAGES = ("recall", "merge", "rank", "total")
+
+
+def _latency_fields() -> list[pa.Field]:
+    return [pa.field(f"{stage}_ms", pa.float32(), nullable=False) for stage in STAGES]
+
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "items": pa.schema([
+        pa.field("day", pa.int32(), nullable=False),
+        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("category", pa.int32(), nullable=False),
+        pa.field("title", pa.string(), nullable=False),
+        pa.field("created_day", pa.int32(), nullable=False),
+        pa.field("content", pa.list_(pa.float32()), nullable=False),
+    ]),
+    "users": pa.schema([
+        pa.field("day", pa.int32(), nullable=False),
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("age_bucket", pa.int32(), nullable=False),
+        pa.field("region", pa.int32(), nullable=False),
+        pa.field("created_day", pa.int32(), nullable=False),
+    ]),
+    "requests": pa.schema([
+        pa.field("day", pa.int32(), nullable=False),
+        pa.field("ts", pa.int64(), nullable=False),
+        pa.field("request_id", pa.int64(), nullable=False),
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("experiment", pa.string(), nullable=False),
+        pa.field("arm", pa.string(), nullable=False),
+        pa.field("batch_size", pa.int32(), nullable=False),
+        *_latency_fields(),
+    ]),
+    "impressions": pa.schema([
+        pa.field("day", pa.int32(), nullable=False),
+        pa.field("ts", pa.int64(), nullable=False),
+        pa.field("request_id", pa.int64(), nullable=False),
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("position", pa.int32(), nullable=False),
+        pa.field("arm", pa.string(), nullable=False),
+        pa.field("channels", pa.list_(pa.string()), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+        pa.field("clicked", pa.bool_(), nullable=False),
+    ]),
+    "features_user": pa.schema([
+        pa.field("day", pa.int32(), nullable=False),      # partition: valid for serving this day
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("as_of", pa.int64(), nullable=False),    # ts up to which events were counted
+        pa.field("u_impressions", pa.int64(), nullable=False),
+        pa.field("u_clicks", pa.int64(), nullable=False),
+        pa.field("u_recent", pa.list_(pa.int64()), nullable=False),  # last clicked items, newest first
+    ]),
+    "features_item": pa.schema([
+        pa.field("day", pa.int32(), nullable=False),
+        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("as_of", pa.int64(), nullable=False),
+        pa.field("i_impressions", pa.int64(), nullable=False),
+        pa.field("i_clicks", pa.int64(), nullable=False),
+    ]),
+    "samples": pa.schema([
+        pa.field("day", pa.int32(), nullable=False),
+        pa.field("ts", pa.int64(), nullable=False),
+        pa.field("request_id", pa.int64(), nullable=False),
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("position", pa.int32(), nullable=False),
+        pa.field("label", pa.int8(), nullable=False),
+        pa.field("u_as_of", pa.int64(), nullable=False),
+        pa.field("u_impressions", pa.int64(), nullable=False),
+        pa.field("u_clicks", pa.int64(), nullable=False),
+        pa.field("u_recent", pa.list_(pa.int64()), nullable=False),
+        pa.field("i_as_of", pa.int64(), nullable=False),
+        pa.field("i_impressions", pa.int64(), nullable=False),
+        pa.field("i_clicks", pa.int64(), nullable=False),
+    ]),
+    "ab_daily": pa.schema([
+        pa.field("day", pa.int32(), nullable=False),
+        pa.field("experiment", pa.string(), nullable=False),
+        pa.field("arm", pa.string(), nullable=False),
+        pa.field("is_control", pa.bool_(), nullable=False),
+        pa.field("share", pa.float64(), nullable=False),
+        pa.field("users", pa.int64(), nullable=False),
+        pa.field("requests", pa.int64(), nullable=False),
+        pa.field("impressions", pa.int64(), nullable=False),
+        pa.field("clicks", pa.int64(), nullable=False),
+        pa.field("ctr", pa.float64(), nullable=False),
+        pa.field("ctr_ci_low", pa.float64(), nullable=False),
+        pa.field("ctr_ci_high", pa.float64(), nullable=False),
+        pa.field("lift", pa.float64()),            # relative to control; null for the control
+        pa.field("lift_ci_low", pa.float64()),
+        pa.field("lift_ci_high", pa.float64()),
+        pa.field("p_value", pa.float64()),
+        pa.field("srm_p", pa.float64(), nullable=False),
+    ]),
+    "latency_daily": pa.schema([
+        pa.field("day", pa.int32(), nullable=False),
+        pa.field("arm", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("requests", pa.int64(), nullable=False),
+        pa.field("p50", pa.float64(), nullable=False),
+        pa.field("p95", pa.float64(), nullable=False),
+        pa.field("p99", pa.float64(), nullable=False),
+        pa.field("mean", pa.float64(), nullable=False),
+    ]),
+    "world_daily": pa.schema([
+        pa.field("day", pa.int32(), nullable=False),
+        pa.field("arm", pa.string(), nullable=False),
+        pa.field("requests", pa.int64(), nullable=False),
+        pa.field("ctr_expected", pa.float64(), nullable=False),  # of the slates actually served
+        pa.field("ctr_oracle", pa.float64(), nullable=False),
+        pa.field("ctr_random", pa.float64(), nullable=False),
+    ]),
+}
+
+
+class ContractError(ValueError):
+    """A table does not match its contract."""
+
+
+def conform(name: str, table: pa.Table) -> pa.Table:
+    """Return `table` cast to the schema of `name`, or raise ContractError saying what differs."""
+    if name not in SCHEMAS:
+        raise ContractError(f"unknown table '{name}'; known tables are {sorted(SCHEMAS)}")
+    schema = SCHEMAS[name]
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    extra = [c for c in table.column_names if c not in schema.names]
+    if missing or extra:
+        raise ContractError(f"table '{name}': missing columns {missing}, unexpected columns {extra}")
+    table = table.select(schema.names)
+    try:
+        table = table.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise ContractError(f"table '{name}' does not fit its schema: {exc}") from None
+    for f in schema:
+        if not f.nullable and table.column(f.name).null_count:
+            raise ContractError(f"table '{name}': column '{f.name}' has nulls but is required")
+    return table

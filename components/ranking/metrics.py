@@ -1,0 +1,20 @@
+"""Offline ranking metrics."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+
+def auc(label: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U); nan when only one class is present."""
+    pos = label > 0.5
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def logloss(label: np.ndarray, prob: np.ndarray) -> float:
+    p = np.clip(prob, 1e-7, 1 - 1e-7)
+    return float(-np.mean(label * np.log(p) + (1 - label) * np.log(1 - p)))

@@ -1,0 +1,13 @@
+"""Recall channels, one per file, registered here by name."""
+from components.recall.explore import ExploreConfig, ExploreRecaller
+from components.recall.itemcf import ItemCFConfig, ItemCFRecaller
+from components.recall.popular import PopularConfig, PopularRecaller
+
+CHANNELS = {
+    "popular": PopularRecaller,
+    "itemcf": ItemCFRecaller,
+    "explore": ExploreRecaller,
+}
+
+__all__ = ["CHANNELS", "ExploreConfig", "ExploreRecaller", "ItemCFConfig", "ItemCFRecaller",
+           "PopularConfig", "PopularRecaller"]

@@ -1,0 +1,45 @@
+"""Exploration: uniformly random items, so that the logging policy sees the whole catalogue."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+
+from components.recall.base import read_state, write_state
+from components.types import Candidates, TrainData, UserBatch
+
+
+@dataclass(frozen=True)
+class ExploreConfig:
+    seed: int = 0
+
+
+class ExploreRecaller:
+    name = "explore"
+
+    def __init__(self, config: ExploreConfig = ExploreConfig()):
+        self.config = config
+
+    def fit(self, data: TrainData) -> Self:
+        self.n_items_ = data.catalog.n_items
+        self.day_ = data.day
+        return self
+
+    def recall(self, users: UserBatch, k: int) -> Candidates:
+        # Seeded by the users served, so the same campaign replays the same exploration.
+        rng = np.random.default_rng([self.config.seed, self.day_ + 1, *users.user_ids[:4].tolist()])
+        k = min(k, self.n_items_)
+        items = np.argsort(rng.random((len(users), self.n_items_)), axis=1)[:, :k]  # [B, k]
+        return Candidates(items=items.astype(np.int64), scores=np.zeros(items.shape, np.float32))
+
+    def save(self, path: Path) -> None:
+        write_state(path, asdict(self.config), meta=np.array([self.n_items_, self.day_]))
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        config, a = read_state(path)
+        obj = cls(ExploreConfig(**config))
+        obj.n_items_, obj.day_ = (int(v) for v in a["meta"])
+        return obj

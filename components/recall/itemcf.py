@@ -1,0 +1,80 @@
+"""Item-CF: items co-clicked by the same users are similar; recall the neighbours of recent clicks."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import scipy.sparse as sp
+
+from components.recall.base import read_state, write_state
+from components.types import Candidates, TrainData, UserBatch, top_k
+
+
+@dataclass(frozen=True)
+class ItemCFConfig:
+    window_days: int = 14
+    neighbours: int = 50      # similar items kept per item
+    history: int = 10         # most recent clicks a user's recall starts from
+    alpha: float = 0.5        # similarity = co / (n_i ** alpha * n_j ** (1 - alpha))
+
+
+class ItemCFRecaller:
+    name = "itemcf"
+
+    def __init__(self, config: ItemCFConfig = ItemCFConfig()):
+        self.config = config
+
+    def fit(self, data: TrainData) -> Self:
+        cfg, n = self.config, data.catalog.n_items
+        keep = data.day - data.click_day < cfg.window_days
+        users, items = data.click_user[keep], data.click_item[keep]
+        _, rows = np.unique(users, return_inverse=True)
+        clicks = sp.csr_matrix((np.ones(len(items), np.float32), (rows, items)),
+                               shape=(rows.max() + 1 if len(rows) else 0, n))
+        clicks.data[:] = 1.0                                                        # [U, I] binary
+        co = (clicks.T @ clicks).tocsr()                                            # [I, I]
+        co.setdiag(0)
+        co.eliminate_zeros()
+        count = np.asarray(clicks.sum(axis=0)).ravel() + 1e-9                       # [I]
+        co = sp.diags(count ** -cfg.alpha) @ co @ sp.diags(count ** -(1 - cfg.alpha))
+        self.sim_ = self._keep_top(co.tocsr(), cfg.neighbours).astype(np.float32)
+        return self
+
+    @staticmethod
+    def _keep_top(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
+        rows, cols, vals = [], [], []
+        for i in range(m.shape[0]):
+            lo, hi = m.indptr[i], m.indptr[i + 1]
+            if hi == lo:
+                continue
+            order = np.argsort(-m.data[lo:hi], kind="stable")[:k]
+            cols.append(m.indices[lo:hi][order])
+            vals.append(m.data[lo:hi][order])
+            rows.append(np.full(len(order), i))
+        if not rows:
+            return sp.csr_matrix(m.shape, dtype=np.float32)
+        return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=m.shape)
+
+    def recall(self, users: UserBatch, k: int) -> Candidates:
+        hist = users.recent[:, : self.config.history]                               # [B, H]
+        b, n = len(users), self.sim_.shape[0]
+        r, c = np.nonzero(hist >= 0)
+        seeds = sp.csr_matrix((np.ones(len(r), np.float32), (r, hist[r, c])), shape=(b, n))
+        scores = (seeds @ self.sim_).toarray()                                      # [B, I]
+        idx = top_k(scores, k)                                                      # [B, k]
+        top = np.take_along_axis(scores, idx, axis=1)
+        return Candidates(items=np.where(top > 0, idx, -1), scores=top.astype(np.float32))
+
+    def save(self, path: Path) -> None:
+        s = self.sim_
+        write_state(path, asdict(self.config), data=s.data, indices=s.indices, indptr=s.indptr,
+                    shape=np.array(s.shape))
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        config, a = read_state(path)
+        obj = cls(ItemCFConfig(**config))
+        obj.sim_ = sp.csr_matrix((a["data"], a["indices"], a["indptr"]), shape=tuple(a["shape"]))
+        return obj

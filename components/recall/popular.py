@@ -1,0 +1,49 @@
+"""Popularity: the most clicked items of recent days, older days decayed."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+
+from components.recall.base import read_state, write_state
+from components.types import Candidates, TrainData, UserBatch, top_k
+
+
+@dataclass(frozen=True)
+class PopularConfig:
+    window_days: int = 7
+    decay: float = 0.7   # a click d days old counts decay ** d
+
+
+class PopularRecaller:
+    name = "popular"
+
+    def __init__(self, config: PopularConfig = PopularConfig()):
+        self.config = config
+
+    def fit(self, data: TrainData) -> Self:
+        age = data.day - data.click_day                                             # [N]
+        keep = age < self.config.window_days
+        weight = self.config.decay ** age[keep]
+        score = np.bincount(data.click_item[keep], weights=weight, minlength=data.catalog.n_items)
+        # Ties (e.g. no clicks yet) broken by item id so the ranking is deterministic.
+        self.scores_ = score.astype(np.float32)
+        self.ranked_ = top_k(self.scores_[None, :], data.catalog.n_items)[0]         # [I]
+        return self
+
+    def recall(self, users: UserBatch, k: int) -> Candidates:
+        items = self.ranked_[:k]                                                     # [k]
+        b = len(users)
+        return Candidates(items=np.tile(items, (b, 1)), scores=np.tile(self.scores_[items], (b, 1)))
+
+    def save(self, path: Path) -> None:
+        write_state(path, asdict(self.config), scores=self.scores_, ranked=self.ranked_)
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        config, arrays = read_state(path)
+        obj = cls(PopularConfig(**config))
+        obj.scores_, obj.ranked_ = arrays["scores"], arrays["ranked"]
+        return obj

@@ -1,0 +1,88 @@
+"""Experiment and arm configs: which channels, quotas and ranker each arm serves with."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.typedconf import load_yaml, require
+from components.ranking import RANKERS, MLPConfig
+from components.recall import CHANNELS, ExploreConfig, ItemCFConfig, PopularConfig
+
+EXPERIMENT_DIR = Path(__file__).resolve().parents[2] / "configs" / "experiments"
+
+
+@dataclass(frozen=True)
+class ArmConfig:
+    channels: dict[str, int]          # channel name -> quota of candidates
+    ranker: str = "none"              # a name in RANKERS, or "none" to interleave channels
+    share: float = 0.0                # percent of users
+
+    def validate(self, where: str) -> None:
+        require(bool(self.channels), f"{where}.channels", "an arm needs at least one recall channel")
+        for name, quota in self.channels.items():
+            require(name in CHANNELS, f"{where}.channels.{name}",
+                    f"unknown channel '{name}'; available channels are {sorted(CHANNELS)}")
+            require(quota >= 1, f"{where}.channels.{name}", f"quota must be at least 1, got {quota}")
+        require(self.ranker == "none" or self.ranker in RANKERS, f"{where}.ranker",
+                f"unknown ranker '{self.ranker}'; available rankers are {sorted(RANKERS)} or 'none'")
+        require(0 <= self.share <= 100, f"{where}.share", f"must be between 0 and 100, got {self.share}")
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    popular: PopularConfig = field(default_factory=PopularConfig)
+    itemcf: ItemCFConfig = field(default_factory=ItemCFConfig)
+    explore: ExploreConfig = field(default_factory=ExploreConfig)
+    mlp: MLPConfig = field(default_factory=MLPConfig)
+    sample_window_days: int = 3       # days of samples the ranker trains on
+
+    def validate(self, where: str) -> None:
+        require(self.sample_window_days >= 1, f"{where}.sample_window_days", "must be at least 1")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str
+    arms: dict[str, ArmConfig]
+    control: str
+    salt: str = ""                    # defaults to the name: a new experiment reshuffles users
+    slate_size: int = 10
+    serve_batch_size: int = 16        # requests served together; each sees its batch's latency
+    seed: int = 0                     # the recommender's own randomness (exploration, training)
+    logging_policy: ArmConfig = field(
+        default_factory=lambda: ArmConfig(channels={"popular": 20, "explore": 20}, share=100.0))
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+
+    def validate(self, where: str) -> None:
+        require(bool(self.arms), f"{where}.arms", "an experiment needs at least one arm")
+        require(self.control in self.arms, f"{where}.control",
+                f"'{self.control}' is not one of the arms {sorted(self.arms)}")
+        total = sum(arm.share for arm in self.arms.values())
+        shares = ", ".join(f"{n}={a.share:g}" for n, a in self.arms.items())
+        require(abs(total - 100.0) < 1e-6, f"{where}.arms",
+                f"traffic shares must sum to 100, got {total:g} ({shares})")
+        require(1 <= self.slate_size <= 100, f"{where}.slate_size", "must be between 1 and 100")
+        require(self.serve_batch_size >= 1, f"{where}.serve_batch_size", "must be at least 1")
+        for name, arm in {**self.arms, "logging_policy": self.logging_policy}.items():
+            quota = sum(arm.channels.values())
+            require(quota >= self.slate_size, f"{where}.arms.{name}.channels",
+                    f"quotas sum to {quota}, fewer than slate_size {self.slate_size}")
+
+    @property
+    def effective_salt(self) -> str:
+        return self.salt or self.name
+
+    def channels_needed(self) -> list[str]:
+        names = {c for arm in (*self.arms.values(), self.logging_policy) for c in arm.channels}
+        return sorted(names)
+
+    def rankers_needed(self) -> list[str]:
+        return sorted({a.ranker for a in (*self.arms.values(), self.logging_policy)} - {"none"})
+
+
+def load_experiment(name_or_path: str) -> ExperimentConfig:
+    """A preset name from configs/experiments (e.g. 'default') or a path to a YAML file."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = EXPERIMENT_DIR / f"{name_or_path}.yaml"
+    return load_yaml(ExperimentConfig, path)

@@ -1,0 +1,66 @@
+"""Daily training: every recall channel and ranker an experiment needs, fitted on the lake."""
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from components.features.store import load_catalog
+from components.lake import Lake
+from components.ranking import RANKERS, Samples
+from components.ranking.metrics import auc, logloss
+from components.recall import CHANNELS
+from components.serving.config import ExperimentConfig
+from components.types import TrainData
+
+HOLDOUT_SHARE = 0.1
+
+
+def train_data(lake: Lake, day: int) -> TrainData:
+    """Clicks of every day up to and including `day`; channels apply their own windows."""
+    con = lake.connect()
+    clicks = con.sql(
+        f"SELECT user_id, item_id, day, ts FROM impressions WHERE clicked AND day <= {day} "
+        f"ORDER BY ts, request_id, position"
+    ).fetchnumpy()
+    con.close()
+    return TrainData(day=day, catalog=load_catalog(lake, day), click_user=clicks["user_id"],
+                     click_item=clicks["item_id"], click_day=clicks["day"].astype(np.int32),
+                     click_ts=clicks["ts"])
+
+
+def train_channels(lake: Lake, day: int, exp: ExperimentConfig, out: Path) -> dict[str, float]:
+    """Fit and save each recall channel any arm uses; returns what MLflow should record."""
+    data = train_data(lake, day)
+    for name in exp.channels_needed():
+        CHANNELS[name](getattr(exp.models, name)).fit(data).save(out / name)
+    return {"clicks": float(len(data.click_item)), "items": float(data.catalog.n_items)}
+
+
+def _holdout(request_id: np.ndarray) -> np.ndarray:
+    """A stable 10 % of requests, all rows of a request on the same side."""
+    h = np.fromiter((zlib.crc32(int(r).to_bytes(8, "little")) for r in request_id), np.uint32, len(request_id))
+    return (h % 1000) < HOLDOUT_SHARE * 1000
+
+
+def train_rankers(lake: Lake, day: int, exp: ExperimentConfig, out: Path) -> dict[str, float]:
+    """Fit each ranker on the samples of the last `sample_window_days` days; report holdout AUC."""
+    names = exp.rankers_needed()
+    if not names:
+        return {}
+    days = [d for d in lake.days("samples") if day - exp.models.sample_window_days < d <= day]
+    catalog = load_catalog(lake, day)
+    table = lake.read("samples", days)
+    samples = Samples.from_table(table, catalog)
+    test = _holdout(samples.request_id)
+    train = samples.subset(~test)
+    metrics: dict[str, float] = {"samples": float(len(samples.label)), "sample_days": float(len(days))}
+    for name in names:
+        model = RANKERS[name](getattr(exp.models, name)).fit(train)
+        prob = model.predict(samples.x[test], samples.position[test])
+        metrics |= {f"{name}.holdout_auc": auc(samples.label[test], prob),
+                    f"{name}.holdout_logloss": logloss(samples.label[test], prob),
+                    f"{name}.train_loss": model.losses_[-1]}
+        model.save(out / name)
+    return metrics

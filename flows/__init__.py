@@ -1,0 +1,1 @@
+"""Prefect flows: orchestration only, thin wrappers around sim and components."""

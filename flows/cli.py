@@ -1,0 +1,185 @@
+"""The `reclab` command: run campaigns and days, print reports, open the dashboard and MLflow."""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _quiet_environment(verbose: bool) -> None:
+    """Defaults for an offline machine; must run before Prefect is imported."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        import logging
+
+        for name in ("alembic", "mlflow"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class RichReporter:
+    """Overall progress across the campaign's stages, plus a bar for each long step."""
+
+    def __init__(self) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
+                                   TextColumn, TimeElapsedColumn)
+
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), transient=False)
+        self.overall = None
+
+    def __enter__(self) -> "RichReporter":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.overall is not None:
+            self.progress.update(self.overall, description="campaign done")
+        self.progress.stop()
+
+    def start(self, total: int, text: str) -> None:
+        self.overall = self.progress.add_task(text, total=total)
+
+    def stage(self, text: str) -> None:
+        if self.overall is not None:
+            task = self.progress.tasks[self.overall]
+            self.progress.update(self.overall, description=text, completed=task.completed + 1)
+
+    def track(self, items: Iterable[T], total: int, text: str) -> Iterator[T]:
+        task = self.progress.add_task(f"  {text}", total=total)
+        for item in items:
+            yield item
+            self.progress.advance(task)
+        self.progress.remove_task(task)
+
+
+def print_summary(data_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from components.lake import Lake
+    from components.reports import normalised, summary_rows
+
+    rows = summary_rows(Lake(data_dir / "lake"))
+    table = Table(title=f"CTR and latency per arm per day ({data_dir})")
+    for col in ("day", "arm", "requests", "CTR [95% CI]", "lift vs control", "p", "expected CTR",
+                "oracle", "random", "(CTR-rand)/(orac-rand)", "p50 ms", "p99 ms"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        lift = "" if r["lift"] is None else f"{r['lift']:+.1%}"
+        p = "" if r["p_value"] is None else f"{r['p_value']:.3g}"
+        table.add_row(str(r["day"]), r["arm"], str(r["requests"]),
+                      f"{r['ctr']:.4f} [{r['ctr_ci_low']:.4f}, {r['ctr_ci_high']:.4f}]", lift, p,
+                      f"{r['ctr_expected']:.4f}", f"{r['ctr_oracle']:.4f}", f"{r['ctr_random']:.4f}",
+                      f"{normalised(r['ctr_expected'], r['ctr_random'], r['ctr_oracle']):.2f}",
+                      f"{r['p50']:.2f}", f"{r['p99']:.2f}")
+    Console().print(table)
+
+
+def _next_steps(data_dir: Path) -> str:
+    db = (data_dir / "mlflow.db").resolve()
+    return (f"Open the dashboard:  .venv/bin/reclab dashboard --data-dir {data_dir}\n"
+            f"Open MLflow:         .venv/bin/mlflow ui --backend-store-uri sqlite:///{db} --port 5000")
+
+
+def cmd_campaign(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir)
+    if args.fresh and data_dir.exists():
+        shutil.rmtree(data_dir)
+    from flows.campaign import campaign
+    from flows import progress
+
+    start = time.perf_counter()
+    with RichReporter() as reporter:
+        progress.install(reporter)
+        try:
+            campaign(scenario=args.scenario, experiment=args.experiment, days=args.days,
+                     data_dir=str(data_dir), seed=args.seed, name=args.name)
+        finally:
+            progress.install(None)
+    print_summary(data_dir)
+    print(f"campaign took {time.perf_counter() - start:.1f} s")
+    print(_next_steps(data_dir))
+    return 0
+
+
+def cmd_run_day(args: argparse.Namespace) -> int:
+    from flows.campaign import daily
+
+    daily(data_dir=args.data_dir, day=args.day)
+    print_summary(Path(args.data_dir))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    print_summary(Path(args.data_dir))
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    app = REPO / "dashboards" / "app.py"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.address,
+           "--server.port", str(args.port), "--server.headless", "true",
+           "--browser.gatherUsageStats", "false", "--", "--data-dir", str(Path(args.data_dir).resolve())]
+    return subprocess.call(cmd)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="reclab", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="show Prefect's and MLflow's logs")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("campaign", help="bootstrap day then N days of the A/B experiment")
+    c.add_argument("--scenario", default="small", help="preset in configs/scenarios or a YAML path")
+    c.add_argument("--experiment", default="default", help="preset in configs/experiments or a YAML path")
+    c.add_argument("--days", type=int, default=3, help="A/B days after the bootstrap day")
+    c.add_argument("--data-dir", default="data", help="lake, models and MLflow store of this campaign")
+    c.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+    c.add_argument("--name", default=None, help="MLflow experiment name (default: from the configs)")
+    c.add_argument("--fresh", action="store_true", help="delete --data-dir first")
+    c.set_defaults(func=cmd_campaign)
+
+    d = sub.add_parser("run-day", help="(re-)run one day of an existing campaign")
+    d.add_argument("--day", type=int, required=True)
+    d.add_argument("--data-dir", default="data")
+    d.set_defaults(func=cmd_run_day)
+
+    r = sub.add_parser("report", help="print CTR and latency per arm per day")
+    r.add_argument("--data-dir", default="data")
+    r.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("dashboard", help="open the Streamlit dashboard")
+    s.add_argument("--data-dir", default="data")
+    s.add_argument("--port", type=int, default=8501)
+    s.add_argument("--address", default="127.0.0.1")
+    s.set_defaults(func=cmd_dashboard)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    _quiet_environment(args.verbose)
+    from common.typedconf import ConfigError
+    from components.ab import SplitError
+    from components.lake import LakeError
+
+    try:
+        return args.func(args)
+    except (ConfigError, LakeError, SplitError) as exc:
+        print(f"reclab: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

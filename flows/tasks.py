@@ -1,0 +1,94 @@
+"""Prefect tasks: small, typed, passing the data directory and the day, never big tables."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from components import reports, samples, training
+from components.features import build_features
+from flows import simulate
+from flows.campaign_state import Campaign, open_campaign
+
+# Tasks write to the lake, so a cached result would skip a write: caching stays off.
+TASK = dict(cache_policy=NO_CACHE, persist_result=False)
+
+
+@task(**TASK)
+def publish_catalog(data_dir: str, day: int) -> dict[str, int]:
+    """Write the items and users that appear on `day` into the lake."""
+    return simulate.publish_catalog(open_campaign(data_dir), day)
+
+
+@task(**TASK)
+def features_for(data_dir: str, day: int) -> int:
+    """Materialise the features valid for serving `day` (events of earlier days only)."""
+    build_features(open_campaign(data_dir).lake, day)
+    return day
+
+
+@task(**TASK)
+def serve_day(data_dir: str, day: int) -> dict[str, float]:
+    """Serve the day's traffic with each arm's pipeline and record the world's response."""
+    return simulate.serve_day(open_campaign(data_dir), day)
+
+
+@task(**TASK)
+def build_samples(data_dir: str, day: int) -> int:
+    """Join the day's impressions with point-in-time features into training samples."""
+    return samples.build_samples(open_campaign(data_dir).lake, day).num_rows
+
+
+def staging_dir(c: Campaign, day: int) -> Path:
+    return c.models_dir(day).with_name(f".staging-day={day:05d}")
+
+
+@task(**TASK)
+def start_training(data_dir: str, day: int) -> str:
+    """Empty the staging folder that the day's models are written to."""
+    staging = staging_dir(open_campaign(data_dir), day)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return str(staging)
+
+
+@task(**TASK)
+def publish_models(data_dir: str, day: int) -> str:
+    """Swap the staged models in, so serving never loads a half-written model set."""
+    c = open_campaign(data_dir)
+    final, staging = c.models_dir(day), staging_dir(c, day)
+    old = final.with_name(f".old-day={day:05d}")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return str(final)
+
+
+@task(**TASK, retries=1)
+def train_channels(data_dir: str, day: int) -> dict[str, float]:
+    """Fit every recall channel on logs up to `day`; saved under models/day=<day>."""
+    c = open_campaign(data_dir)
+    return training.train_channels(c.lake, day, c.experiment, staging_dir(c, day))
+
+
+@task(**TASK, retries=1)
+def train_rankers(data_dir: str, day: int) -> dict[str, float]:
+    """Fit every ranker on recent samples; report holdout AUC and logloss."""
+    c = open_campaign(data_dir)
+    return training.train_rankers(c.lake, day, c.experiment, staging_dir(c, day))
+
+
+@task(**TASK)
+def report_day(data_dir: str, day: int) -> list[dict]:
+    """Write ab_daily and latency_daily for `day`; return the day's summary rows."""
+    c = open_campaign(data_dir)
+    experiment, arms = simulate.arms_of_day(c, day)
+    control = c.experiment.control if day > 0 else simulate.BOOTSTRAP_ARM
+    reports.ab_daily(c.lake, day, experiment, {n: a.share for n, a in arms.items()}, control)
+    reports.latency_daily(c.lake, day)
+    c.lake.refresh_catalog()
+    return reports.summary_rows(c.lake, [day])
