@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from common.typedconf import ConfigError
+
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,18 +75,22 @@ def print_summary(data_dir: Path) -> None:
 
     rows = summary_rows(Lake(data_dir / "lake"))
     table = Table(title=f"CTR and latency per arm per day ({data_dir})")
-    for col in ("day", "arm", "requests", "CTR [95% CI]", "lift vs control", "p", "expected CTR",
-                "oracle", "random", "(CTR-rand)/(orac-rand)", "p50 ms", "p99 ms"):
-        table.add_column(col, justify="right")
+    for col in ("day", "arm", "requests", "CTR", "95% CI", "lift", "p", "E[CTR]", "oracle", "random",
+                "norm", "p50 ms", "p99 ms"):
+        table.add_column(col, justify="right", no_wrap=True)
     for r in rows:
         lift = "" if r["lift"] is None else f"{r['lift']:+.1%}"
         p = "" if r["p_value"] is None else f"{r['p_value']:.3g}"
         table.add_row(str(r["day"]), r["arm"], str(r["requests"]),
-                      f"{r['ctr']:.4f} [{r['ctr_ci_low']:.4f}, {r['ctr_ci_high']:.4f}]", lift, p,
+                      f"{r['ctr']:.4f}", f"[{r['ctr_ci_low']:.4f}, {r['ctr_ci_high']:.4f}]", lift, p,
                       f"{r['ctr_expected']:.4f}", f"{r['ctr_oracle']:.4f}", f"{r['ctr_random']:.4f}",
                       f"{normalised(r['ctr_expected'], r['ctr_random'], r['ctr_oracle']):.2f}",
                       f"{r['p50']:.2f}", f"{r['p99']:.2f}")
-    Console().print(table)
+    console = Console()
+    console.width = max(console.width, 132)
+    console.print(table)
+    console.print("E[CTR]: the world's expected CTR of the served slates; norm: E[CTR] placed between "
+                  "random (0) and oracle (1); latency: wall clock per request, whole pipeline.")
 
 
 def _next_steps(data_dir: Path) -> str:
@@ -94,6 +100,14 @@ def _next_steps(data_dir: Path) -> str:
 
 
 def cmd_campaign(args: argparse.Namespace) -> int:
+    from components.serving import load_experiment
+    from sim.config import load_scenario
+
+    # Fail on a bad config before the orchestrator starts, with just the one-line message.
+    load_scenario(args.scenario)
+    load_experiment(args.experiment)
+    if args.days < 1:
+        raise ConfigError(f"--days: a campaign needs at least 1 A/B day after the bootstrap, got {args.days}")
     data_dir = Path(args.data_dir)
     if args.fresh and data_dir.exists():
         shutil.rmtree(data_dir)
@@ -116,6 +130,10 @@ def cmd_campaign(args: argparse.Namespace) -> int:
 
 def cmd_run_day(args: argparse.Namespace) -> int:
     from flows.campaign import daily
+    from flows.campaign_state import open_campaign
+    from flows.simulate import require_models
+
+    require_models(open_campaign(args.data_dir), args.day)
 
     daily(data_dir=args.data_dir, day=args.day)
     print_summary(Path(args.data_dir))
@@ -170,7 +188,6 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _quiet_environment(args.verbose)
-    from common.typedconf import ConfigError
     from components.ab import SplitError
     from components.lake import LakeError
 

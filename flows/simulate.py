@@ -1,10 +1,13 @@
 """One simulated day: traffic meets the arms' pipelines, the world clicks, the lake records it."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 
 from components.ab import Splitter
+from components.lake import MissingPartitionError
 from components.features.store import FeatureStore, load_catalog
 from components.ranking import RANKERS
 from components.recall import CHANNELS
@@ -48,6 +51,18 @@ def arms_of_day(c: Campaign, day: int) -> tuple[str, dict[str, ArmConfig]]:
     return c.experiment.name, dict(c.experiment.arms)
 
 
+def require_models(c: Campaign, day: int) -> Path:
+    """The models that serve `day`: trained on day - 1, which must have run."""
+    models = c.models_dir(day - 1)
+    if day > 0 and not models.is_dir():
+        done = c.lake.days("ab_daily")
+        raise MissingPartitionError(
+            f"day {day} is served by the models trained on day {day - 1}, which are not in "
+            f"{models.parent}; run the days in order (days with reports: {done or 'none'})"
+        )
+    return models
+
+
 def load_pipelines(c: Campaign, day: int, arms: dict[str, ArmConfig]) -> dict[str, Pipeline]:
     """Pipelines serving `day`, from models trained on days <= day - 1 (fitted on nothing for day 0)."""
     exp = c.experiment
@@ -57,7 +72,7 @@ def load_pipelines(c: Campaign, day: int, arms: dict[str, ArmConfig]) -> dict[st
                          click_day=empty.astype(np.int32), click_ts=empty)
         channels = {n: CHANNELS[n](getattr(exp.models, n)).fit(data) for n in exp.logging_policy.channels}
         return {BOOTSTRAP_ARM: Pipeline(exp.logging_policy, exp.slate_size, channels, None)}
-    models = c.models_dir(day - 1)
+    models = require_models(c, day)
     needed = sorted({ch for a in arms.values() for ch in a.channels})
     channels = {n: CHANNELS[n].load(models / n) for n in needed}
     rankers = {r: RANKERS[r].load(models / r) for r in {a.ranker for a in arms.values()} - {"none"}}

@@ -1,0 +1,173 @@
+"""components/lake.py: partitioned Parquet, atomic writes, DuckDB views."""
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import components.lake as lake_module
+from components.contracts import SCHEMAS, ContractError, conform
+from components.lake import Lake, LakeError, MissingPartitionError
+
+
+def users(day: int, n: int, start: int = 0) -> pa.Table:
+    ids = list(range(start, start + n))
+    return pa.table({"day": [day] * n, "user_id": ids, "age_bucket": [i % 6 for i in ids],
+                     "region": [i % 8 for i in ids], "created_day": [0] * n})
+
+
+def test_write_then_read_round_trip(tmp_path):
+    lake = Lake(tmp_path)
+    t = users(0, 5)
+    path = lake.write("users", 0, t)
+    assert path == lake.path("users", 0) and path.is_file()
+    back = lake.read("users", 0)
+    assert back.equals(conform("users", t))
+    assert back.schema == SCHEMAS["users"]
+    assert lake.days("users") == [0] and lake.has("users", 0) and not lake.has("users", 1)
+
+
+def test_read_several_days_and_all_days(tmp_path):
+    lake = Lake(tmp_path)
+    lake.write("users", 0, users(0, 3))
+    lake.write("users", 2, users(2, 4, start=3))
+    assert lake.days("users") == [0, 2]
+    assert lake.read("users", [0, 2]).num_rows == 7
+    assert lake.read("users", [2]).column("user_id").to_pylist() == [3, 4, 5, 6]
+    assert lake.read("users").num_rows == 7
+    empty = lake.read("items")
+    assert empty.num_rows == 0 and empty.schema == SCHEMAS["items"]
+
+
+def test_rewriting_a_day_replaces_it(tmp_path):
+    lake = Lake(tmp_path)
+    lake.write("users", 1, users(1, 5))
+    lake.write("users", 1, users(1, 5))
+    assert lake.read("users", 1).num_rows == 5
+    lake.write("users", 1, users(1, 2, start=10))
+    assert lake.read("users", 1).column("user_id").to_pylist() == [10, 11]
+    with lake.connect() as con:
+        assert con.sql("SELECT count(*) FROM users").fetchall() == [(2,)]
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    lake = Lake(tmp_path)
+    for _ in range(3):
+        lake.write("users", 0, users(0, 4))
+    assert sorted(p.name for p in (tmp_path / "users").iterdir()) == ["day=00000.parquet"]
+
+
+def test_failed_write_keeps_the_old_partition_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    lake = Lake(tmp_path)
+    lake.write("users", 0, users(0, 4))
+
+    def half_written(table, where, **kwargs):
+        with open(where, "wb") as fh:
+            fh.write(b"PAR1 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(lake_module.pq, "write_table", half_written)
+    with pytest.raises(OSError, match="disk full"):
+        lake.write("users", 0, users(0, 9))
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "users").iterdir()) == ["day=00000.parquet"]
+    assert lake.read("users", 0).num_rows == 4
+
+
+def test_invalid_table_is_not_written(tmp_path):
+    lake = Lake(tmp_path)
+    with pytest.raises(ContractError):
+        lake.write("users", 0, users(0, 3).drop_columns(["region"]))
+    assert not lake.has("users", 0)
+
+
+def test_missing_day_names_the_table_and_the_day(tmp_path):
+    lake = Lake(tmp_path)
+    lake.write("users", 0, users(0, 3))
+    with pytest.raises(MissingPartitionError) as exc:
+        lake.read("users", [0, 3])
+    msg = str(exc.value)
+    assert "'users'" in msg
+    assert "day 3" in msg
+    assert isinstance(exc.value, LakeError)
+    with pytest.raises(MissingPartitionError, match="'impressions'.*day 0"):
+        lake.read("impressions", 0)
+
+
+def test_unknown_table_is_named(tmp_path):
+    with pytest.raises(LakeError, match="'userz'"):
+        Lake(tmp_path).read("userz", 0)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, 0.0])
+def test_truncated_partition_is_a_lake_error_naming_the_file(tmp_path, keep):
+    lake = Lake(tmp_path)
+    path = lake.write("users", 0, users(0, 50))
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(LakeError) as exc:
+        lake.read("users", 0)
+    assert str(path) in str(exc.value)
+    assert "corrupt or truncated" in str(exc.value)
+
+
+def test_garbage_partition_is_a_lake_error_naming_the_file(tmp_path):
+    lake = Lake(tmp_path)
+    path = lake.path("users", 0)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"this is not parquet at all" * 10)
+    with pytest.raises(LakeError, match=str(path).replace(".", r"\.")):
+        lake.read("users", 0)
+
+
+@pytest.mark.parametrize("metadata", [{b"reclab.schema_version": b"999"}, None])
+def test_partition_of_another_schema_version_is_refused(tmp_path, metadata):
+    lake = Lake(tmp_path)
+    path = lake.path("users", 0)
+    path.parent.mkdir(parents=True)
+    pq.write_table(conform("users", users(0, 3)).replace_schema_metadata(metadata), path)
+    with pytest.raises(LakeError) as exc:
+        lake.read("users", 0)
+    msg = str(exc.value)
+    assert str(path) in msg
+    assert "version" in msg
+    if metadata:
+        assert "999" in msg
+
+
+def test_rows_of_another_day_are_refused(tmp_path):
+    lake = Lake(tmp_path)
+    mixed = pa.concat_tables([users(1, 2), users(2, 2, start=2)])
+    with pytest.raises(LakeError) as exc:
+        lake.write("users", 1, mixed)
+    assert "[1, 2]" in str(exc.value) and "day=1" in str(exc.value)
+    with pytest.raises(LakeError):
+        lake.write("users", 1, users(0, 2))
+    assert lake.days("users") == []
+
+
+def test_connect_exposes_a_view_per_written_table(tmp_path):
+    lake = Lake(tmp_path)
+    lake.write("users", 0, users(0, 3))
+    lake.write("users", 1, users(1, 2, start=3))
+    with lake.connect() as con:
+        rows = con.sql("SELECT day, count(*) FROM users GROUP BY day ORDER BY day").fetchall()
+        assert rows == [(0, 3), (1, 2)]
+        assert con.sql("SELECT max(user_id) FROM users").fetchall() == [(4,)]
+        with pytest.raises(duckdb.CatalogException):
+            con.sql("SELECT * FROM impressions").fetchall()     # no partitions, no view
+    # a view reads the lake as it is now: a new day is seen by a new connection
+    lake.write("users", 2, users(2, 1, start=5))
+    with lake.connect() as con:
+        assert con.sql("SELECT count(*) FROM users").fetchall() == [(6,)]
+
+
+def test_refresh_catalog_writes_a_duckdb_file_with_the_views(tmp_path):
+    lake = Lake(tmp_path)
+    lake.write("users", 0, users(0, 3))
+    path = lake.refresh_catalog()
+    assert path == tmp_path / "catalog.duckdb"
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM users").fetchall() == [(3,)]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
