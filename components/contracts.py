@@ -136,11 +136,11 @@ def conform(name: str, table: pa.Table) -> pa.Table:
     if missing or extra:
         raise ContractError(f"table '{name}': missing columns {missing}, unexpected columns {extra}")
     table = table.select(schema.names)
-    try:
-        table = table.cast(schema)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-        raise ContractError(f"table '{name}' does not fit its schema: {exc}") from None
     for f in schema:
         if not f.nullable and table.column(f.name).null_count:
             raise ContractError(f"table '{name}': column '{f.name}' has nulls but is required")
+    try:
+        table = table.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError) as exc:
+        raise ContractError(f"table '{name}' does not fit its schema: {exc}") from None
     return table

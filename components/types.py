@@ -37,6 +37,7 @@ class UserBatch:
     clicks: np.ndarray       # [B] int64
     recent: np.ndarray       # [B, H] int64 clicked items, newest first, -1 padded
     items: ItemFeatures
+    request_ids: np.ndarray | None = None  # [B] when serving; seeds per-request randomness
 
     def __len__(self) -> int:
         return len(self.user_ids)

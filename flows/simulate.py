@@ -100,7 +100,7 @@ def serve_day(c: Campaign, day: int) -> dict[str, float]:
     batches = [(arm, idx[s:s + bs]) for arm in arms for idx in [np.flatnonzero(assigned == arm)]
                for s in range(0, len(idx), bs)]
     for arm, idx in progress.track(batches, len(batches), f"day {day}: serving {len(tr.user_id)} requests"):
-        res = pipelines[arm].serve(store.user_batch(tr.user_id[idx]))
+        res = pipelines[arm].serve(store.user_batch(tr.user_id[idx], tr.request_id[idx]))
         slates[idx], scores[idx] = res.items, res.scores
         for j, row in zip(idx, res.channels):
             origin[j] = row

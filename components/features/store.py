@@ -90,7 +90,7 @@ class FeatureStore:
             u_recent=[np.asarray(r, np.int64) for r in users.column("u_recent").to_pylist()],
         )
 
-    def user_batch(self, user_ids: np.ndarray) -> UserBatch:
+    def user_batch(self, user_ids: np.ndarray, request_ids: np.ndarray | None = None) -> UserBatch:
         """Features for these users; an unknown user gets the features of a new one."""
         rows = [self.user_index.get(int(u), -1) for u in user_ids]
         empty = np.zeros(0, np.int64)
@@ -100,6 +100,7 @@ class FeatureStore:
             clicks=np.array([self.u_clicks[r] if r >= 0 else 0 for r in rows], np.int64),
             recent=pad_rows([self.u_recent[r] if r >= 0 else empty for r in rows], RECENT_CLICKS, -1, np.int64),
             items=self.items,
+            request_ids=None if request_ids is None else np.asarray(request_ids, np.int64),
         )
 
 

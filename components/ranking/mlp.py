@@ -19,9 +19,9 @@ MAX_POSITION = 100
 @dataclass(frozen=True)
 class MLPConfig:
     hidden: int = 32
-    epochs: int = 8
-    batch_size: int = 512
-    lr: float = 5e-3
+    epochs: int = 5
+    batch_size: int = 4096
+    lr: float = 1e-2
     seed: int = 0
 
 

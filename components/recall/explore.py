@@ -28,10 +28,13 @@ class ExploreRecaller:
         return self
 
     def recall(self, users: UserBatch, k: int) -> Candidates:
-        # Seeded by the users served, so the same campaign replays the same exploration.
-        rng = np.random.default_rng([self.config.seed, self.day_ + 1, *users.user_ids[:4].tolist()])
+        # Each row seeded by its own request (or user): the same campaign replays the same
+        # exploration, and a request's items do not depend on which batch it was served in.
+        keys = users.request_ids if users.request_ids is not None else users.user_ids
         k = min(k, self.n_items_)
-        items = np.argsort(rng.random((len(users), self.n_items_)), axis=1)[:, :k]  # [B, k]
+        items = np.stack([np.random.default_rng([self.config.seed, self.day_ + 1, int(key)])
+                          .choice(self.n_items_, size=k, replace=False) for key in keys]) \
+            if len(keys) else np.zeros((0, k), np.int64)                            # [B, k]
         return Candidates(items=items.astype(np.int64), scores=np.zeros(items.shape, np.float32))
 
     def save(self, path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Self
 import numpy as np
 
 from components.recall.base import read_state, write_state
-from components.types import Candidates, TrainData, UserBatch, top_k
+from components.types import Candidates, TrainData, UserBatch
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class PopularRecaller:
         score = np.bincount(data.click_item[keep], weights=weight, minlength=data.catalog.n_items)
         # Ties (e.g. no clicks yet) broken by item id so the ranking is deterministic.
         self.scores_ = score.astype(np.float32)
-        self.ranked_ = top_k(self.scores_[None, :], data.catalog.n_items)[0]         # [I]
+        self.ranked_ = np.argsort(-self.scores_, kind="stable")                     # [I]
         return self
 
     def recall(self, users: UserBatch, k: int) -> Candidates:

@@ -70,7 +70,7 @@ class Pipeline:
         round-robin order key [B, M] that interleaves channels when no ranker is used.
         """
         b = len(users)
-        width = sum(self.arm.channels.values())
+        width = max(sum(self.arm.channels.values()), self.slate_size)
         merged = np.full((b, width), -1, np.int64)
         origin = np.zeros((b, width), np.int64)
         order = np.full((b, width), np.inf)

@@ -1,6 +1,7 @@
 """common/typedconf.py: strict, typed loading of frozen dataclasses."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -124,6 +125,18 @@ def test_dict_and_list_values_are_checked_with_their_path():
         from_mapping(Outer, {"name": "a", "tags": ["x", 2]})
     with pytest.raises(ConfigError, match=r"config\.tags.*list"):
         from_mapping(Outer, {"name": "a", "tags": "x"})
+
+
+@dataclass(frozen=True)
+class WithMapping:
+    weights: Mapping[str, float] = field(default_factory=dict)
+
+
+def test_mapping_typed_setting_is_converted_like_a_dict():
+    # _convert has a branch meant for Mapping[...] settings (typedconf.py, the dict branch)
+    assert from_mapping(WithMapping, {"weights": {"a": 1}}).weights == {"a": 1.0}
+    with pytest.raises(ConfigError, match=r"config\.weights\.a.*number"):
+        from_mapping(WithMapping, {"weights": {"a": "x"}})
 
 
 def test_nested_validate_runs_and_names_the_setting():
