@@ -1,0 +1,15 @@
+# One image for every reclab service: Prefect worker, MLflow, Streamlit, Dask.
+FROM python:3.11-slim
+WORKDIR /app
+ENV PIP_NO_CACHE_DIR=1 PREFECT_SERVER_ANALYTICS_ENABLED=false HF_HUB_OFFLINE=1
+COPY pyproject.toml constraints.txt README.md ./
+COPY common common
+COPY sim sim
+COPY components components
+COPY flows flows
+COPY dashboards dashboards
+COPY configs configs
+# CPU build of torch from PyTorch's CPU index, then the pinned stack.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
+ && pip install -c constraints.txt -e . psycopg2-binary boto3 "dask[distributed]" prefect-dask
+CMD ["reclab", "--help"]

@@ -1,0 +1,3 @@
+-- One database each for Prefect and MLflow, owned by the compose user.
+CREATE DATABASE prefect;
+CREATE DATABASE mlflow;
