@@ -17,10 +17,21 @@ from sim.config import load_scenario
 STAGES_PER_DAY = 4
 
 
-@flow(name="daily", flow_run_name="day-{day}")
-def daily(data_dir: str = "data", day: int = 1, parent_run_id: str | None = None) -> list[dict]:
-    """Simulate `day` with the models of the day before, then build samples, train and report."""
+def _daily_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    day = flow_run.parameters.get("day")
+    return f"day-{day}" if day is not None else "next-day"
+
+
+@flow(name="daily", flow_run_name=_daily_run_name)
+def daily(data_dir: str = "data", day: int | None = None, parent_run_id: str | None = None) -> list[dict]:
+    """Simulate `day` (default: the day after the last reported one) with the models of the day
+    before, then build samples, train and report."""
     c = open_campaign(data_dir)
+    if day is None:
+        reported = c.lake.days("ab_daily")
+        day = reported[-1] + 1 if reported else 0
     with tracking.run(c, f"day-{day}", parent_run_id, {"day": day}) as run_id:
         progress.stage(f"day {day}: simulate")
         simulate_day(data_dir, day, run_id)

@@ -153,6 +153,39 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
+def _stack_config(args: argparse.Namespace):
+    from flows.stack import StackConfig
+
+    env = os.environ
+    return StackConfig(data_dir=Path(args.data_dir), state_dir=Path(args.state_dir), host=args.host,
+                       prefect_port=int(env.get("RECLAB_PREFECT_PORT", 4200)),
+                       mlflow_port=int(env.get("RECLAB_MLFLOW_PORT", 5000)),
+                       dashboard_port=int(env.get("RECLAB_DASHBOARD_PORT", 8501)))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from flows.stack import up
+
+    cfg = _stack_config(args)
+    print("starting Prefect server, flow deployments, MLflow server and dashboard (about a minute)...")
+    record = up(cfg)
+    print(f"Prefect UI:  http://{cfg.host}:{cfg.prefect_port}   (Deployments -> campaign -> Run)")
+    print(f"MLflow UI:   {cfg.mlflow_uri}")
+    print(f"Dashboard:   {cfg.dashboard_url}")
+    print(f"logs and pids in {cfg.state_dir}/ ({', '.join(record['pids'])}); stop with `make down`")
+    print(f"To run flows from a shell against it: export PREFECT_API_URL={cfg.prefect_api} "
+          f"MLFLOW_TRACKING_URI={cfg.mlflow_uri}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from flows.stack import down
+
+    stopped = down(Path(args.state_dir))
+    print(f"stopped: {', '.join(stopped)}" if stopped else f"no stack recorded in {args.state_dir}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reclab", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="show Prefect's and MLflow's logs")
@@ -182,6 +215,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8501)
     s.add_argument("--address", default="127.0.0.1")
     s.set_defaults(func=cmd_dashboard)
+
+    u = sub.add_parser("up", help="start the stack on localhost: Prefect, deployments, MLflow, dashboard")
+    u.add_argument("--data-dir", default="data")
+    u.add_argument("--state-dir", default=".stack", help="where pids and logs are kept")
+    u.add_argument("--host", default="127.0.0.1", help="address to listen on (localhost by default)")
+    u.set_defaults(func=cmd_up)
+
+    dn = sub.add_parser("down", help="stop exactly what `reclab up` started")
+    dn.add_argument("--state-dir", default=".stack")
+    dn.set_defaults(func=cmd_down)
     return p
 
 
@@ -190,10 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_environment(args.verbose)
     from components.ab import SplitError
     from components.lake import LakeError
+    from flows.stack import StackError
 
     try:
         return args.func(args)
-    except (ConfigError, LakeError, SplitError) as exc:
+    except (ConfigError, LakeError, SplitError, StackError) as exc:
         print(f"reclab: error: {exc}", file=sys.stderr)
         return 2
 

@@ -79,8 +79,11 @@ def load_pipelines(c: Campaign, day: int, arms: dict[str, ArmConfig]) -> dict[st
     return {name: Pipeline(a, exp.slate_size, channels, rankers.get(a.ranker)) for name, a in arms.items()}
 
 
-def serve_day(c: Campaign, day: int) -> dict[str, float]:
-    """Serve every request of `day`, draw the clicks, and write requests, impressions, world_daily."""
+def serve_day(c: Campaign, day: int, pipelines: dict[str, Pipeline] | None = None) -> dict[str, float]:
+    """Serve every request of `day`, draw the clicks, and write requests, impressions, world_daily.
+
+    `pipelines` are the arms' pipelines (as the registry serves them); by default they are loaded
+    from the campaign's models folder."""
     exp, world, seed = c.experiment, c.world, c.scenario.seed
     tr = traffic(world, day, stream(seed, day, "traffic"))
     experiment, arms = arms_of_day(c, day)
@@ -89,7 +92,8 @@ def serve_day(c: Campaign, day: int) -> dict[str, float]:
     else:
         assigned = Splitter(exp.effective_salt, {n: a.share for n, a in arms.items()}).assign(tr.user_id)
     store = FeatureStore.load(c.lake, day)
-    pipelines = load_pipelines(c, day, arms)
+    if day == 0 or pipelines is None:
+        pipelines = load_pipelines(c, day, arms)
 
     k, bs = exp.slate_size, exp.serve_batch_size
     slates = np.full((len(tr.user_id), k), -1, np.int64)

@@ -40,8 +40,8 @@ def train(data_dir: str = "data", day: int = 0, parent_run_id: str | None = None
         metrics = tasks.train_channels(data_dir, day) | tasks.train_rankers(data_dir, day)
         models = tasks.publish_models(data_dir, day)
         tracking.log_metrics(c, run_id, metrics, step=day)
-        tracking.log_model_dir(c, run_id, c.models_dir(day), "models")
-        tracking.set_tags(c, run_id, {"reclab.models_dir": models})
+        version = tasks.register_models(data_dir, day, run_id)
+        tracking.set_tags(c, run_id, {"reclab.models_dir": models, "reclab.model_version": version})
     return metrics
 
 
@@ -51,6 +51,7 @@ def report(data_dir: str = "data", day: int = 0, parent_run_id: str | None = Non
     c = open_campaign(data_dir)
     with tracking.run(c, f"day-{day}/report", parent_run_id, {"day": day}) as run_id:
         rows = tasks.report_day(data_dir, day)
+        tasks.publish_summary(rows, day, c.name)
         tracking.log_metrics(c, run_id, day_metrics(rows), step=day)
         tracking.log_table(c, run_id, rows, f"summary-day-{day}.json")
     return rows

@@ -33,7 +33,11 @@ def experiment_id(campaign: Campaign) -> str:
     exp = c.get_experiment_by_name(campaign.name)
     if exp is not None:
         return exp.experiment_id
-    artifacts = (campaign.data_dir / "mlartifacts").resolve().as_uri()
+    # A tracking server stores artifacts where it is configured to; the embedded store keeps
+    # them beside the campaign's data.
+    uri = tracking_uri(campaign)
+    remote = uri.startswith(("http://", "https://"))
+    artifacts = None if remote else (campaign.data_dir / "mlartifacts").resolve().as_uri()
     return c.create_experiment(campaign.name, artifact_location=artifacts)
 
 
@@ -86,13 +90,96 @@ def set_tags(campaign: Campaign, run_id: str, tags: Mapping[str, str]) -> None:
     client(campaign).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
-def log_model_dir(campaign: Campaign, run_id: str, local_dir: Path, artifact_path: str) -> None:
-    """Models are logged as the very files serving loads, with the config inside them."""
-    client(campaign).log_artifacts(run_id, str(local_dir), artifact_path)
-
-
 def log_table(campaign: Campaign, run_id: str, rows: list[dict], file_name: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / file_name
         path.write_text(json.dumps(rows, indent=2, default=str))
         client(campaign).log_artifact(run_id, str(path))
+
+
+def registered_name(campaign: Campaign) -> str:
+    """The registry name of a campaign's pipelines: one version per training day."""
+    slug = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in campaign.name)
+    return f"reclab-{slug}"
+
+
+def _signature(slate_size: int):
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("long", "user_id"), ColSpec("string", "arm")]),
+        outputs=Schema([TensorSpec(np.dtype(np.int64), (-1, slate_size), "items")]),
+        params=ParamSchema([ParamSpec("lake", "string", ""), ParamSpec("day", "long", 0)]),
+    )
+
+
+@contextmanager
+def _fluent(campaign: Campaign) -> Iterator[None]:
+    """MLflow's fluent API (log_model, load_model) reads a process-wide URI and exports it to the
+    environment; scope it to this campaign so one campaign never leaks into the next."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri(campaign))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+def register_pipelines(campaign: Campaign, run_id: str, day: int, models_dir: Path) -> str:
+    """Log the day's models as one MLflow model with a signature, register it, and point each
+    arm's alias (plus `champion` for the control, `challenger` for a single treatment) at it."""
+    import mlflow
+
+    exp = campaign.experiment
+    name = registered_name(campaign)
+    with _fluent(campaign), mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="pipeline", python_model=str(Path(__file__).with_name("pipeline_model.py")),
+            artifacts={"models": str(models_dir)}, signature=_signature(exp.slate_size),
+            pip_requirements=["reclab"], registered_model_name=name,
+            tags={"reclab.day": str(day)}, await_registration_for=0,
+        )
+    version = str(info.registered_model_version)
+    c = client(campaign)
+    c.set_model_version_tag(name, version, "reclab.day", str(day))
+    c.set_model_version_tag(name, version, "reclab.trained_on_days", f"<= {day}")
+    treatments = [a for a in exp.arms if a != exp.control]
+    aliases = [*exp.arms, "champion", *(["challenger"] if len(treatments) == 1 else [])]
+    for alias in aliases:
+        c.set_registered_model_alias(name, alias, version)
+    return version
+
+
+def load_pipelines(campaign: Campaign, day: int) -> dict:
+    """Each arm's pipeline for serving `day`, from the registry: the version the arm's alias points
+    at when it was trained on day - 1 (the normal daily case), else, when an older day is re-run,
+    the version that was trained on day - 1, so a replay serves the models of its time."""
+    import mlflow
+
+    from components.lake import MissingPartitionError
+
+    name, c = registered_name(campaign), client(campaign)
+    versions = c.search_model_versions(f"name='{name}'")
+    trained = {int(v.tags.get("reclab.day", -1)): v for v in sorted(versions, key=lambda v: int(v.version))}
+    out = {}
+    for arm in campaign.experiment.arms:
+        current = next((v for v in versions if arm in v.aliases), None)
+        if current is not None and int(current.tags.get("reclab.day", -1)) == day - 1:
+            uri = f"models:/{name}@{arm}"
+        elif day - 1 in trained:
+            uri = f"models:/{name}/{trained[day - 1].version}"
+        else:
+            raise MissingPartitionError(
+                f"the registry has no {name} version trained on day {day - 1} (alias {arm}: "
+                f"{'version ' + current.version if current else 'unset'}); day {day} is served by the "
+                f"models trained on day {day - 1}: run the days in order")
+        with _fluent(campaign):
+            out[arm] = mlflow.pyfunc.load_model(uri).unwrap_python_model().pipelines_[arm]
+    return out

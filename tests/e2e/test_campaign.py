@@ -11,6 +11,7 @@ from scipy import stats
 
 from components.lake import Lake
 from flows.campaign_state import open_campaign
+from flows.tracking import registered_name
 
 pytestmark = pytest.mark.e2e
 AB_DAYS = 2
@@ -80,8 +81,9 @@ def test_mlflow_holds_runs_with_params_metrics_models(campaign_dir):
     assert train.data.tags["mlflow.parentRunId"] == by_name[f"day-{AB_DAYS}"].info.run_id
     assert 0.5 < train.data.metrics["mlp.holdout_auc"] <= 1.0
     assert "models.mlp.hidden" in train.data.params
-    artifacts = {a.path for a in client.list_artifacts(train.info.run_id, "models")}
-    assert {"models/mlp", "models/itemcf", "models/popular"} <= artifacts
+    version = client.get_model_version_by_alias(registered_name(c), "champion")
+    assert version.run_id == train.info.run_id and version.tags["reclab.day"] == str(AB_DAYS)
+    assert train.data.tags["reclab.model_version"] == str(version.version)
     for arm in ("control", "treatment"):
         assert f"{arm}.ctr" in by_name[f"day-{AB_DAYS}/report"].data.metrics
 
