@@ -96,7 +96,7 @@ def print_summary(data_dir: Path) -> None:
 def _next_steps(data_dir: Path) -> str:
     db = (data_dir / "mlflow.db").resolve()
     return (f"Open the dashboard:  .venv/bin/reclab dashboard --data-dir {data_dir}\n"
-            f"Open MLflow:         .venv/bin/mlflow ui --backend-store-uri sqlite:///{db} --port 5000")
+            f"Open MLflow:         .venv/bin/mlflow ui --backend-store-uri sqlite:///{db} --host 127.0.0.1 --port 5000")
 
 
 def cmd_campaign(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from flows.cli import main
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
-DAYS = 2
+DAYS = 1
 ARGS = ["campaign", "--scenario", "tiny", "--experiment", "default", "--days", str(DAYS)]
 MEASURED = {"request_latency", "latency_daily"}      # wall-clock time: never repeats
 KILL_SEED = 8
@@ -62,7 +63,7 @@ class Killer(threading.Thread):
                     pass
             except CampaignBusyError as exc:
                 self.refusal = str(exc)
-            # Somewhere inside day 1 (day 1 takes longer than day 0, which trains no ranker yet).
+            # Somewhere inside day 1, which outlasts day 0: it serves through the ranker, day 0 does not.
             self.delay = random.Random(KILL_SEED).uniform(0.05, 0.95) * (day1 - day0)
             time.sleep(self.delay)
             assert self.proc.poll() is None, "the campaign finished before it could be killed"
@@ -76,7 +77,18 @@ def _partitions(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "lake").rglob("day=*.parquet"))}
 
 
-def test_killed_campaign_resumes_byte_identical_and_its_runs_fail(prefect_server, tmp_path, capsys):
+@dataclass
+class Scene:
+    killed: Path
+    clean: Path
+    pid: int
+    refusal: str
+
+
+@pytest.fixture(scope="module")
+def scene(prefect_server, tmp_path_factory) -> Scene:
+    """A campaign killed mid-day in a subprocess, and the same campaign run meanwhile in this one."""
+    tmp_path = tmp_path_factory.mktemp("faults")
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_LOGGING_LEVEL": "ERROR"}
     log = tmp_path / "killed.log"
@@ -96,9 +108,15 @@ def test_killed_campaign_resumes_byte_identical_and_its_runs_fail(prefect_server
     if killer.error is not None:
         raise killer.error
     assert proc.returncode == -signal.SIGKILL, log.read_text()[-2000:]
+    return Scene(killed, clean, proc.pid, killer.refusal)
 
-    # The lock named its holder while it ran.
-    assert f"pid {proc.pid} on host" in killer.refusal and "use another --data-dir" in killer.refusal
+
+def test_the_lock_named_the_holder_while_it_ran(scene):
+    assert f"pid {scene.pid} on host" in scene.refusal and "use another --data-dir" in scene.refusal
+
+
+def test_killed_campaign_resumes_byte_identical_and_its_runs_fail(scene, capsys):
+    killed, clean = scene.killed, scene.clean
 
     # Killed: what readers see is whole partitions only, each readable.
     lake = Lake(killed / "lake")
@@ -133,7 +151,7 @@ def test_killed_campaign_resumes_byte_identical_and_its_runs_fail(prefect_server
     failed = [r for r in runs if r.info.status == "FAILED"]
     assert {"campaign", f"day-{resume_from}"} <= {r.info.run_name for r in failed}
     for r in failed:
-        assert r.data.tags["reclab.pid"] == str(proc.pid)
+        assert r.data.tags["reclab.pid"] == str(scene.pid)
         assert "killed or crashed" in r.data.tags["reclab.failure"]
     last = max((r for r in runs if r.info.run_name == "campaign"), key=lambda r: r.info.start_time)
     assert last.info.status == "FINISHED"
@@ -141,3 +159,17 @@ def test_killed_campaign_resumes_byte_identical_and_its_runs_fail(prefect_server
     # The resumed campaign run has every day's metrics, the kept days' read from the lake.
     history = client.get_metric_history(last.info.run_id, "control.ctr")
     assert sorted(m.step for m in history) == list(range(1, DAYS + 1))
+
+
+def test_the_dashboard_never_writes_to_the_data_dir(scene, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    def snapshot() -> dict[str, tuple[int, int]]:
+        return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in scene.clean.rglob("*") if p.is_file()}
+
+    before = snapshot()
+    monkeypatch.setenv("RECLAB_DATA_DIR", str(scene.clean))
+    at = AppTest.from_file(str(REPO / "dashboards" / "app.py"), default_timeout=120).run()
+    assert not at.exception
+    assert at.dataframe and set(at.dataframe[0].value["arm"]) == {"control", "treatment"}
+    assert snapshot() == before
