@@ -37,7 +37,7 @@ dashboard: setup
 	$(VENV)/bin/reclab dashboard --data-dir $(DATA)
 
 mlflow-ui: setup
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(DATA))/mlflow.db --port 5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(DATA))/mlflow.db --host 127.0.0.1 --port 5000
 
 up: setup
 	$(VENV)/bin/reclab up --data-dir $(DATA)

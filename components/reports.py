@@ -21,6 +21,7 @@ def ab_daily(lake: Lake, day: int, experiment: str, shares: Mapping[str, float],
         LEFT JOIN (SELECT request_id, count(*) AS n, count(*) FILTER (WHERE clicked) AS c
                    FROM impressions WHERE day = {day} GROUP BY request_id) i USING (request_id)
         GROUP BY r.arm, r.user_id
+        ORDER BY r.arm, r.user_id
     """).fetchnumpy()
     con.close()
     arms = per_user["arm"]
@@ -47,12 +48,12 @@ def ab_daily(lake: Lake, day: int, experiment: str, shares: Mapping[str, float],
 
 
 def latency_daily(lake: Lake, day: int) -> pa.Table:
-    """Wall-clock latency percentiles of each stage per arm, from the requests log."""
+    """Wall-clock latency percentiles of each stage per arm, from the request_latency log."""
     con = lake.connect()
     parts = [f"""SELECT day, arm, '{s}' AS stage, count(*) AS requests,
                         quantile_cont({s}_ms, 0.5) AS p50, quantile_cont({s}_ms, 0.95) AS p95,
                         quantile_cont({s}_ms, 0.99) AS p99, avg({s}_ms) AS mean
-                 FROM requests WHERE day = {day} GROUP BY day, arm""" for s in STAGES]
+                 FROM request_latency WHERE day = {day} GROUP BY day, arm""" for s in STAGES]
     table = con.sql(" UNION ALL ".join(parts) + " ORDER BY arm, stage").to_arrow_table()
     con.close()
     lake.write("latency_daily", day, table)

@@ -80,7 +80,8 @@ def load_pipelines(c: Campaign, day: int, arms: dict[str, ArmConfig]) -> dict[st
 
 
 def serve_day(c: Campaign, day: int, pipelines: dict[str, Pipeline] | None = None) -> dict[str, float]:
-    """Serve every request of `day`, draw the clicks, and write requests, impressions, world_daily.
+    """Serve every request of `day`, draw the clicks; write requests, request_latency, impressions,
+    world_daily.
 
     `pipelines` are the arms' pipelines (as the registry serves them); by default they are loaded
     from the campaign's models folder."""
@@ -121,8 +122,11 @@ def serve_day(c: Campaign, day: int, pipelines: dict[str, Pipeline] | None = Non
     n = len(tr.user_id)
     c.lake.write("requests", day, pa.table({
         "day": np.full(n, day, np.int32), "ts": tr.ts, "request_id": tr.request_id, "user_id": tr.user_id,
-        "experiment": [experiment] * n, "arm": assigned.astype(str), "batch_size": batch_size,
-        **{f"{s}_ms": v for s, v in stage_ms.items()},
+        "experiment": [experiment] * n, "arm": assigned.astype(str),
+    }))
+    c.lake.write("request_latency", day, pa.table({
+        "day": np.full(n, day, np.int32), "request_id": tr.request_id, "arm": assigned.astype(str),
+        "batch_size": batch_size, **{f"{s}_ms": v for s, v in stage_ms.items()},
     }))
     r, pos = np.nonzero(shown)
     c.lake.write("impressions", day, pa.table({

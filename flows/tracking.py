@@ -3,20 +3,25 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from flows.campaign_state import Campaign
 
 MAX_PARAM = 6000
+# Tells this process's runs from those of an earlier process with the same pid (a container's).
+PROCESS = uuid.uuid4().hex
+FAILURE_TAG = "reclab.failure"
 
 
 def tracking_uri(campaign: Campaign) -> str:
@@ -56,7 +61,9 @@ def run(campaign: Campaign, name: str, parent_run_id: str | None = None,
         params: Mapping[str, Any] | None = None) -> Iterator[str]:
     """An MLflow run around a flow body; it ends FAILED if the body raises, FINISHED otherwise."""
     c = client(campaign)
-    tags = {MLFLOW_RUN_NAME: name, "reclab.campaign": campaign.name}
+    tags = {MLFLOW_RUN_NAME: name, "reclab.campaign": campaign.name,
+            "reclab.data_dir": str(campaign.data_dir.resolve()), "reclab.process": PROCESS,
+            "reclab.pid": str(os.getpid()), "reclab.host": socket.gethostname()}
     if parent_run_id:
         tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
     r = c.create_run(experiment_id(campaign), run_name=name, tags=tags)
@@ -65,10 +72,40 @@ def run(campaign: Campaign, name: str, parent_run_id: str | None = None,
         log_params(campaign, run_id, params)
     try:
         yield run_id
-    except BaseException:
+    except BaseException as exc:
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        c.set_tag(run_id, FAILURE_TAG, reason[:MAX_PARAM])
         c.set_terminated(run_id, status="FAILED")
         raise
     c.set_terminated(run_id, status="FINISHED")
+
+
+def fail_orphaned_runs(campaign: Campaign) -> list[str]:
+    """Mark FAILED the runs of this data directory that a dead process left RUNNING.
+
+    A process killed outright (SIGKILL, power cut) cannot close its own runs. Call this only
+    while holding the data directory's lock: then no other live process writes runs for it, so
+    a RUNNING run from another process is an orphan.
+    """
+    c = client(campaign)
+    exp = c.get_experiment_by_name(campaign.name)
+    if exp is None:
+        return []
+    data_dir = str(campaign.data_dir.resolve())
+    runs = c.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                         run_view_type=ViewType.ACTIVE_ONLY, max_results=5000)
+    failed = []
+    for r in runs:
+        tags = r.data.tags
+        if tags.get("reclab.data_dir") != data_dir or tags.get("reclab.process") == PROCESS:
+            continue
+        reason = (f"killed or crashed: its process (pid {tags.get('reclab.pid', '?')} on "
+                  f"{tags.get('reclab.host', '?')}) ended without closing the run; marked failed "
+                  f"by pid {os.getpid()} on {socket.gethostname()} when it took over {data_dir}")
+        c.set_tag(r.info.run_id, FAILURE_TAG, reason)
+        c.set_terminated(r.info.run_id, status=RunStatus.to_string(RunStatus.FAILED))
+        failed.append(r.info.run_id)
+    return failed
 
 
 def log_params(campaign: Campaign, run_id: str, params: Mapping[str, Any]) -> None:
