@@ -18,12 +18,13 @@ STAGES_PER_DAY = 4
 
 
 @flow(name="daily", flow_run_name="day-{day}")
-def daily(data_dir: str = "data", day: int = 1, parent_run_id: str | None = None) -> list[dict]:
+def daily(data_dir: str = "data", day: int = 1, parent_run_id: str | None = None,
+          scale: str = "local", shards: int = 1, dask_address: str | None = None) -> list[dict]:
     """Simulate `day` with the models of the day before, then build samples, train and report."""
     c = open_campaign(data_dir)
     with tracking.run(c, f"day-{day}", parent_run_id, {"day": day}) as run_id:
         progress.stage(f"day {day}: simulate")
-        simulate_day(data_dir, day, run_id)
+        simulate_day(data_dir, day, run_id, scale, shards, dask_address)
         progress.stage(f"day {day}: build samples")
         build_samples(data_dir, day, run_id)
         progress.stage(f"day {day}: train")
@@ -48,8 +49,10 @@ def prepare_campaign(data_dir: str, scenario: str, experiment: str, seed: int | 
 
 @flow(name="campaign", flow_run_name="campaign-{scenario}-{experiment}-{days}d")
 def campaign(scenario: str = "small", experiment: str = "default", days: int = 3,
-             data_dir: str = "data", seed: int | None = None, name: str | None = None) -> list[dict]:
-    """Day 0 served by the logging policy, then `days` days of the A/B experiment."""
+             data_dir: str = "data", seed: int | None = None, name: str | None = None,
+             scale: str = "local", shards: int = 1, dask_address: str | None = None) -> list[dict]:
+    """Day 0 served by the logging policy, then `days` days of the A/B experiment; `scale` and
+    `shards` say where the days' requests are served (see flows/scale.py), never what they give."""
     if days < 1:
         raise ConfigError(f"days: a campaign needs at least 1 A/B day after the bootstrap, got {days}")
     prepare_campaign(data_dir, scenario, experiment, seed, name)
@@ -59,7 +62,7 @@ def campaign(scenario: str = "small", experiment: str = "default", days: int = 3
     rows: list[dict] = []
     with tracking.run(c, "campaign", None, params) as run_id:
         for day in range(days + 1):
-            day_rows = daily(data_dir, day, run_id)
+            day_rows = daily(data_dir, day, run_id, scale, shards, dask_address)
             tracking.log_metrics(c, run_id, day_metrics(day_rows), step=day)
             rows += day_rows
     return rows

@@ -108,6 +108,10 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     load_experiment(args.experiment)
     if args.days < 1:
         raise ConfigError(f"--days: a campaign needs at least 1 A/B day after the bootstrap, got {args.days}")
+    shards = args.shards or ((os.cpu_count() or 1) if args.scale == "dask" else 1)
+    from flows.scale import check
+
+    check(args.scale, shards)
     data_dir = Path(args.data_dir)
     if args.fresh and data_dir.exists():
         shutil.rmtree(data_dir)
@@ -119,7 +123,8 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         progress.install(reporter)
         try:
             campaign(scenario=args.scenario, experiment=args.experiment, days=args.days,
-                     data_dir=str(data_dir), seed=args.seed, name=args.name)
+                     data_dir=str(data_dir), seed=args.seed, name=args.name,
+                     scale=args.scale, shards=shards, dask_address=args.dask_address)
         finally:
             progress.install(None)
     print_summary(data_dir)
@@ -166,6 +171,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
     c.add_argument("--name", default=None, help="MLflow experiment name (default: from the configs)")
     c.add_argument("--fresh", action="store_true", help="delete --data-dir first")
+    c.add_argument("--scale", default="local", help="local (in-process) or dask (shards on a Dask cluster)")
+    c.add_argument("--shards", type=int, default=None,
+                   help="user-hash shards per day (default: 1 local, one per core with dask)")
+    c.add_argument("--dask-address", default=None, help="scheduler of an existing Dask cluster "
+                   "(default with --scale dask: a LocalCluster)")
     c.set_defaults(func=cmd_campaign)
 
     d = sub.add_parser("run-day", help="(re-)run one day of an existing campaign")

@@ -45,6 +45,7 @@ def state_of(c: Campaign, day: int) -> WorldState:
 
 def publish_catalog(c: Campaign, day: int) -> dict[str, int]:
     """The world announces the items and users arriving on `day` to the recommender."""
+    state_of(c, day)    # the day's state must exist before shards read it in parallel
     world = world_of(c, day)
     items, users = item_catalog(world, day), user_catalog(world, day)
     content = items["content"]                                                   # [n, d]
@@ -139,14 +140,12 @@ def serve_shard(c: Campaign, day: int, index: int, n_shards: int) -> str:
 
     prob = behavior.click_probability(world, state, tr.user_id, slates)           # [n, K]
     clicked = behavior.choose(prob, behavior.request_uniform(seed, day, tr.request_id))
-    sampled = behavior.oracle_sample(seed, day, tr.request_id, len(tr_all.user_id), c.scenario.oracle.sample_requests)
-    ref = behavior.reference_ctr(world, state, tr.user_id[sampled], k, tr.request_id[sampled], day)
     path = shard_path(c, day, index, n_shards)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         np.savez(f, rows=rows, slates=slates, scores=scores, origin=origin.astype(str), batch_size=batch_size,
-                 prob=prob, clicked=clicked, sampled=sampled, oracle=ref.oracle, random=ref.random,
+                 prob=prob, clicked=clicked,
                  **{f"{s}_ms": v for s, v in stage_ms.items()})
     tmp.replace(path)
     return str(path)
@@ -162,16 +161,18 @@ def finish_day(c: Campaign, day: int, n_shards: int) -> dict[str, float]:
            "origin": np.full((n, k), "", dtype=object), "batch_size": np.zeros(n, np.int32),
            "prob": np.zeros((n, k), np.float32), "clicked": np.zeros((n, k), bool),
            **{f"{s}_ms": np.zeros(n, np.float32) for s in ("recall", "merge", "rank", "total")}}
-    sampled, oracle, random = np.zeros(n, bool), np.zeros(n), np.zeros(n)
     for index in range(n_shards):
-        path = shard_path(c, day, index, n_shards)
-        with np.load(path) as z:
-            rows = z["rows"]
+        with np.load(shard_path(c, day, index, n_shards)) as z:
             for key in out:
-                out[key][rows] = z[key]
-            hit = rows[z["sampled"]]
-            sampled[hit], oracle[hit], random[hit] = True, z["oracle"], z["random"]
+                out[key][z["rows"]] = z[key]
     shutil.rmtree(shard_path(c, day, 0, n_shards).parent, ignore_errors=True)
+    # The oracle runs here, once, in request order: BLAS results can differ in the last bits with
+    # the shape of a batch, and the day's figures must not depend on how it was sharded.
+    seed = c.scenario.seed
+    sampled = behavior.oracle_sample(seed, day, tr.request_id, n, c.scenario.oracle.sample_requests)
+    ref = behavior.reference_ctr(world_of(c, day), state, tr.user_id[sampled], k, tr.request_id[sampled], day)
+    oracle, random = np.zeros(n), np.zeros(n)
+    oracle[sampled], random[sampled] = ref.oracle, ref.random
 
     slates, prob, clicked = out["slates"], out["prob"], out["clicked"]
     shown = slates >= 0

@@ -36,6 +36,18 @@ def serve_day(data_dir: str, day: int) -> dict[str, float]:
 
 
 @task(**TASK)
+def serve_shard(data_dir: str, day: int, index: int, shards: int) -> str:
+    """Serve the requests of one user-hash shard and draw their clicks; returns the shard file."""
+    return simulate.serve_shard(open_campaign(data_dir), day, index, shards)
+
+
+@task(**TASK)
+def finish_day(data_dir: str, day: int, shards: int) -> dict[str, float]:
+    """Gather the shards into the day's tables and move the world on to the next day."""
+    return simulate.finish_day(open_campaign(data_dir), day, shards)
+
+
+@task(**TASK)
 def build_samples(data_dir: str, day: int) -> int:
     """Join the day's impressions with point-in-time features into training samples."""
     return samples.build_samples(open_campaign(data_dir).lake, day).num_rows

@@ -8,6 +8,7 @@ so a day can be re-run from the state it started with.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,7 +125,7 @@ def save_state(state: WorldState, root: Path) -> Path:
     """Write atomically: a crash leaves the old file or the new one, never half of one."""
     path = state_path(root, state.day)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     with open(tmp, "wb") as f:
         np.savez(f, day=np.int64(state.day), **{k: getattr(state, k) for k in FIELDS})
     os.replace(tmp, path)
