@@ -71,7 +71,13 @@ def item_embedding(log: Log, dim: int = 16, seed: int = 0) -> np.ndarray:
 def kmeans(x: np.ndarray, k: int, iters: int = 30, seed: int = 0) -> np.ndarray:
     """Spherical k-means labels: [N, d] -> [N]."""
     rng = np.random.default_rng(seed)
-    centres = x[rng.choice(len(x), k, replace=False)]
+    # Farthest-point start: each new centre is the point least similar to those already chosen.
+    chosen = [int(rng.integers(len(x)))]
+    closest = x @ x[chosen[0]]                                                     # [N]
+    for _ in range(k - 1):
+        chosen.append(int(np.argmin(closest)))
+        closest = np.maximum(closest, x @ x[chosen[-1]])
+    centres = x[chosen].copy()
     for _ in range(iters):
         labels = (x @ centres.T).argmax(axis=1)
         for c in range(k):

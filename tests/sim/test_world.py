@@ -109,4 +109,4 @@ def test_catalogs_publish_only_public_columns_of_the_days_arrivals():
     day2 = item_catalog(w, 2)
     np.testing.assert_array_equal(day2["item_id"], np.arange(28, 31))
     assert (day2["created_day"] == 2).all() and len(day2["title"]) == 3
-    np.testing.assert_array_equal(user_catalog(w, 1)["user_id"], np.arange(34, 38))
+    np.testing.assert_array_equal(user_catalog(w, 1)["user_id"], np.arange(30, 34))
