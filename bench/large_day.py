@@ -47,7 +47,7 @@ def main() -> None:
     print(json.dumps(times))
     append(f"One day (day 0, logging policy, then samples and training) of the `{args.scenario}` scenario",
            ["stage", "wall s"], [[k, f"{v:.1f}"] for k, v in times.items()],
-           notes="one run; peak memory from /usr/bin/time -v is in the note below the table when measured")
+           notes="one run; for peak memory run it under /usr/bin/time -v")
 
 
 if __name__ == "__main__":
