@@ -38,8 +38,12 @@ def world_dir(c: Campaign) -> Path:
 
 def state_of(c: Campaign, day: int) -> WorldState:
     """The world as `day` starts: drawn fresh on day 0, otherwise what the day before left."""
-    if day == 0 and not state_path(world_dir(c), 0).is_file():
+    path = state_path(world_dir(c), day)
+    if day == 0 and not path.is_file():
         save_state(initial_state(world_of(c, 0)), world_dir(c))
+    elif not path.is_file():
+        raise MissingPartitionError(f"day {day} starts from the world state that day {day - 1} left, and "
+                                    f"{path} is missing; run the days in order")
     return load_state(world_dir(c), day)
 
 
