@@ -23,6 +23,7 @@ from flows.campaign_state import create_campaign
 from sim import behavior
 from sim.config import load_scenario
 from sim.rng import stream
+from sim.state import initial_state
 
 
 def build(data_dir: Path, scenario: str):
@@ -63,13 +64,14 @@ def serving_rows(c, batch_sizes: list[int], requests: int, repeats: int) -> list
 
 def sim_rate(c, repeats: int) -> float:
     world = c.world
+    state = initial_state(world)
     rng = stream(0, 0, "bench")
     users = rng.integers(0, world.n_users, 20_000)
     slates = rng.integers(0, world.n_items, (20_000, 10))
     rates = []
     for _ in range(repeats):
         t = time.perf_counter()
-        behavior.respond(world, users, slates, rng)
+        behavior.respond(world, state, users, slates, rng.random(len(users)))
         rates.append(slates.size / (time.perf_counter() - t))
     return float(np.median(rates))
 

@@ -27,7 +27,8 @@ def _daily_run_name() -> str:
 
 
 @flow(name="daily", flow_run_name=_daily_run_name)
-def daily(data_dir: str = "data", day: int | None = None, parent_run_id: str | None = None) -> list[dict]:
+def daily(data_dir: str = "data", day: int | None = None, parent_run_id: str | None = None,
+          scale: str = "local", shards: int = 1, dask_address: str | None = None) -> list[dict]:
     """Simulate `day` (default: the day after the last reported one) with the models of the day
     before, then build samples, train and report."""
     with claim(data_dir):
@@ -37,7 +38,7 @@ def daily(data_dir: str = "data", day: int | None = None, parent_run_id: str | N
             day = reported[-1] + 1 if reported else 0
         with tracking.run(c, f"day-{day}", parent_run_id, {"day": day}) as run_id:
             progress.stage(f"day {day}: simulate")
-            simulate_day(data_dir, day, run_id)
+            simulate_day(data_dir, day, run_id, scale, shards, dask_address)
             progress.stage(f"day {day}: build samples")
             build_samples(data_dir, day, run_id)
             progress.stage(f"day {day}: train")
@@ -63,11 +64,13 @@ def prepare_campaign(data_dir: str, scenario: str, experiment: str, seed: int | 
 @flow(name="campaign", flow_run_name="campaign-{scenario}-{experiment}-{days}d")
 def campaign(scenario: str = "small", experiment: str = "default", days: int = 3,
              data_dir: str = "data", seed: int | None = None, name: str | None = None,
-             rerun: bool = False) -> list[dict]:
+             rerun: bool = False, scale: str = "local", shards: int = 1,
+             dask_address: str | None = None) -> list[dict]:
     """Day 0 served by the logging policy, then `days` days of the A/B experiment.
 
     Days already complete in `data_dir` (reported, models published) are kept, so a campaign
-    that was stopped resumes where it stopped; `rerun` runs every day again.
+    that was stopped resumes where it stopped; `rerun` runs every day again. `scale` and `shards`
+    say where the days' requests are served (see flows/scale.py), never what they give.
     """
     if days < 1:
         raise ConfigError(f"days: a campaign needs at least 1 A/B day after the bootstrap, got {days}")
@@ -83,7 +86,8 @@ def campaign(scenario: str = "small", experiment: str = "default", days: int = 3
             tracking.set_tags(c, run_id, {"reclab.first_day_run": str(first)})
             for day in range(days + 1):
                 # A kept day's rows come from the lake, so the run's charts cover every day.
-                day_rows = daily(data_dir, day, run_id) if day >= first else summary_rows(c.lake, [day])
+                day_rows = (daily(data_dir, day, run_id, scale, shards, dask_address) if day >= first
+                            else summary_rows(c.lake, [day]))
                 tracking.log_metrics(c, run_id, day_metrics(day_rows), step=day)
                 rows += day_rows
     return rows

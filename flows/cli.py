@@ -112,6 +112,10 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         world = replace(world, seed=args.seed)
     if args.days < 1:
         raise ConfigError(f"--days: a campaign needs at least 1 A/B day after the bootstrap, got {args.days}")
+    shards = args.shards or ((os.cpu_count() or 1) if args.scale == "dask" else 1)
+    from flows.scale import check
+
+    check(args.scale, shards)
     data_dir = Path(args.data_dir)
     from flows.campaign_state import MANIFEST, clear_data_dir, open_campaign
     from flows.recovery import claim
@@ -135,7 +139,8 @@ def cmd_campaign(args: argparse.Namespace) -> int:
             progress.install(reporter)
             try:
                 campaign(scenario=args.scenario, experiment=args.experiment, days=args.days,
-                         data_dir=str(data_dir), seed=args.seed, name=args.name, rerun=args.rerun)
+                         data_dir=str(data_dir), seed=args.seed, name=args.name, rerun=args.rerun,
+                         scale=args.scale, shards=shards, dask_address=args.dask_address)
             finally:
                 progress.install(None)
     print_summary(data_dir)
@@ -219,6 +224,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--fresh", action="store_true", help="delete --data-dir first")
     c.add_argument("--rerun", action="store_true",
                    help="run every day again (default: keep the days already complete, resume after them)")
+    c.add_argument("--scale", default="local", help="local (in-process) or dask (shards on a Dask cluster)")
+    c.add_argument("--shards", type=int, default=None,
+                   help="user-hash shards per day (default: 1 local, one per core with dask)")
+    c.add_argument("--dask-address", default=None, help="scheduler of an existing Dask cluster "
+                   "(default with --scale dask: a LocalCluster)")
     c.set_defaults(func=cmd_campaign)
 
     d = sub.add_parser("run-day", help="(re-)run one day of an existing campaign")

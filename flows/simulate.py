@@ -1,6 +1,7 @@
 """One simulated day: traffic meets the arms' pipelines, the world clicks, the lake records it."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,29 +17,49 @@ from components.types import TrainData
 from flows import progress
 from flows.campaign_state import Campaign
 from sim import behavior
-from sim.rng import stream
-from sim.traffic import traffic
-from sim.world import item_catalog, user_catalog
+from sim.rng import shard_of, stream
+from sim.state import DayLog, WorldState, advance, initial_state, load_state, save_state, state_path
+from sim.traffic import Traffic, traffic
+from sim.world import World, cached_world, item_catalog, user_catalog
 
 BOOTSTRAP_ARM = "logging"
 BOOTSTRAP_EXPERIMENT = "bootstrap"
 
 
+def world_of(c: Campaign, day: int) -> World:
+    """Every user and item that has arrived by `day`."""
+    return cached_world(c.scenario, day)
+
+
+def world_dir(c: Campaign) -> Path:
+    """The world's own files (daily state, shard outputs): never read by the recommender."""
+    return c.data_dir / "world"
+
+
+def state_of(c: Campaign, day: int) -> WorldState:
+    """The world as `day` starts: drawn fresh on day 0, otherwise what the day before left."""
+    path = state_path(world_dir(c), day)
+    if day == 0 and not path.is_file():
+        save_state(initial_state(world_of(c, 0)), world_dir(c))
+    elif not path.is_file():
+        raise MissingPartitionError(f"day {day} starts from the world state that day {day - 1} left, and "
+                                    f"{path} is missing; run the days in order")
+    return load_state(world_dir(c), day)
+
+
 def publish_catalog(c: Campaign, day: int) -> dict[str, int]:
-    """The world announces the items and users created on `day` to the recommender."""
-    items, users = item_catalog(c.world), user_catalog(c.world)
-    new_items = np.flatnonzero(items["created_day"] == day)
-    new_users = np.flatnonzero(users["created_day"] == day)
+    """The world announces the items and users arriving on `day` to the recommender."""
+    state_of(c, day)    # the day's state must exist before shards read it in parallel
+    world = world_of(c, day)
+    items, users = item_catalog(world, day), user_catalog(world, day)
+    content = items["content"]                                                   # [n, d]
     item_table = pa.table({
-        "day": np.full(len(new_items), day, np.int32),
-        "item_id": items["item_id"][new_items],
-        "category": items["category"][new_items],
-        "title": [items["title"][i] for i in new_items],
-        "created_day": items["created_day"][new_items],
-        "content": pa.array(list(items["content"][new_items]), type=pa.list_(pa.float32())),
+        "day": np.full(len(items["item_id"]), day, np.int32),
+        **{k: items[k] for k in ("item_id", "category", "title", "created_day")},
+        "content": pa.ListArray.from_arrays(np.arange(0, content.size + 1, content.shape[1], dtype=np.int32),
+                                            content.reshape(-1)),
     })
-    user_table = pa.table({"day": np.full(len(new_users), day, np.int32),
-                           **{k: v[new_users] for k, v in users.items()}})
+    user_table = pa.table({"day": np.full(len(users["user_id"]), day, np.int32), **users})
     c.lake.write("items", day, item_table)
     c.lake.write("users", day, user_table)
     return {"items": item_table.num_rows, "users": user_table.num_rows}
@@ -79,68 +100,121 @@ def load_pipelines(c: Campaign, day: int, arms: dict[str, ArmConfig]) -> dict[st
     return {name: Pipeline(a, exp.slate_size, channels, rankers.get(a.ranker)) for name, a in arms.items()}
 
 
-def serve_day(c: Campaign, day: int, pipelines: dict[str, Pipeline] | None = None) -> dict[str, float]:
-    """Serve every request of `day`, draw the clicks; write requests, request_latency, impressions,
-    world_daily.
-
-    `pipelines` are the arms' pipelines (as the registry serves them); by default they are loaded
-    from the campaign's models folder."""
-    exp, world, seed = c.experiment, c.world, c.scenario.seed
-    tr = traffic(world, day, stream(seed, day, "traffic"))
+def day_traffic(c: Campaign, day: int, state: WorldState) -> tuple[Traffic, str, dict[str, ArmConfig], np.ndarray]:
+    """The day's requests and the arm of each; a pure function of the seed and the day's state."""
+    tr = traffic(world_of(c, day), state, day, stream(c.scenario.seed, day, "traffic"))
     experiment, arms = arms_of_day(c, day)
     if day == 0:
         assigned = np.full(len(tr.user_id), BOOTSTRAP_ARM, dtype=object)
     else:
-        assigned = Splitter(exp.effective_salt, {n: a.share for n, a in arms.items()}).assign(tr.user_id)
+        assigned = Splitter(c.experiment.effective_salt, {n: a.share for n, a in arms.items()}).assign(tr.user_id)
+    return tr, experiment, arms, np.asarray(assigned, dtype=object)
+
+
+def shard_path(c: Campaign, day: int, index: int, n_shards: int) -> Path:
+    return world_dir(c) / f"shards-day={day:05d}" / f"shard-{index}-of-{n_shards}.npz"
+
+
+def serve_shard(c: Campaign, day: int, index: int, n_shards: int,
+                pipelines: dict[str, Pipeline] | None = None) -> str:
+    """Serve the requests of one user-hash shard and draw their clicks; write them to a shard file.
+
+    `pipelines` are the arms' pipelines (as the registry serves them); by default they are loaded
+    from the campaign's models folder."""
+    exp, seed = c.experiment, c.scenario.seed
+    world, state = world_of(c, day), state_of(c, day)
+    tr_all, _, arms, assigned_all = day_traffic(c, day, state)
+    rows = np.flatnonzero(shard_of(tr_all.user_id, n_shards) == index)           # [n] rows of the whole day
+    tr, assigned = tr_all.select(rows), assigned_all[rows]
     store = FeatureStore.load(c.lake, day)
     if day == 0 or pipelines is None:
         pipelines = load_pipelines(c, day, arms)
 
-    k, bs = exp.slate_size, exp.serve_batch_size
-    slates = np.full((len(tr.user_id), k), -1, np.int64)
-    scores = np.zeros((len(tr.user_id), k), np.float32)
-    origin: list[list[tuple[str, ...]]] = [[] for _ in tr.user_id]
-    stage_ms = {s: np.zeros(len(tr.user_id), np.float32) for s in ("recall", "merge", "rank", "total")}
-    batch_size = np.zeros(len(tr.user_id), np.int32)
+    n, k, bs = len(rows), exp.slate_size, exp.serve_batch_size
+    slates = np.full((n, k), -1, np.int64)
+    scores = np.zeros((n, k), np.float32)
+    origin = np.full((n, k), "", dtype=object)
+    stage_ms = {s: np.zeros(n, np.float32) for s in ("recall", "merge", "rank", "total")}
+    batch_size = np.zeros(n, np.int32)
     batches = [(arm, idx[s:s + bs]) for arm in arms for idx in [np.flatnonzero(assigned == arm)]
                for s in range(0, len(idx), bs)]
-    for arm, idx in progress.track(batches, len(batches), f"day {day}: serving {len(tr.user_id)} requests"):
+    label = f"day {day}: serving {n} requests" + (f" (shard {index + 1}/{n_shards})" if n_shards > 1 else "")
+    for arm, idx in progress.track(batches, len(batches), label):
         res = pipelines[arm].serve(store.user_batch(tr.user_id[idx], tr.request_id[idx]))
         slates[idx], scores[idx] = res.items, res.scores
-        for j, row in zip(idx, res.channels):
-            origin[j] = row
+        origin[idx] = [["|".join(slot) for slot in row] for row in res.channels]
         for s, v in res.timings_ms.items():
             stage_ms[s][idx] = v
         batch_size[idx] = len(idx)
 
-    shown = slates >= 0                                                              # [R, K]
-    safe = np.where(shown, slates, 0)
-    prob = behavior.click_probability(world, tr.user_id, safe) * shown               # [R, K]
-    clicked = stream(seed, day, "clicks").random(prob.shape) < prob
-    ref = behavior.reference_ctr(world, tr.user_id, k)
+    prob = behavior.click_probability(world, state, tr.user_id, slates)           # [n, K]
+    clicked = behavior.choose(prob, behavior.request_uniform(seed, day, tr.request_id))
+    path = shard_path(c, day, index, n_shards)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, rows=rows, slates=slates, scores=scores, origin=origin.astype(str), batch_size=batch_size,
+                 prob=prob, clicked=clicked,
+                 **{f"{s}_ms": v for s, v in stage_ms.items()})
+    tmp.replace(path)
+    return str(path)
 
-    n = len(tr.user_id)
+
+def finish_day(c: Campaign, day: int, n_shards: int) -> dict[str, float]:
+    """Gather the shards in request order, write requests, impressions and world_daily, and move
+    the world on to the next day; the tables do not depend on the number of shards."""
+    state = state_of(c, day)
+    tr, experiment, arms, assigned = day_traffic(c, day, state)
+    n, k = len(tr.user_id), c.experiment.slate_size
+    out = {"slates": np.full((n, k), -1, np.int64), "scores": np.zeros((n, k), np.float32),
+           "origin": np.full((n, k), "", dtype=object), "batch_size": np.zeros(n, np.int32),
+           "prob": np.zeros((n, k), np.float32), "clicked": np.zeros((n, k), bool),
+           **{f"{s}_ms": np.zeros(n, np.float32) for s in ("recall", "merge", "rank", "total")}}
+    for index in range(n_shards):
+        with np.load(shard_path(c, day, index, n_shards)) as z:
+            for key in out:
+                out[key][z["rows"]] = z[key]
+    shutil.rmtree(shard_path(c, day, 0, n_shards).parent, ignore_errors=True)
+    # The oracle runs here, once, in request order: BLAS results can differ in the last bits with
+    # the shape of a batch, and the day's figures must not depend on how it was sharded.
+    seed = c.scenario.seed
+    sampled = behavior.oracle_sample(seed, day, tr.request_id, n, c.scenario.oracle.sample_requests)
+    ref = behavior.reference_ctr(world_of(c, day), state, tr.user_id[sampled], k, tr.request_id[sampled], day)
+    oracle, random = np.zeros(n), np.zeros(n)
+    oracle[sampled], random[sampled] = ref.oracle, ref.random
+
+    slates, prob, clicked = out["slates"], out["prob"], out["clicked"]
+    shown = slates >= 0
     c.lake.write("requests", day, pa.table({
         "day": np.full(n, day, np.int32), "ts": tr.ts, "request_id": tr.request_id, "user_id": tr.user_id,
         "experiment": [experiment] * n, "arm": assigned.astype(str),
     }))
     c.lake.write("request_latency", day, pa.table({
         "day": np.full(n, day, np.int32), "request_id": tr.request_id, "arm": assigned.astype(str),
-        "batch_size": batch_size, **{f"{s}_ms": v for s, v in stage_ms.items()},
+        "batch_size": out["batch_size"],
+        **{f"{s}_ms": out[f"{s}_ms"] for s in ("recall", "merge", "rank", "total")},
     }))
     r, pos = np.nonzero(shown)
     c.lake.write("impressions", day, pa.table({
         "day": np.full(len(r), day, np.int32), "ts": tr.ts[r], "request_id": tr.request_id[r],
         "user_id": tr.user_id[r], "item_id": slates[r, pos], "position": pos.astype(np.int32),
-        "arm": assigned[r].astype(str), "channels": [list(origin[i][p]) for i, p in zip(r, pos)],
-        "score": scores[r, pos], "clicked": clicked[r, pos],
+        "arm": assigned[r].astype(str), "channels": [o.split("|") if o else [] for o in out["origin"][r, pos]],
+        "score": out["scores"][r, pos], "clicked": clicked[r, pos],
     }))
     rows = []
     for arm in arms:
-        m = assigned == arm
+        m, ms = assigned == arm, (assigned == arm) & sampled
         rows.append({"day": day, "arm": arm, "requests": int(m.sum()),
                      "ctr_expected": float(prob[m].sum() / max(shown[m].sum(), 1)),
-                     "ctr_oracle": float(ref.oracle[m].mean()) if m.any() else 0.0,
-                     "ctr_random": float(ref.random[m].mean()) if m.any() else 0.0})
+                     "ctr_oracle": float(oracle[ms].mean()) if ms.any() else 0.0,
+                     "ctr_random": float(random[ms].mean()) if ms.any() else 0.0})
     c.lake.write("world_daily", day, pa.Table.from_pylist(rows))
+    log = DayLog(user_id=tr.user_id[r], item_id=slates[r, pos], clicked=clicked[r, pos])
+    save_state(advance(world_of(c, day + 1), state, log), world_dir(c))
     return {f"{row['arm']}.{key}": row[key] for row in rows for key in row if key not in ("day", "arm")}
+
+
+def serve_day(c: Campaign, day: int) -> dict[str, float]:
+    """Serve every request of `day` in-process, draw the clicks, write the day's tables."""
+    serve_shard(c, day, 0, 1)
+    return finish_day(c, day, 1)

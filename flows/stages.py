@@ -7,17 +7,20 @@ from common.typedconf import to_mapping
 from flows import tasks, tracking
 from flows.campaign_state import open_campaign
 from flows.recovery import claim
+from flows.scale import run_shards
 
 
 @flow(name="simulate_day", flow_run_name="simulate-day-{day}")
-def simulate_day(data_dir: str = "data", day: int = 0, parent_run_id: str | None = None) -> dict[str, float]:
+def simulate_day(data_dir: str = "data", day: int = 0, parent_run_id: str | None = None,
+                 scale: str = "local", shards: int = 1, dask_address: str | None = None) -> dict[str, float]:
     """Serve one day of traffic and record requests, impressions and the world's reference CTRs."""
     with claim(data_dir):
         c = open_campaign(data_dir)
         with tracking.run(c, f"day-{day}/simulate", parent_run_id, {"day": day}) as run_id:
             tasks.publish_catalog(data_dir, day)
             tasks.features_for(data_dir, day)
-            metrics = tasks.serve_day(data_dir, day)
+            run_shards(data_dir, day, scale, shards, dask_address)
+            metrics = tasks.finish_day(data_dir, day, shards)
             tracking.log_metrics(c, run_id, metrics, step=day)
     return metrics
 

@@ -33,12 +33,18 @@ def features_for(data_dir: str, day: int) -> int:
 
 
 @task(**TASK)
-def serve_day(data_dir: str, day: int) -> dict[str, float]:
-    """Serve the day's traffic with each arm's pipeline and record the world's response."""
+def serve_shard(data_dir: str, day: int, index: int, shards: int) -> str:
+    """Serve the requests of one user-hash shard and draw their clicks; returns the shard file."""
     c = open_campaign(data_dir)
     # A/B days are served by what the registry's arm aliases point at, as production would.
     pipelines = tracking.load_pipelines(c, day) if day > 0 else None
-    return simulate.serve_day(c, day, pipelines)
+    return simulate.serve_shard(c, day, index, shards, pipelines)
+
+
+@task(**TASK)
+def finish_day(data_dir: str, day: int, shards: int) -> dict[str, float]:
+    """Gather the shards into the day's tables and move the world on to the next day."""
+    return simulate.finish_day(open_campaign(data_dir), day, shards)
 
 
 @task(**TASK)

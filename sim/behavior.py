@@ -1,35 +1,79 @@
-"""The choice model: relevance, position bias, clicks; and the oracle that knows it."""
+"""The choice model: what a user does with a slate; and the oracle that knows it.
+
+A request is one multinomial choice: the user clicks one examined item, or nothing. Item k of the
+slate has attractiveness e_k * exp(utility), e_k the examination of rank k (falling with rank), and
+the no-click option has exp(no_click_utility). The utility of an item for a user mixes content
+taste (which drifts) and collaborative taste, plus the item's quality, its popularity as users see
+it, a novelty bonus that fades with the item's age, and a fatigue penalty for recent exposures of
+the same item to the same user. Click probability stays inside sim/.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
+from sim.rng import keyed_uniform
+from sim.state import WorldState
 from sim.world import World
+
+MAX_UTILITY = 30.0   # exp() stays finite in float32
 
 
 def examination(world: World, slate_size: int) -> np.ndarray:
     """Probability that a user looks at each rank: [K], falling with rank."""
     ranks = np.arange(slate_size)
-    return 1.0 / (1.0 + ranks) ** world.config.behavior.position_decay
+    return (1.0 / (1.0 + ranks) ** world.config.behavior.position_decay).astype(np.float32)
 
 
-def relevance(world: World, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Click probability of an examined item: users [B], items [B, K] -> [B, K]."""
+def item_prior(world: World, state: WorldState, items: np.ndarray | slice = slice(None)) -> np.ndarray:
+    """The user-independent part of the utility: quality, popularity, novelty: [I] or like `items`."""
     b = world.config.behavior
-    match = np.einsum("bd,bkd->bk", world.user_taste[users], world.item_latent[items])  # [B, K]
-    logit = b.base_logit + b.relevance_scale * match + world.item_quality[items]
-    return 1.0 / (1.0 + np.exp(-logit))
+    created = world.item_created_day[items]
+    age = (state.day - created).astype(np.float32)
+    # The day-0 catalogue is the established assortment: only later arrivals are news.
+    fresh = np.exp(-age / np.float32(b.novelty_days)) * (created > 0)
+    return (world.item_quality[items]
+            + np.float32(b.popularity_scale) * np.log1p(state.item_clicks[items])
+            + np.float32(b.novelty) * fresh.astype(np.float32))
 
 
-def click_probability(world: World, users: np.ndarray, slates: np.ndarray) -> np.ndarray:
-    """The world's truth: P(click) per slot, users [B], slates [B, K] -> [B, K]."""
-    return relevance(world, users, slates) * examination(world, slates.shape[1])[None, :]
+def utility(world: World, state: WorldState, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Utility of each item for its request's user: users [B], items [B, K] -> [B, K] float32."""
+    b, w = world.config.behavior, np.float32(world.config.behavior.content_weight)
+    match = w * np.einsum("bd,bkd->bk", state.user_taste[users], world.item_latent[items])       # [B, K]
+    if world.config.collab_dim:
+        match += (1 - w) * np.einsum("bc,bkc->bk", world.user_collab[users], world.item_collab[items])
+    u = np.float32(b.base_logit) + np.float32(b.relevance_scale) * match + item_prior(world, state, items)
+    if b.fatigue:
+        u -= np.float32(b.fatigue) * state.exposures(users, items)                                  # [B, K]
+    return np.minimum(u, MAX_UTILITY)
 
 
-def respond(world: World, users: np.ndarray, slates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Draw clicks for a batch of slates in one pass: [B, K] bool."""
-    return rng.random(slates.shape) < click_probability(world, users, slates)
+def click_probability(world: World, state: WorldState, users: np.ndarray, slates: np.ndarray) -> np.ndarray:
+    """The world's truth: P(click) per slot, users [B], slates [B, K] (-1: empty slot) -> [B, K]."""
+    shown = slates >= 0
+    items = np.where(shown, slates, 0)
+    v = np.exp(utility(world, state, users, items)) * examination(world, slates.shape[1]) * shown  # [B, K]
+    v0 = np.float32(np.exp(world.config.behavior.no_click_utility))
+    return v / (v0 + v.sum(axis=1, keepdims=True))
+
+
+def choose(prob: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+    """One draw per request from its slot probabilities, the rest being no click: [B, K] bool."""
+    idx = (np.cumsum(prob, axis=1) <= uniform[:, None]).sum(axis=1)            # [B], K means no click
+    return np.arange(prob.shape[1])[None, :] == idx[:, None]
+
+
+def respond(world: World, state: WorldState, users: np.ndarray, slates: np.ndarray,
+            uniform: np.ndarray) -> np.ndarray:
+    """Clicks for a batch of slates in one pass, given one uniform draw per request: [B, K] bool."""
+    return choose(click_probability(world, state, users, slates), uniform)
+
+
+def request_uniform(seed: int, day: int, request_ids: np.ndarray) -> np.ndarray:
+    """The draw that decides a request's click: fixed by its id, whatever shard serves it."""
+    return keyed_uniform(seed, day, "clicks", request_ids)
 
 
 @dataclass(frozen=True)
@@ -40,22 +84,57 @@ class Reference:
     random: np.ndarray  # [B]
 
 
-def reference_ctr(world: World, users: np.ndarray, slate_size: int, chunk: int = 512) -> Reference:
-    """Oracle and random expected CTR for each request's user.
+def _all_utilities(world: World, state: WorldState, users: np.ndarray) -> np.ndarray:
+    """Utility of every item for each user: [b] -> [b, I]."""
+    b, w = world.config.behavior, np.float32(world.config.behavior.content_weight)
+    match = w * (state.user_taste[users] @ world.item_latent.T)                                    # [b, I]
+    if world.config.collab_dim:
+        match += (1 - w) * (world.user_collab[users] @ world.item_collab.T)
+    u = np.float32(b.base_logit) + np.float32(b.relevance_scale) * match + item_prior(world, state)[None, :]
+    if b.fatigue:
+        for row, user in enumerate(users.tolist()):
+            items, counts = state.user_exposures(user)
+            u[row, items] -= np.float32(b.fatigue) * counts
+    return np.minimum(u, MAX_UTILITY)
 
-    With examination falling in rank, the best slate puts the K most relevant items in order of
-    relevance (rearrangement inequality), so the oracle is exact, not a heuristic.
+
+def reference_ctr(world: World, state: WorldState, users: np.ndarray, slate_size: int,
+                  request_ids: np.ndarray, day: int, draws: int | None = None, chunk: int = 256) -> Reference:
+    """Oracle and random expected CTR (clicks per shown item) for each request.
+
+    The probability of a click on a slate is S / (v0 + S) with S = sum_k e_k v_k, increasing in S.
+    With examination falling in rank, S is largest for the K most attractive items in order of
+    attractiveness (rearrangement inequality), so the oracle is exact for the day's choice model.
+    The random reference averages `draws` uniformly random slates per request, drawn from a
+    generator keyed by the request id (so shards agree); over catalogues above 4096 items a slate
+    is drawn with replacement, which changes it only in the rare slates with a repeat.
     """
-    exam = examination(world, slate_size)                                          # [K]
-    oracle = np.empty(len(users))
-    random = np.empty(len(users))
-    b = world.config.behavior
+    cfg = world.config
+    draws = draws or cfg.oracle.random_draws
+    exam = examination(world, slate_size)                                                         # [K]
+    v0 = np.exp(cfg.behavior.no_click_utility)
+    n_items = world.n_items
+    k = min(slate_size, n_items)
+    oracle, random = np.empty(len(users)), np.empty(len(users))
     for start in range(0, len(users), chunk):
         u = users[start:start + chunk]
-        logit = b.base_logit + b.relevance_scale * (world.user_taste[u] @ world.item_latent.T)
-        rel = 1.0 / (1.0 + np.exp(-(logit + world.item_quality[None, :])))        # [b, I]
-        k = min(slate_size, rel.shape[1])
-        top = -np.sort(-np.partition(rel, rel.shape[1] - k, axis=1)[:, -k:], axis=1)  # [b, k]
-        oracle[start:start + chunk] = (top * exam[:k]).sum(axis=1) / slate_size
-        random[start:start + chunk] = rel.mean(axis=1) * exam.mean()
+        v = np.exp(_all_utilities(world, state, u).astype(np.float64))                           # [b, I]
+        top = -np.sort(-np.partition(v, n_items - k, axis=1)[:, -k:], axis=1)                     # [b, k]
+        s = (top * exam[:k]).sum(axis=1)                                                          # [b]
+        oracle[start:start + chunk] = s / (v0 + s) / slate_size
+        for row, rid in enumerate(request_ids[start:start + chunk].tolist()):
+            rng = np.random.default_rng([cfg.seed, day, 0x0AC1E, rid])
+            if n_items <= 4096:
+                slates = np.argpartition(rng.random((draws, n_items)), k - 1, axis=1)[:, :k]       # [draws, k]
+            else:
+                slates = rng.integers(0, n_items, size=(draws, k))
+            sr = (v[row, slates] * exam[:k]).sum(axis=1)                                          # [draws]
+            random[start + row] = (sr / (v0 + sr)).mean() / slate_size
     return Reference(oracle=oracle, random=random)
+
+
+def oracle_sample(seed: int, day: int, request_ids: np.ndarray, n_requests: int, sample: int) -> np.ndarray:
+    """Which requests get the oracle: a keyed coin per request, so every shard picks the same ones."""
+    if sample == 0 or sample >= n_requests:
+        return np.ones(len(request_ids), bool)
+    return keyed_uniform(seed, day, "oracle", request_ids) < sample / n_requests

@@ -1,11 +1,19 @@
-"""Users and items with hidden latent tastes, and the public catalog they publish."""
+"""Users and items: hidden tastes over a category hierarchy, and the public catalog they publish.
+
+The world is drawn in cohorts: the day-0 population, then the users and items arriving on each later
+day. A cohort depends only on (seed, day), so the world through day d is the same whichever day it
+is built on. What changes over time (drifting tastes, fatigue, popularity, churn) is not here but in
+sim/state.py.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from sim.config import WorldConfig
+from sim.rng import stream
 
 CATEGORY_NOUNS = (
     "serum", "lipstick", "shampoo", "moisturiser", "mascara", "perfume", "cleanser", "sunscreen",
@@ -13,6 +21,8 @@ CATEGORY_NOUNS = (
     "hair oil", "blush", "lip balm", "eye cream", "exfoliator", "concealer", "bath salt",
     "hand cream", "dry shampoo",
 )
+SUBCATEGORY_WORDS = ("everyday", "night", "travel", "sport", "kids", "men's", "salon", "sensitive",
+                     "summer", "winter", "gift set", "refill")
 # One word pair per latent axis: the sign of an item's coordinate picks the word, so titles
 # carry the item's position in taste space and a text encoder can recover it.
 AXIS_WORDS = (
@@ -25,19 +35,26 @@ AXIS_WORDS = (
 
 @dataclass(frozen=True)
 class World:
-    """The world's truth (tastes, quality) and its public catalog (categories, titles, content)."""
+    """The world's static truth (tastes, quality) and its public catalog, through one day's arrivals."""
 
     config: WorldConfig
-    user_taste: np.ndarray       # [U, d] hidden, unit norm
-    user_activity: np.ndarray    # [U] hidden, mean 1
-    user_age_bucket: np.ndarray  # [U] public
-    user_region: np.ndarray      # [U] public
-    item_latent: np.ndarray      # [I, d] hidden, unit norm
-    item_quality: np.ndarray     # [I] hidden
-    item_category: np.ndarray    # [I] public
-    item_content: np.ndarray     # [I, d] public: a noisy view of item_latent
-    item_title: tuple[str, ...]  # [I] public
-    category_names: tuple[str, ...]
+    through_day: int
+    leaf_parent: np.ndarray       # [L] top-level category of each leaf category
+    leaf_centre: np.ndarray       # [L, d] hidden
+    user_taste: np.ndarray        # [U, d] hidden, unit norm: taste on arrival (drift is state)
+    user_collab: np.ndarray       # [U, c] hidden collaborative factors
+    user_activity: np.ndarray     # [U] hidden, mean 1
+    user_age_bucket: np.ndarray   # [U] public
+    user_region: np.ndarray       # [U] public
+    user_created_day: np.ndarray  # [U] public
+    item_latent: np.ndarray       # [I, d] hidden, unit norm
+    item_collab: np.ndarray       # [I, c] hidden
+    item_quality: np.ndarray      # [I] hidden
+    item_category: np.ndarray     # [I] public: the leaf category
+    item_content: np.ndarray      # [I, d] public: a noisy view of item_latent
+    item_title: tuple[str, ...]   # [I] public
+    item_created_day: np.ndarray  # [I] public
+    category_names: tuple[str, ...]  # [L] leaf names, e.g. "night serum"
 
     @property
     def n_users(self) -> int:
@@ -52,73 +69,137 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def _category_names(n: int) -> tuple[str, ...]:
-    names = [CATEGORY_NOUNS[c % len(CATEGORY_NOUNS)] for c in range(n)]
-    return tuple(f"{name} {c // len(CATEGORY_NOUNS) + 1}" if c >= len(CATEGORY_NOUNS) else name
-                 for c, name in enumerate(names))
+def _category_names(n_top: int, n_sub: int) -> tuple[str, ...]:
+    names = []
+    for c in range(n_top):
+        noun = CATEGORY_NOUNS[c % len(CATEGORY_NOUNS)]
+        noun = f"{noun} {c // len(CATEGORY_NOUNS) + 1}" if c >= len(CATEGORY_NOUNS) else noun
+        for s in range(n_sub):
+            word = SUBCATEGORY_WORDS[s % len(SUBCATEGORY_WORDS)]
+            word = f"{word} {s // len(SUBCATEGORY_WORDS) + 1}" if s >= len(SUBCATEGORY_WORDS) else word
+            names.append(noun if n_sub == 1 else f"{word} {noun}")
+    return tuple(names)
 
 
-def _titles(latent: np.ndarray, category: np.ndarray, names: tuple[str, ...]) -> tuple[str, ...]:
+def _titles(latent: np.ndarray, leaf: np.ndarray, names: tuple[str, ...]) -> list[str]:
     d = latent.shape[1]
     strongest = np.argsort(-np.abs(latent), axis=1)[:, :3]  # [I, 3] the item's most marked axes
+    positive = np.take_along_axis(latent, strongest, axis=1) > 0  # [I, 3]
     titles = []
-    for i, axes in enumerate(strongest):
-        words = [AXIS_WORDS[a % len(AXIS_WORDS)][int(latent[i, a] > 0)] for a in axes if a < d]
-        titles.append(f"{' '.join(words)} {names[category[i]]}")
-    return tuple(titles)
+    for axes, pos, cat in zip(strongest.tolist(), positive.tolist(), leaf.tolist()):
+        words = [AXIS_WORDS[a % len(AXIS_WORDS)][int(p)] for a, p in zip(axes, pos) if a < d]
+        titles.append(f"{' '.join(words)} {names[cat]}")
+    return titles
 
 
-def make_world(config: WorldConfig) -> World:
-    """Draw a world from its config; the same config and seed always give the same world."""
-    rng = np.random.default_rng([config.seed, 0])
-    d, ic, uc = config.latent_dim, config.items, config.users
-    centres = _unit(rng.standard_normal((ic.n_categories, d)))                 # [C, d]
-    # Zipf-like category sizes: a few big categories, a long tail of small ones.
-    cat_weight = 1.0 / np.arange(1, ic.n_categories + 1) ** 0.7
-    category = rng.choice(ic.n_categories, size=ic.n, p=cat_weight / cat_weight.sum())  # [I]
-    item_latent = _unit(centres[category] + ic.spread * rng.standard_normal((ic.n, d)) / np.sqrt(d))
-    quality = ic.quality_sigma * rng.standard_normal(ic.n)                     # [I]
-    content = item_latent + ic.content_noise * rng.standard_normal((ic.n, d)) / np.sqrt(d)
+@dataclass(frozen=True)
+class Hierarchy:
+    """Categories shared by every cohort: top-level sizes, leaves, their centres in taste space."""
 
-    favourites = rng.choice(ic.n_categories, size=(uc.n, uc.favourite_categories),
-                            p=cat_weight / cat_weight.sum())                    # [U, F]
-    taste = centres[favourites].mean(axis=1)                                    # [U, d]
-    taste = _unit(taste + uc.taste_noise * rng.standard_normal((uc.n, d)) / np.sqrt(d))
-    activity = rng.lognormal(0.0, uc.activity_sigma, size=uc.n)
-    activity /= activity.mean()
+    top_weight: np.ndarray   # [C] Zipf-like popularity of top-level categories, sums to 1
+    leaf_parent: np.ndarray  # [L]
+    leaf_centre: np.ndarray  # [L, d]
 
-    names = _category_names(ic.n_categories)
+
+def hierarchy(config: WorldConfig) -> Hierarchy:
+    ic, d = config.items, config.latent_dim
+    rng = stream(config.seed, 0, "categories")
+    top = _unit(rng.standard_normal((ic.n_categories, d)))                          # [C, d]
+    parent = np.repeat(np.arange(ic.n_categories), ic.subcategories)                 # [L]
+    leaf = _unit(top[parent] + ic.subcategory_spread * rng.standard_normal((len(parent), d)) / np.sqrt(d))
+    weight = 1.0 / np.arange(1, ic.n_categories + 1) ** ic.category_skew
+    return Hierarchy(weight / weight.sum(), parent, leaf)
+
+
+def _item_cohort(config: WorldConfig, h: Hierarchy, day: int, n: int) -> dict[str, np.ndarray]:
+    ic, d, c = config.items, config.latent_dim, config.collab_dim
+    rng = stream(config.seed, day, "items")
+    top = rng.choice(len(h.top_weight), size=n, p=h.top_weight)                     # [n]
+    leaf = top * ic.subcategories + rng.integers(0, ic.subcategories, size=n)       # [n]
+    latent = _unit(h.leaf_centre[leaf] + ic.spread * rng.standard_normal((n, d)) / np.sqrt(d))  # [n, d]
+    content = latent + ic.content_noise * rng.standard_normal((n, d)) / np.sqrt(d)  # [n, d]
+    return {"latent": latent.astype(np.float32),
+            "collab": (rng.standard_normal((n, c)) / np.sqrt(max(c, 1))).astype(np.float32),
+            "quality": (ic.quality_sigma * rng.standard_normal(n)).astype(np.float32),
+            "category": leaf.astype(np.int32), "content": content.astype(np.float32),
+            "created_day": np.full(n, day, np.int32)}
+
+
+def _activity(config: WorldConfig, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Heavy-tailed activity of mean 1 in expectation (normalised by the law, not the sample)."""
+    uc = config.users
+    if uc.activity == "pareto":
+        return (1.0 + rng.pareto(uc.activity_alpha, n)) * (uc.activity_alpha - 1) / uc.activity_alpha
+    return rng.lognormal(-uc.activity_sigma ** 2 / 2, uc.activity_sigma, n)
+
+
+def _user_cohort(config: WorldConfig, h: Hierarchy, day: int, n: int) -> dict[str, np.ndarray]:
+    uc, ic, d, c = config.users, config.items, config.latent_dim, config.collab_dim
+    rng = stream(config.seed, day, "users")
+    # Favourite top-level categories, without repeats, more often the big ones (Gumbel top-k).
+    keys = np.log(h.top_weight)[None, :] + rng.gumbel(size=(n, len(h.top_weight)))  # [n, C]
+    favourite = np.argsort(-keys, axis=1)[:, :uc.favourite_categories]               # [n, F]
+    leaf = favourite * ic.subcategories + rng.integers(0, ic.subcategories, size=favourite.shape)
+    taste = _unit(h.leaf_centre[leaf].mean(axis=1) + uc.taste_noise * rng.standard_normal((n, d)) / np.sqrt(d))
+    return {"taste": taste.astype(np.float32),
+            "collab": (rng.standard_normal((n, c)) / np.sqrt(max(c, 1))).astype(np.float32),
+            "activity": _activity(config, rng, n),
+            "age_bucket": rng.integers(0, 6, size=n).astype(np.int32),
+            "region": rng.integers(0, 8, size=n).astype(np.int32),
+            "created_day": np.full(n, day, np.int32)}
+
+
+def _cohorts(config: WorldConfig, h: Hierarchy, through_day: int, kind: str) -> dict[str, np.ndarray]:
+    first, per_day = ((config.items.n, config.items.new_per_day) if kind == "items"
+                      else (config.users.n, config.users.new_per_day))
+    make = _item_cohort if kind == "items" else _user_cohort
+    parts = [make(config, h, 0, first)]
+    parts += [make(config, h, day, per_day) for day in range(1, through_day + 1) if per_day]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def make_world(config: WorldConfig, through_day: int = 0) -> World:
+    """The world with every user and item that has arrived by `through_day`; same inputs, same world."""
+    if through_day < 0:
+        raise ValueError(f"through_day must be >= 0, got {through_day}")
+    h = hierarchy(config)
+    items, users = _cohorts(config, h, through_day, "items"), _cohorts(config, h, through_day, "users")
+    names = _category_names(config.items.n_categories, config.items.subcategories)
     return World(
-        config=config,
-        user_taste=taste.astype(np.float32),
-        user_activity=activity,
-        user_age_bucket=rng.integers(0, 6, size=uc.n),
-        user_region=rng.integers(0, 8, size=uc.n),
-        item_latent=item_latent.astype(np.float32),
-        item_quality=quality.astype(np.float32),
-        item_category=category,
-        item_content=content.astype(np.float32),
-        item_title=_titles(item_latent, category, names),
-        category_names=names,
+        config=config, through_day=through_day, leaf_parent=h.leaf_parent, leaf_centre=h.leaf_centre,
+        user_taste=users["taste"], user_collab=users["collab"], user_activity=users["activity"],
+        user_age_bucket=users["age_bucket"], user_region=users["region"], user_created_day=users["created_day"],
+        item_latent=items["latent"], item_collab=items["collab"], item_quality=items["quality"],
+        item_category=items["category"], item_content=items["content"],
+        item_title=tuple(_titles(items["latent"], items["category"], names)),
+        item_created_day=items["created_day"], category_names=names,
     )
 
 
-def item_catalog(world: World) -> dict[str, object]:
-    """The public columns of the items table, as the world publishes them."""
+@lru_cache(maxsize=2)
+def cached_world(config: WorldConfig, through_day: int) -> World:
+    """make_world, kept for the next call: a day's tasks all need the same world."""
+    return make_world(config, through_day)
+
+
+def item_catalog(world: World, day: int | None = None) -> dict[str, object]:
+    """The public columns of the items table; only the items arriving on `day` when given."""
+    rows = np.arange(world.n_items) if day is None else np.flatnonzero(world.item_created_day == day)
     return {
-        "item_id": np.arange(world.n_items, dtype=np.int64),
-        "category": world.item_category.astype(np.int32),
-        "title": list(world.item_title),
-        "created_day": np.zeros(world.n_items, dtype=np.int32),
-        "content": world.item_content,
+        "item_id": rows.astype(np.int64),
+        "category": world.item_category[rows].astype(np.int32),
+        "title": [world.item_title[i] for i in rows.tolist()],
+        "created_day": world.item_created_day[rows].astype(np.int32),
+        "content": world.item_content[rows],
     }
 
 
-def user_catalog(world: World) -> dict[str, object]:
+def user_catalog(world: World, day: int | None = None) -> dict[str, object]:
     """The public columns of the users table: attributes a real service would know."""
+    rows = np.arange(world.n_users) if day is None else np.flatnonzero(world.user_created_day == day)
     return {
-        "user_id": np.arange(world.n_users, dtype=np.int64),
-        "age_bucket": world.user_age_bucket.astype(np.int32),
-        "region": world.user_region.astype(np.int32),
-        "created_day": np.zeros(world.n_users, dtype=np.int32),
+        "user_id": rows.astype(np.int64),
+        "age_bucket": world.user_age_bucket[rows].astype(np.int32),
+        "region": world.user_region[rows].astype(np.int32),
+        "created_day": world.user_created_day[rows].astype(np.int32),
     }

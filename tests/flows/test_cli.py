@@ -49,9 +49,9 @@ def test_unknown_channel(tmp_path, capsys):
 
 def test_unknown_scenario_key(tmp_path, capsys):
     path = tmp_path / "world.yaml"
-    path.write_text("name: x\nusers: {n: 10, activity: 3}\n")
+    path.write_text("name: x\nusers: {n: 10, mood: 3}\n")
     assert main(["campaign", "--scenario", str(path), "--data-dir", str(tmp_path / "d")]) == 2
-    assert "users: unknown setting 'activity'" in _error(capsys)
+    assert "users: unknown setting 'mood'" in _error(capsys)
 
 
 def test_missing_campaign_and_missing_day(tmp_path, capsys):

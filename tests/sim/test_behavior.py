@@ -1,119 +1,173 @@
-"""sim/behavior.py: the choice model and the oracle."""
+"""sim/behavior.py: the choice model, each of its knobs, and the oracle."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
 import pytest
 
-from sim.behavior import click_probability, examination, reference_ctr, relevance, respond
+from sim.behavior import (choose, click_probability, examination, oracle_sample, reference_ctr,
+                          request_uniform, respond, utility)
 from sim.config import BehaviorConfig, ItemConfig, UserConfig, WorldConfig
+from sim.state import DayLog, advance, initial_state
 from sim.world import make_world
+
+
+def make(behavior: BehaviorConfig | None = None, users: int = 20, items: int = 30, days: int = 0, **kw):
+    cfg = WorldConfig(seed=5, latent_dim=4, collab_dim=3, users=UserConfig(n=users),
+                      items=ItemConfig(n=items, n_categories=3, new_per_day=kw.pop("new_items", 0)),
+                      behavior=behavior or BehaviorConfig(base_logit=-1.0), **kw)
+    w = make_world(cfg, days)
+    return w, initial_state(make_world(cfg, 0))
 
 
 @pytest.fixture(scope="module")
 def world():
-    return make_world(WorldConfig(seed=5, latent_dim=4, users=UserConfig(n=20),
-                                  items=ItemConfig(n=30, n_categories=3),
-                                  behavior=BehaviorConfig(base_logit=-1.0)))
-
-
-@pytest.fixture(scope="module")
-def micro_world():
-    """Seven items: small enough to enumerate every slate."""
-    return make_world(WorldConfig(seed=9, latent_dim=3, users=UserConfig(n=6),
-                                  items=ItemConfig(n=7, n_categories=2)))
-
-
-def expected_ctr(world, users, slates):
-    """Expected clicks per shown item of each slate: [B]."""
-    return click_probability(world, users, slates).mean(axis=1)
+    return make()
 
 
 def test_examination_falls_with_rank(world):
-    e = examination(world, 6)
-    assert e[0] == 1.0
-    assert (np.diff(e) < 0).all()
+    e = examination(world[0], 6)
+    assert e[0] == 1.0 and (np.diff(e) < 0).all()
 
 
-def test_click_probability_falls_with_position_for_the_same_item(world):
-    users = np.arange(world.n_users)
-    slates = np.tile(np.arange(world.n_users)[:, None] % world.n_items, (1, 6))    # same item in every slot
-    p = click_probability(world, users, slates)
-    assert p.shape == (world.n_users, 6)
-    assert ((p > 0) & (p < 1)).all()
-    assert (np.diff(p, axis=1) < 0).all()
-    # position 0 is the item's relevance: examined for sure
-    np.testing.assert_allclose(p[:, 0], relevance(world, users, slates)[:, 0])
+def test_probabilities_leave_room_for_no_click(world):
+    w, s = world
+    users = np.arange(w.n_users)
+    slates = np.stack([np.roll(np.arange(w.n_items), -u)[:6] for u in users])
+    p = click_probability(w, s, users, slates)
+    assert p.shape == (w.n_users, 6) and (p > 0).all()
+    assert (p.sum(axis=1) < 1).all()                       # the no-click option keeps some mass
+    lazy = dataclasses.replace(w.config, behavior=dataclasses.replace(w.config.behavior, no_click_utility=3.0))
+    assert (click_probability(dataclasses.replace(w, config=lazy), s, users, slates).sum(axis=1) < p.sum(axis=1)).all()
 
 
-def test_click_probability_of_an_item_does_not_depend_on_its_neighbours(world):
-    users = np.array([3, 3])
-    slates = np.array([[5, 1, 2], [5, 9, 7]])
-    p = click_probability(world, users, slates)
-    assert p[0, 0] == pytest.approx(p[1, 0])
+def test_position_bias_the_same_item_lower_in_the_slate_is_clicked_less(world):
+    w, s = world
+    users = np.arange(w.n_users)
+    first = np.stack([[u % w.n_items, 29, 28, 27] for u in users])
+    last = first[:, [1, 2, 3, 0]]
+    assert (click_probability(w, s, users, first)[:, 0] > click_probability(w, s, users, last)[:, 3]).all()
 
 
-def test_respond_click_rate_matches_click_probability(world):
+def test_empty_slots_are_never_clicked(world):
+    w, s = world
+    p = click_probability(w, s, np.array([0, 1]), np.array([[3, -1, 4], [-1, -1, -1]]))
+    assert p[0, 1] == 0 and (p[1] == 0).all() and p[0, 0] > 0
+
+
+def test_respond_draws_at_most_one_click_per_request_at_the_right_rate(world):
+    w, s = world
     rng = np.random.default_rng(123)
-    reps = 400
-    users = np.tile(np.arange(world.n_users), reps)                                    # [20 * 400]
-    slates = np.stack([rng.choice(world.n_items, 5, replace=False) for _ in users])     # [8000, 5]
-    p = click_probability(world, users, slates)
-    clicks = respond(world, users, slates, np.random.default_rng(7))
+    users = np.tile(np.arange(w.n_users), 400)                                       # [8000]
+    slates = np.stack([rng.choice(w.n_items, 5, replace=False) for _ in users])     # [8000, 5]
+    p = click_probability(w, s, users, slates)
+    clicks = respond(w, s, users, slates, rng.random(len(users)))
     assert clicks.dtype == bool and clicks.shape == slates.shape
-    sd = np.sqrt((p * (1 - p)).sum())
-    assert abs(clicks.sum() - p.sum()) < 4 * sd
-    # position by position too: the position bias shows in the clicks
-    sd_pos = np.sqrt((p * (1 - p)).sum(axis=0))
-    assert (np.abs(clicks.sum(axis=0) - p.sum(axis=0)) < 4 * sd_pos).all()
-    assert clicks[:, 0].mean() > clicks[:, 4].mean()
+    assert clicks.sum(axis=1).max() == 1
+    sd = np.sqrt((p * (1 - p)).sum(axis=0))
+    assert (np.abs(clicks.sum(axis=0) - p.sum(axis=0)) < 4 * sd).all()
 
 
-def test_respond_is_reproducible_from_the_generator(world):
-    users = np.arange(world.n_users)
-    slates = np.tile(np.arange(4), (world.n_users, 1))
-    a = respond(world, users, slates, np.random.default_rng(1))
-    b = respond(world, users, slates, np.random.default_rng(1))
-    np.testing.assert_array_equal(a, b)
+def test_choose_is_a_pure_function_of_the_uniform():
+    p = np.array([[0.2, 0.1, 0.3]])
+    assert [int(np.flatnonzero(choose(p, np.array([u])))[0]) for u in (0.0, 0.19, 0.2, 0.35, 0.59)] == [0, 0, 1, 2, 2]
+    assert not choose(p, np.array([0.61])).any()
+    np.testing.assert_array_equal(request_uniform(1, 2, np.array([5, 9]))[1], request_uniform(1, 2, np.array([9]))[0])
 
 
-def test_oracle_beats_every_random_slate(world):
+def test_content_weight_picks_content_or_collaborative_taste():
+    w, s = make(BehaviorConfig(content_weight=1.0))
+    users, items = np.arange(w.n_users), np.tile(np.arange(w.n_items), (w.n_users, 1))
+    u_content = utility(w, s, users, items) - w.item_quality[items]
+    np.testing.assert_allclose(u_content, -3.0 + 3.0 * (s.user_taste @ w.item_latent.T), rtol=1e-4, atol=1e-4)
+    w0 = dataclasses.replace(w, config=dataclasses.replace(
+        w.config, behavior=dataclasses.replace(w.config.behavior, content_weight=0.0)))
+    u_collab = utility(w0, s, users, items) - w.item_quality[items]
+    np.testing.assert_allclose(u_collab, -3.0 + 3.0 * (w.user_collab @ w.item_collab.T), rtol=1e-4, atol=1e-4)
+
+
+def test_fatigue_lowers_the_utility_of_items_shown_before_and_wears_off():
+    w, s = make(BehaviorConfig(fatigue=0.5, fatigue_decay=0.5), days=3)
+    users, items = np.array([0, 0, 1]), np.array([[4], [5], [4]])
+    before = utility(w, s, users, items)
+    log = DayLog(np.array([0, 0]), np.array([4, 4]), np.array([False, False]))     # item 4 shown twice to user 0
+    s1 = advance(w, s, log)
+    after = utility(w, s1, users, items)
+    assert after[0, 0] == pytest.approx(before[0, 0] - 0.5 * 2)
+    assert after[1, 0] == pytest.approx(before[1, 0]) and after[2, 0] == pytest.approx(before[2, 0])
+    s2 = advance(w, s1, DayLog(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool)))
+    assert utility(w, s2, users, items)[0, 0] == pytest.approx(before[0, 0] - 0.5 * 1)
+
+
+def test_popularity_emerges_from_clicks():
+    w, s = make(BehaviorConfig(popularity_scale=0.4, popularity_decay=0.5), days=2)
+    log = DayLog(np.arange(10), np.full(10, 7), np.arange(10) < 6)                  # item 7: 6 clicks
+    s1 = advance(w, s, log)
+    users, items = np.arange(3), np.array([[7], [7], [8]])
+    gain = utility(w, s1, users, items) - utility(w, s, users, items)
+    assert gain[0, 0] == pytest.approx(0.4 * np.log1p(6), rel=1e-4) and gain[2, 0] == pytest.approx(0)
+    s2 = advance(w, s1, DayLog(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool)))
+    assert s2.item_clicks[7] == pytest.approx(3.0)                                   # halved a day later
+
+
+def test_novelty_favours_new_arrivals_and_fades():
+    w, s0 = make(BehaviorConfig(novelty=1.0, novelty_days=2.0), new_items=5, days=4)
+    empty = DayLog(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool))
+    states = [s0]
+    for _ in range(4):
+        states.append(advance(w, states[-1], empty))
+    new_item, old_item = np.array([[30]]), np.array([[0]])                           # item 30 arrives on day 1
+    user = np.array([2])
+    bonus = [float(utility(w, st, user, new_item)[0, 0]) for st in states[1:]]
+    assert bonus[0] - bonus[1] == pytest.approx(1.0 - np.exp(-0.5), rel=1e-4)
+    assert bonus[0] > bonus[1] > bonus[2] > bonus[3]
+    olds = [float(utility(w, st, user, old_item)[0, 0]) for st in states]
+    assert max(olds) - min(olds) == pytest.approx(0, abs=1e-6)                      # day-0 items are not news
+
+
+def test_oracle_beats_every_random_slate_and_random_reference_is_their_mean(world):
+    w, s = world
     rng = np.random.default_rng(0)
     k, draws = 5, 300
-    users = np.arange(world.n_users)
-    ref = reference_ctr(world, users, k)
-    assert ref.oracle.shape == ref.random.shape == (world.n_users,)
+    users = np.arange(w.n_users)
+    ref = reference_ctr(w, s, users, k, users + 100, day=0, draws=400)
     for u in users:
-        slates = np.stack([rng.choice(world.n_items, k, replace=False) for _ in range(draws)])
-        ctr = expected_ctr(world, np.full(draws, u), slates)
+        slates = np.stack([rng.choice(w.n_items, k, replace=False) for _ in range(draws)])
+        ctr = click_probability(w, s, np.full(draws, u), slates).mean(axis=1)
         assert ctr.max() <= ref.oracle[u] + 1e-6
-        # the random reference is the mean over uniformly random slates
-        assert ctr.mean() == pytest.approx(ref.random[u], abs=4 * ctr.std() / np.sqrt(draws))
+        assert ctr.mean() == pytest.approx(ref.random[u], abs=5 * ctr.std() / np.sqrt(draws))
     assert (ref.oracle > ref.random).all()
 
 
-def test_oracle_equals_the_brute_force_best_slate(micro_world):
-    w, k = micro_world, 3
-    slates = np.array(list(itertools.permutations(range(w.n_items), k)))               # [210, 3]
+def test_oracle_is_exact_with_fatigue_novelty_and_popularity_in_the_state():
+    w, s = make(BehaviorConfig(fatigue=0.8, novelty=1.0, popularity_scale=0.3, drift=0.2),
+                users=6, items=6, new_items=1, days=1)
+    s1 = advance(w, s, DayLog(np.array([0, 0, 1, 2]), np.array([1, 1, 2, 1]), np.array([True, False, True, False])))
+    k = 3
+    slates = np.array(list(itertools.permutations(range(w.n_items), k)))              # every ordered slate
     users = np.arange(w.n_users)
-    ref = reference_ctr(w, users, k)
-    all_items = np.tile(np.arange(w.n_items), (w.n_users, 1))
-    rel = relevance(w, users, all_items)                                               # [U, I]
+    ref = reference_ctr(w, s1, users, k, users, day=1)
     for u in users:
-        ctr = expected_ctr(w, np.full(len(slates), u), slates)
-        best = slates[np.argmax(ctr)]
+        ctr = click_probability(w, s1, np.full(len(slates), u), slates).mean(axis=1)
         assert ref.oracle[u] == pytest.approx(ctr.max(), rel=1e-5)
-        # the best slate is the K most relevant items, most relevant first
-        np.testing.assert_array_equal(best, np.argsort(-rel[u])[:k])
-        # and a uniformly random slate is the mean over all of them
-        assert ref.random[u] == pytest.approx(ctr.mean(), rel=1e-5)
 
 
-def test_reference_ctr_does_not_depend_on_chunking(world):
-    users = np.array([0, 5, 5, 19, 2, 7, 11])
-    a = reference_ctr(world, users, 4)
-    b = reference_ctr(world, users, 4, chunk=2)
+def test_reference_ctr_does_not_depend_on_chunking_or_company(world):
+    w, s = world
+    users, rids = np.array([0, 5, 5, 19, 2, 7, 11]), np.arange(7) * 13
+    a = reference_ctr(w, s, users, 4, rids, day=3)
+    b = reference_ctr(w, s, users, 4, rids, day=3, chunk=2)
+    c = reference_ctr(w, s, users[3:5], 4, rids[3:5], day=3)
     np.testing.assert_allclose(a.oracle, b.oracle)
     np.testing.assert_allclose(a.random, b.random)
-    assert a.oracle[1] == a.oracle[2]
+    np.testing.assert_allclose(a.random[3:5], c.random)
+
+
+def test_oracle_sample_is_a_stable_fraction():
+    ids = np.arange(100_000)
+    m = oracle_sample(1, 2, ids, len(ids), 2_000)
+    assert abs(m.sum() - 2_000) < 200
+    np.testing.assert_array_equal(oracle_sample(1, 2, ids[::3], len(ids), 2_000), m[::3])
+    assert oracle_sample(1, 2, ids, len(ids), 0).all()

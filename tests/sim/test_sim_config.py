@@ -7,7 +7,7 @@ from common.typedconf import ConfigError, from_mapping, to_mapping
 from sim.config import ItemConfig, UserConfig, WorldConfig, load_scenario
 
 
-@pytest.mark.parametrize("name", ["tiny", "small"])
+@pytest.mark.parametrize("name", ["tiny", "small", "large", "cold-start", "drift", "beauty"])
 def test_presets_load(name):
     cfg = load_scenario(name)
     assert isinstance(cfg, WorldConfig)
@@ -20,7 +20,14 @@ def test_presets_load(name):
 def test_tiny_preset_values():
     cfg = load_scenario("tiny")
     assert (cfg.seed, cfg.latent_dim, cfg.users.n, cfg.items.n, cfg.items.n_categories) == (3, 8, 600, 300, 6)
-    assert cfg.traffic.requests_per_user == 3.0
+    assert cfg.traffic.sessions_per_user == 2.0 and cfg.items.new_per_day == 5
+
+
+def test_scenarios_differ_where_they_say():
+    large, cold, drift, small = (load_scenario(n) for n in ("large", "cold-start", "drift", "small"))
+    assert (large.users.n, large.items.n) == (1_000_000, 100_000)
+    assert cold.items.new_per_day / cold.items.n >= 0.1 and cold.behavior.novelty > small.behavior.novelty
+    assert drift.behavior.drift >= 5 * small.behavior.drift
 
 
 def test_unknown_preset_is_a_config_error():
@@ -62,7 +69,21 @@ def test_scenario_file_with_a_wrong_type(tmp_path):
     ({"users": {"n": 0}}, "config.users.n"),
     ({"latent_dim": 1}, "config.latent_dim"),
     ({"seed": -1}, "config.seed"),
-    ({"traffic": {"requests_per_user": 0}}, "config.traffic.requests_per_user"),
+    ({"traffic": {"sessions_per_user": 0}}, "config.traffic.sessions_per_user"),
+    ({"traffic": {"requests_per_session": 0.5}}, "config.traffic.requests_per_session"),
+    ({"traffic": {"peak_hour": 24}}, "config.traffic.peak_hour"),
+    ({"traffic": {"diurnal_amplitude": 1.0}}, "config.traffic.diurnal_amplitude"),
+    ({"users": {"activity": "zipf"}}, "config.users.activity"),
+    ({"users": {"activity_alpha": 1.0}}, "config.users.activity_alpha"),
+    ({"users": {"churn_rate": 1.5}}, "config.users.churn_rate"),
+    ({"items": {"n": 10, "n_categories": 4, "subcategories": 3}}, "config.items.n_categories"),
+    ({"behavior": {"content_weight": 1.2}}, "config.behavior.content_weight"),
+    ({"behavior": {"novelty_days": 0}}, "config.behavior.novelty_days"),
+    ({"oracle": {"random_draws": 0}}, "config.oracle.random_draws"),
+    # contradictions between sections name the setting that has to give
+    ({"users": {"favourite_categories": 5}, "items": {"n_categories": 3}}, "config.users.favourite_categories"),
+    ({"collab_dim": 0, "behavior": {"content_weight": 0.5}}, "config.behavior.content_weight"),
+    ({"users": {"churn_rate": 1.0}}, "config.users.churn_rate"),
     ({"behavior": {"position_decay": -0.1}}, "config.behavior.position_decay"),
 ])
 def test_validation_names_the_setting(data, where):

@@ -1,0 +1,140 @@
+"""What changes from day to day: tastes drift, items wear out on users, popularity, churn.
+
+State goes in and comes out (RecSim NG style): `advance(world, state, log)` returns the state of
+the next day and changes nothing. Within a day the state is fixed, so the choice model of a day is
+a plain function of (user, item, position) and the oracle stays exact. Each day's state is saved,
+so a day can be re-run from the state it started with.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sim.rng import keyed_uniform, stream
+from sim.world import World
+
+# A (user, item) pair packs into one int64 key; item ids stay below 2**31.
+KEY_STRIDE = np.int64(2**31)
+FORGET_BELOW = 0.05   # exposure counts decayed below this are dropped, keeping the table small
+
+
+@dataclass(frozen=True)
+class WorldState:
+    """The world at the start of `day`."""
+
+    day: int
+    user_taste: np.ndarray    # [U, d] float32 unit norm: taste after drift
+    user_active: np.ndarray   # [U] bool: False while churned
+    item_clicks: np.ndarray   # [I] float32 decayed click counts: popularity as users see it
+    seen_key: np.ndarray      # [E] int64 sorted (user * KEY_STRIDE + item) pairs shown recently
+    seen_count: np.ndarray    # [E] float32 decayed exposure counts of those pairs
+
+    def exposures(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Decayed count of past exposures of each item to its user: users [B], items [B, K] -> [B, K]."""
+        if len(self.seen_key) == 0:
+            return np.zeros(items.shape, np.float32)
+        keys = users[:, None].astype(np.int64) * KEY_STRIDE + items                  # [B, K]
+        pos = np.minimum(np.searchsorted(self.seen_key, keys), len(self.seen_key) - 1)  # [B, K]
+        return np.where(self.seen_key[pos] == keys, self.seen_count[pos], np.float32(0))
+
+    def user_exposures(self, user: int) -> tuple[np.ndarray, np.ndarray]:
+        """Items shown to `user` recently and their decayed counts."""
+        lo, hi = np.searchsorted(self.seen_key, [user * KEY_STRIDE, (user + 1) * KEY_STRIDE])
+        return self.seen_key[lo:hi] - user * KEY_STRIDE, self.seen_count[lo:hi]
+
+
+def initial_state(world: World) -> WorldState:
+    """Day 0: tastes as drawn, everyone active, nothing shown yet."""
+    return WorldState(day=0, user_taste=world.user_taste.copy(),
+                      user_active=np.ones(world.n_users, bool),
+                      item_clicks=np.zeros(world.n_items, np.float32),
+                      seen_key=np.zeros(0, np.int64), seen_count=np.zeros(0, np.float32))
+
+
+@dataclass(frozen=True)
+class DayLog:
+    """What the world needs of a day to move on: every impression and whether it was clicked."""
+
+    user_id: np.ndarray   # [N] int64
+    item_id: np.ndarray   # [N] int64
+    clicked: np.ndarray   # [N] bool
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _exposure(state: WorldState, log: DayLog, decay: float) -> tuple[np.ndarray, np.ndarray]:
+    keys = np.concatenate([state.seen_key, log.user_id * KEY_STRIDE + log.item_id])
+    counts = np.concatenate([state.seen_count * np.float32(decay), np.ones(len(log.user_id), np.float32)])
+    uniq, inv = np.unique(keys, return_inverse=True)
+    summed = np.bincount(inv, weights=counts, minlength=len(uniq)).astype(np.float32)
+    keep = summed >= FORGET_BELOW
+    return uniq[keep], summed[keep]
+
+
+def advance(world: World, state: WorldState, log: DayLog) -> WorldState:
+    """The state at the start of day + 1, from the day's log; `world` must hold day + 1's arrivals."""
+    cfg, day = world.config, state.day
+    b, uc = cfg.behavior, cfg.users
+    if world.through_day < day + 1:
+        raise ValueError(f"advancing day {day} needs the world through day {day + 1}, got {world.through_day}")
+    n_users, n_items = len(state.user_taste), len(state.item_clicks)
+
+    if b.fatigue > 0:
+        seen_key, seen_count = _exposure(state, log, b.fatigue_decay)
+    else:
+        seen_key, seen_count = state.seen_key, state.seen_count
+    item_clicks = (state.item_clicks * np.float32(b.popularity_decay)
+                   + np.bincount(log.item_id[log.clicked], minlength=n_items).astype(np.float32))
+
+    taste = state.user_taste
+    if b.drift > 0:
+        d = taste.shape[1]
+        step = stream(cfg.seed, day, "drift").standard_normal(taste.shape, dtype=np.float32)  # [U, d]
+        taste = _unit(taste + np.float32(b.drift / np.sqrt(d)) * step).astype(np.float32)
+
+    clicked_today = np.zeros(n_users, bool)
+    clicked_today[log.user_id[log.clicked]] = True
+    u = keyed_uniform(cfg.seed, day, "churn", np.arange(n_users))                           # [U]
+    p_churn = uc.churn_rate * (1.0 - uc.churn_click_relief * clicked_today)
+    active = np.where(state.user_active, u >= p_churn, u < uc.return_rate)
+
+    new_users = slice(n_users, world.n_users)
+    return WorldState(
+        day=day + 1,
+        user_taste=np.concatenate([taste, world.user_taste[new_users]]),
+        user_active=np.concatenate([active, np.ones(world.n_users - n_users, bool)]),
+        item_clicks=np.concatenate([item_clicks, np.zeros(world.n_items - n_items, np.float32)]),
+        seen_key=seen_key, seen_count=seen_count,
+    )
+
+
+FIELDS = ("user_taste", "user_active", "item_clicks", "seen_key", "seen_count")
+
+
+def state_path(root: Path, day: int) -> Path:
+    return Path(root) / f"state-day={day:05d}.npz"
+
+
+def save_state(state: WorldState, root: Path) -> Path:
+    """Write atomically: a crash leaves the old file or the new one, never half of one."""
+    path = state_path(root, state.day)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, day=np.int64(state.day), **{k: getattr(state, k) for k in FIELDS})
+    os.replace(tmp, path)
+    return path
+
+
+def load_state(root: Path, day: int) -> WorldState:
+    path = state_path(root, day)
+    if not path.is_file():
+        raise FileNotFoundError(f"no world state for day {day} at {path}; run the days before it first")
+    with np.load(path) as z:
+        return WorldState(day=int(z["day"]), **{k: z[k] for k in FIELDS})
