@@ -6,7 +6,8 @@ from pathlib import Path
 
 from common.typedconf import load_yaml, require
 from components.ranking import RANKERS, MLPConfig
-from components.recall import CHANNELS, ExploreConfig, ItemCFConfig, PopularConfig
+from components.recall import (CHANNELS, ColdStartConfig, ExploreConfig, ItemCFConfig, PopularCategoryConfig,
+                               PopularConfig, SASRecConfig, SwingConfig, TwoTowerConfig)
 
 EXPERIMENT_DIR = Path(__file__).resolve().parents[2] / "configs" / "experiments"
 
@@ -31,7 +32,12 @@ class ArmConfig:
 @dataclass(frozen=True)
 class ModelsConfig:
     popular: PopularConfig = field(default_factory=PopularConfig)
+    popular_category: PopularCategoryConfig = field(default_factory=PopularCategoryConfig)
     itemcf: ItemCFConfig = field(default_factory=ItemCFConfig)
+    swing: SwingConfig = field(default_factory=SwingConfig)
+    two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)
+    sasrec: SASRecConfig = field(default_factory=SASRecConfig)
+    coldstart: ColdStartConfig = field(default_factory=ColdStartConfig)
     explore: ExploreConfig = field(default_factory=ExploreConfig)
     mlp: MLPConfig = field(default_factory=MLPConfig)
     sample_window_days: int = 3       # days of samples the ranker trains on
