@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 
 from components.ab import Splitter
+from components.contracts import STAGES
 from components.lake import MissingPartitionError
 from components.features.store import FeatureStore, load_catalog
 from components.ranking import RANKERS
@@ -75,8 +76,10 @@ def load_pipelines(c: Campaign, day: int, arms: dict[str, ArmConfig]) -> dict[st
     models = require_models(c, day)
     needed = sorted({ch for a in arms.values() for ch in a.channels})
     channels = {n: CHANNELS[n].load(models / n) for n in needed}
-    rankers = {r: RANKERS[r].load(models / r) for r in {a.ranker for a in arms.values()} - {"none"}}
-    return {name: Pipeline(a, exp.slate_size, channels, rankers.get(a.ranker)) for name, a in arms.items()}
+    needed_rankers = {r for a in arms.values() for r in (a.fine_ranker, a.coarse)} - {"none"}
+    rankers = {r: RANKERS[r].load(models / r) for r in needed_rankers}
+    return {name: Pipeline(a, exp.slate_size, channels, rankers.get(a.fine_ranker), rankers.get(a.coarse))
+            for name, a in arms.items()}
 
 
 def serve_day(c: Campaign, day: int) -> dict[str, float]:
@@ -95,7 +98,7 @@ def serve_day(c: Campaign, day: int) -> dict[str, float]:
     slates = np.full((len(tr.user_id), k), -1, np.int64)
     scores = np.zeros((len(tr.user_id), k), np.float32)
     origin: list[list[tuple[str, ...]]] = [[] for _ in tr.user_id]
-    stage_ms = {s: np.zeros(len(tr.user_id), np.float32) for s in ("recall", "merge", "rank", "total")}
+    stage_ms = {s: np.zeros(len(tr.user_id), np.float32) for s in STAGES}
     batch_size = np.zeros(len(tr.user_id), np.int32)
     batches = [(arm, idx[s:s + bs]) for arm in arms for idx in [np.flatnonzero(assigned == arm)]
                for s in range(0, len(idx), bs)]
