@@ -124,8 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     append(f"Amazon Beauty, traditional recall channels ({args.stage}, full ranking, leave-one-out)",
            ["channel", "R@5", "N@5", "R@10", "N@10", "fit s"], rows,
            notes=(f"{len(split.test):,} users, {split.n_items:,} items; torch threads {torch.get_num_threads()}; "
-                  f"sasrec {args.sasrec_epochs} epochs dim {args.sasrec_dim}, two-tower {args.two_tower_epochs} "
-                  f"epochs, trained on {args.device}; item-CF from the last {args.history} items; seen items removed; one run"))
+                  + (f"sasrec {args.sasrec_epochs} epochs dim {args.sasrec_dim}; " if "sasrec" in results else "")
+                  + (f"two-tower {args.two_tower_epochs} epochs; " if "two_tower" in results else "")
+                  + f"trained on {args.device}; item-CF from the last {args.history} items; seen items removed; one run"))
 
 
 if __name__ == "__main__":
