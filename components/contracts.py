@@ -7,7 +7,7 @@ import pyarrow as pa
 SCHEMA_VERSION = 2
 
 # Stages timed by the serving pipeline, in the order a request goes through them.
-STAGES = ("recall", "merge", "rank", "total")
+STAGES = ("recall", "merge", "coarse", "fine", "total")
 
 
 def _latency_fields() -> list[pa.Field]:

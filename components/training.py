@@ -9,7 +9,7 @@ import numpy as np
 from components.features.store import load_catalog
 from components.lake import Lake
 from components.ranking import RANKERS, Samples
-from components.ranking.metrics import auc, logloss
+from components.ranking.metrics import auc, calibration, gauc, logloss
 from components.recall import CHANNELS
 from components.serving.config import ExperimentConfig
 from components.types import TrainData
@@ -58,9 +58,14 @@ def train_rankers(lake: Lake, day: int, exp: ExperimentConfig, out: Path) -> dic
     metrics: dict[str, float] = {"samples": float(len(samples.label)), "sample_days": float(len(days))}
     for name in names:
         model = RANKERS[name](getattr(exp.models, name)).fit(train)
-        prob = model.predict(samples.x[test], samples.position[test])
-        metrics |= {f"{name}.holdout_auc": auc(samples.label[test], prob),
-                    f"{name}.holdout_logloss": logloss(samples.label[test], prob),
+        held = samples.subset(test)
+        # As served: position 0. Calibration is therefore against clicks at logged positions,
+        # so below 1 is expected where lower slots are looked at less.
+        prob = model.predict_samples(held)
+        metrics |= {f"{name}.holdout_auc": auc(held.label, prob),
+                    f"{name}.holdout_gauc": gauc(held.user_id, held.label, prob),
+                    f"{name}.holdout_logloss": logloss(held.label, prob),
+                    f"{name}.holdout_calibration": calibration(held.label, prob),
                     f"{name}.train_loss": model.losses_[-1]}
         model.save(out / name)
     return metrics

@@ -14,6 +14,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from components.contracts import STAGES
 from components.lake import Lake, LakeError
 
 
@@ -96,7 +97,7 @@ def main() -> None:
     chart = alt.Chart(stage_rows).mark_line(point=True).encode(
         x="day:O", y=alt.Y("ms:Q", title="ms"), color="arm:N", strokeDash="percentile:N",
         tooltip=["day", "arm", "stage", "percentile", alt.Tooltip("ms:Q", format=".2f")],
-    ).properties(height=180, width=260).facet(column=alt.Column("stage:N", sort=["recall", "merge", "rank", "total"]))
+    ).properties(height=180, width=260).facet(column=alt.Column("stage:N", sort=list(STAGES)))
     st.altair_chart(chart)
 
     st.subheader("Daily table")

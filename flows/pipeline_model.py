@@ -27,7 +27,8 @@ class PipelineModel(mlflow.pyfunc.PythonModel):
         exp = self.experiment_
         channels = {n: CHANNELS[n].load(root / n) for n in exp.channels_needed() if (root / n).exists()}
         rankers = {r: RANKERS[r].load(root / r) for r in exp.rankers_needed()}
-        self.pipelines_ = {name: Pipeline(arm, exp.slate_size, channels, rankers.get(arm.ranker))
+        self.pipelines_ = {name: Pipeline(arm, exp.slate_size, channels, rankers.get(arm.fine_ranker),
+                                          rankers.get(arm.coarse))
                            for name, arm in exp.arms.items()}
         self.stores_: dict[tuple[str, int], FeatureStore] = {}
 

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from components.ab import Splitter
+from components.contracts import STAGES
 from components.lake import MissingPartitionError
 from components.features.store import FeatureStore, load_catalog
 from components.ranking import RANKERS
@@ -96,8 +97,10 @@ def load_pipelines(c: Campaign, day: int, arms: dict[str, ArmConfig]) -> dict[st
     models = require_models(c, day)
     needed = sorted({ch for a in arms.values() for ch in a.channels})
     channels = {n: CHANNELS[n].load(models / n) for n in needed}
-    rankers = {r: RANKERS[r].load(models / r) for r in {a.ranker for a in arms.values()} - {"none"}}
-    return {name: Pipeline(a, exp.slate_size, channels, rankers.get(a.ranker)) for name, a in arms.items()}
+    needed_rankers = {r for a in arms.values() for r in (a.fine_ranker, a.coarse)} - {"none"}
+    rankers = {r: RANKERS[r].load(models / r) for r in needed_rankers}
+    return {name: Pipeline(a, exp.slate_size, channels, rankers.get(a.fine_ranker), rankers.get(a.coarse))
+            for name, a in arms.items()}
 
 
 def day_traffic(c: Campaign, day: int, state: WorldState) -> tuple[Traffic, str, dict[str, ArmConfig], np.ndarray]:
@@ -134,7 +137,7 @@ def serve_shard(c: Campaign, day: int, index: int, n_shards: int,
     slates = np.full((n, k), -1, np.int64)
     scores = np.zeros((n, k), np.float32)
     origin = np.full((n, k), "", dtype=object)
-    stage_ms = {s: np.zeros(n, np.float32) for s in ("recall", "merge", "rank", "total")}
+    stage_ms = {s: np.zeros(n, np.float32) for s in STAGES}
     batch_size = np.zeros(n, np.int32)
     batches = [(arm, idx[s:s + bs]) for arm in arms for idx in [np.flatnonzero(assigned == arm)]
                for s in range(0, len(idx), bs)]
@@ -169,7 +172,7 @@ def finish_day(c: Campaign, day: int, n_shards: int) -> dict[str, float]:
     out = {"slates": np.full((n, k), -1, np.int64), "scores": np.zeros((n, k), np.float32),
            "origin": np.full((n, k), "", dtype=object), "batch_size": np.zeros(n, np.int32),
            "prob": np.zeros((n, k), np.float32), "clicked": np.zeros((n, k), bool),
-           **{f"{s}_ms": np.zeros(n, np.float32) for s in ("recall", "merge", "rank", "total")}}
+           **{f"{s}_ms": np.zeros(n, np.float32) for s in STAGES}}
     for index in range(n_shards):
         with np.load(shard_path(c, day, index, n_shards)) as z:
             for key in out:
@@ -194,7 +197,7 @@ def finish_day(c: Campaign, day: int, n_shards: int) -> dict[str, float]:
     c.lake.write("request_latency", day, pa.table({
         "day": np.full(n, day, np.int32), "request_id": tr.request_id, "arm": assigned.astype(str),
         "batch_size": out["batch_size"],
-        **{f"{s}_ms": out[f"{s}_ms"] for s in ("recall", "merge", "rank", "total")},
+        **{f"{s}_ms": out[f"{s}_ms"] for s in STAGES},
     }))
     r, pos = np.nonzero(shown)
     c.lake.write("impressions", day, pa.table({

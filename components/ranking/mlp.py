@@ -81,6 +81,9 @@ class MLPRanker:
         with torch.no_grad():
             return torch.sigmoid(self.net_(z, pos)).numpy()
 
+    def predict_samples(self, samples: Samples) -> np.ndarray:
+        return self.predict(samples.x)
+
     def score(self, users: UserBatch, items: np.ndarray) -> np.ndarray:
         scores = self.predict(serving_features(users, items))                         # [B, n]
         return np.where(items >= 0, scores, -np.inf)

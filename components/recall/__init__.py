@@ -1,13 +1,25 @@
 """Recall channels, one per file, registered here by name."""
+from components.recall.coldstart import ColdStartConfig, ColdStartRecaller
 from components.recall.explore import ExploreConfig, ExploreRecaller
 from components.recall.itemcf import ItemCFConfig, ItemCFRecaller
 from components.recall.popular import PopularConfig, PopularRecaller
+from components.recall.popular_category import PopularCategoryConfig, PopularCategoryRecaller
+from components.recall.sasrec import SASRecConfig, SASRecRecaller
+from components.recall.swing import SwingConfig, SwingRecaller
+from components.recall.two_tower import TwoTowerConfig, TwoTowerRecaller
 
 CHANNELS = {
     "popular": PopularRecaller,
+    "popular_category": PopularCategoryRecaller,
     "itemcf": ItemCFRecaller,
+    "swing": SwingRecaller,
+    "two_tower": TwoTowerRecaller,
+    "sasrec": SASRecRecaller,
+    "coldstart": ColdStartRecaller,
     "explore": ExploreRecaller,
 }
 
-__all__ = ["CHANNELS", "ExploreConfig", "ExploreRecaller", "ItemCFConfig", "ItemCFRecaller",
-           "PopularConfig", "PopularRecaller"]
+__all__ = ["CHANNELS", "ColdStartConfig", "ColdStartRecaller", "ExploreConfig", "ExploreRecaller",
+           "ItemCFConfig", "ItemCFRecaller", "PopularCategoryConfig", "PopularCategoryRecaller",
+           "PopularConfig", "PopularRecaller", "SASRecConfig", "SASRecRecaller", "SwingConfig",
+           "SwingRecaller", "TwoTowerConfig", "TwoTowerRecaller"]

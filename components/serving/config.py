@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.typedconf import load_preset, require
-from components.ranking import RANKERS, MLPConfig
-from components.recall import CHANNELS, ExploreConfig, ItemCFConfig, PopularConfig
+from components.ranking import RANKERS, CoarseConfig, DeepFMConfig, DINConfig, MLPConfig
+from components.recall import (CHANNELS, ColdStartConfig, ExploreConfig, ItemCFConfig, PopularCategoryConfig,
+                               PopularConfig, SASRecConfig, SwingConfig, TwoTowerConfig)
 
 EXPERIMENT_DIR = Path(__file__).resolve().parents[2] / "configs" / "experiments"
 ARM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -16,8 +17,15 @@ ARM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 @dataclass(frozen=True)
 class ArmConfig:
     channels: dict[str, int]          # channel name -> quota of candidates
-    ranker: str = "none"              # a name in RANKERS, or "none" to interleave channels
+    ranker: str = "none"              # the fine ranker's old name: used when `fine` is "none"
     share: float = 0.0                # percent of users
+    coarse: str = "none"              # a name in RANKERS that cuts the merged candidates first
+    coarse_keep: int = 100            # candidates the coarse ranker passes to the fine one
+    fine: str = "none"                # a name in RANKERS for the slate, or "none" to interleave
+
+    @property
+    def fine_ranker(self) -> str:
+        return self.fine if self.fine != "none" else self.ranker
 
     def validate(self, where: str) -> None:
         require(bool(self.channels), f"{where}.channels", "an arm needs at least one recall channel")
@@ -25,17 +33,30 @@ class ArmConfig:
             require(name in CHANNELS, f"{where}.channels.{name}",
                     f"unknown channel '{name}'; available channels are {sorted(CHANNELS)}")
             require(quota >= 1, f"{where}.channels.{name}", f"quota must be at least 1, got {quota}")
-        require(self.ranker == "none" or self.ranker in RANKERS, f"{where}.ranker",
-                f"unknown ranker '{self.ranker}'; available rankers are {sorted(RANKERS)} or 'none'")
+        for key in ("ranker", "coarse", "fine"):
+            value = getattr(self, key)
+            require(value == "none" or value in RANKERS, f"{where}.{key}",
+                    f"unknown ranker '{value}'; available rankers are {sorted(RANKERS)} or 'none'")
+        require(self.ranker == "none" or self.fine == "none", f"{where}.ranker",
+                "set either 'ranker' (the old name) or 'fine', not both")
+        require(self.coarse_keep >= 1, f"{where}.coarse_keep", f"must be at least 1, got {self.coarse_keep}")
         require(0 <= self.share <= 100, f"{where}.share", f"must be between 0 and 100, got {self.share}")
 
 
 @dataclass(frozen=True)
 class ModelsConfig:
     popular: PopularConfig = field(default_factory=PopularConfig)
+    popular_category: PopularCategoryConfig = field(default_factory=PopularCategoryConfig)
     itemcf: ItemCFConfig = field(default_factory=ItemCFConfig)
+    swing: SwingConfig = field(default_factory=SwingConfig)
+    two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)
+    sasrec: SASRecConfig = field(default_factory=SASRecConfig)
+    coldstart: ColdStartConfig = field(default_factory=ColdStartConfig)
     explore: ExploreConfig = field(default_factory=ExploreConfig)
     mlp: MLPConfig = field(default_factory=MLPConfig)
+    coarse: CoarseConfig = field(default_factory=CoarseConfig)
+    deepfm: DeepFMConfig = field(default_factory=DeepFMConfig)
+    din: DINConfig = field(default_factory=DINConfig)
     sample_window_days: int = 3       # days of samples the ranker trains on
 
     def validate(self, where: str) -> None:
@@ -97,7 +118,8 @@ class ExperimentConfig:
         return sorted(names)
 
     def rankers_needed(self) -> list[str]:
-        return sorted({a.ranker for a in (*self.arms.values(), self.logging_policy)} - {"none"})
+        arms = (*self.arms.values(), self.logging_policy)
+        return sorted({r for a in arms for r in (a.fine_ranker, a.coarse)} - {"none"})
 
 
 def load_experiment(name_or_path: str) -> ExperimentConfig:

@@ -1,16 +1,18 @@
-"""The serving pipeline: channels -> merge (dedupe, drop seen) -> rank -> slate, timed per stage."""
+"""The serving pipeline: channels -> merge (dedupe, drop seen) -> coarse -> fine -> slate, timed per stage."""
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import compress
 
 import numpy as np
+import torch
 
 from components.ranking.base import Ranker
 from components.recall.base import Recaller
 from components.serving.config import ArmConfig
-from components.types import UserBatch, top_k
+from components.types import Candidates, UserBatch, top_k
 
 
 @dataclass(frozen=True)
@@ -25,18 +27,35 @@ class Pipeline:
     """One arm's recommender; a batch of one request is the same code path as a batch of many."""
 
     def __init__(self, arm: ArmConfig, slate_size: int, channels: Mapping[str, Recaller],
-                 ranker: Ranker | None):
+                 ranker: Ranker | None, coarse: Ranker | None = None):
         missing = [c for c in arm.channels if c not in channels]
         if missing:
             raise ValueError(f"arm needs channels {missing} that were not loaded")
-        if arm.ranker != "none" and ranker is None:
-            raise ValueError(f"arm needs ranker '{arm.ranker}' that was not loaded")
+        if arm.fine_ranker != "none" and ranker is None:
+            raise ValueError(f"arm needs ranker '{arm.fine_ranker}' that was not loaded")
+        if arm.coarse != "none" and coarse is None:
+            raise ValueError(f"arm needs coarse ranker '{arm.coarse}' that was not loaded")
         self.arm = arm
         self.slate_size = slate_size
         self.channels = {name: channels[name] for name in arm.channels}
-        self.ranker = ranker if arm.ranker != "none" else None
+        self.ranker = ranker if arm.fine_ranker != "none" else None
+        self.coarse = coarse if arm.coarse != "none" else None
+        names = list(self.channels)
+        # Channel bitmask -> names, built once: a slate's provenance is then a table lookup.
+        self._origin_names = [tuple(compress(names, [m >> c & 1 for c in range(len(names))]))
+                              for m in range(1 << len(names))]
 
     def serve(self, users: UserBatch) -> ServeResult:
+        # A micro-batch is too small to split across threads: on a busy machine torch's
+        # intra-op threads wait on each other and a batch of 16 ran ~10x slower with 2 threads.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._serve(users)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _serve(self, users: UserBatch) -> ServeResult:
         clock = time.perf_counter
         t0 = clock()
         h = users.recent.shape[1]
@@ -45,6 +64,14 @@ class Pipeline:
         t1 = clock()
         merged, origin, order = self._merge(users, recalled)
         t2 = clock()
+        if self.coarse is not None and merged.shape[1] > self.arm.coarse_keep and (merged >= 0).any():
+            coarse = self.coarse.score(users, merged)                                # [B, M]
+            keep = top_k(coarse, self.arm.coarse_keep)                               # [B, C]
+            dropped = ~np.isfinite(np.take_along_axis(coarse, keep, axis=1))
+            merged = np.where(dropped, -1, np.take_along_axis(merged, keep, axis=1))
+            origin = np.take_along_axis(origin, keep, axis=1)
+            order = np.where(dropped, np.inf, np.take_along_axis(order, keep, axis=1))
+        t3 = clock()
         if self.ranker is not None and (merged >= 0).any():   # none at all: an empty catalogue
             scores = self.ranker.score(users, merged)                                # [B, M]
         else:
@@ -53,18 +80,20 @@ class Pipeline:
         items = np.take_along_axis(merged, idx, axis=1)
         top_scores = np.take_along_axis(scores, idx, axis=1)
         items = np.where(np.isfinite(top_scores), items, -1)
-        t3 = clock()
-        names = list(self.channels)
-        channels = [[tuple(names[c] for c in range(len(names)) if origin[b, j] >> c & 1)
-                     for j in idx[b]] for b in range(len(users))]
+        t4 = clock()
+        masks = np.take_along_axis(origin, idx, axis=1)
+        channels = [[self._origin_names[m] for m in row] for row in masks.tolist()]
         ms = lambda a, b: (b - a) * 1000.0  # noqa: E731
         return ServeResult(items=items, scores=np.nan_to_num(top_scores, neginf=0.0).astype(np.float32),
                            channels=channels,
-                           timings_ms={"recall": ms(t0, t1), "merge": ms(t1, t2), "rank": ms(t2, t3),
-                                       "total": ms(t0, t3)})
+                           timings_ms={"recall": ms(t0, t1), "merge": ms(t1, t2), "coarse": ms(t2, t3),
+                                       "fine": ms(t3, t4), "total": ms(t0, t4)})
 
-    def _merge(self, users: UserBatch, recalled: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per request: each channel adds up to its quota of new items; seen items are dropped.
+    def _merge(self, users: UserBatch, recalled: dict[str, Candidates]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per request: each channel, in config order, adds up to its quota of new items, reading
+        its list until the quota is met; seen items are dropped; an item a previous channel
+        already added only gains this channel's bit. Vectorised over requests and items, looped
+        over channels (a handful).
 
         Returns merged ids [B, M] (-1 padded), a bitmask of source channels [B, M], and a
         round-robin order key [B, M] that interleaves channels when no ranker is used.
@@ -74,22 +103,39 @@ class Pipeline:
         merged = np.full((b, width), -1, np.int64)
         origin = np.zeros((b, width), np.int64)
         order = np.full((b, width), np.inf)
-        for row in range(b):
-            seen = set(users.recent[row][users.recent[row] >= 0].tolist())
-            slot: dict[int, int] = {}
-            for c, (name, cands) in enumerate(recalled.items()):
-                taken = 0
-                for item in cands.items[row].tolist():
-                    if taken == self.arm.channels[name]:
-                        break
-                    if item < 0 or item in seen:
-                        continue
-                    if item in slot:
-                        origin[row, slot[item]] |= 1 << c
-                        continue
-                    j = len(slot)
-                    slot[item] = j
-                    merged[row, j], origin[row, j] = item, 1 << c
-                    order[row, j] = taken * len(recalled) + c
-                    taken += 1
+        top = max([users.recent.max(initial=-1)] + [int(c.items.max(initial=-1)) for c in recalled.values()])
+        rows = np.arange(b)[:, None]                                                # [B, 1]
+        slot_of = np.full((b, top + 2), -1, np.int64)                               # [B, I+1] item -> slot
+        seen = np.zeros((b, top + 2), bool)
+        r, c = np.nonzero(users.recent >= 0)
+        seen[r, users.recent[r, c]] = True
+        filled = np.zeros(b, np.int64)                                              # [B]
+        n_channels = len(recalled)
+        for ch, (name, cands) in enumerate(recalled.items()):
+            quota = self.arm.channels[name]
+            items = cands.items                                                     # [B, k]
+            ok = items >= 0
+            safe = np.where(ok, items, top + 1)                                     # column top+1: never used
+            # A channel repeating an item: only its first occurrence counts.
+            by_item = np.argsort(safe, axis=1, kind="stable")                       # [B, k]
+            sorted_items = np.take_along_axis(safe, by_item, axis=1)
+            repeat = np.zeros(items.shape, bool)
+            np.put_along_axis(repeat, by_item[:, 1:], sorted_items[:, 1:] == sorted_items[:, :-1], axis=1)
+            usable = ok & ~repeat & ~seen[rows, safe]
+            existing = slot_of[rows, safe]                                          # [B, k]
+            new = usable & (existing < 0)
+            count = np.cumsum(new, axis=1)                                          # [B, k]
+            active = (count - new) < quota                                          # read before the quota is met
+            take = new & active
+            again = usable & (existing >= 0) & active
+            ar, ac = np.nonzero(again)
+            origin[ar, existing[ar, ac]] |= 1 << ch
+            tr, tc = np.nonzero(take)
+            rank = count[tr, tc] - 1
+            slot = filled[tr] + rank
+            merged[tr, slot] = items[tr, tc]
+            origin[tr, slot] = 1 << ch
+            order[tr, slot] = rank * n_channels + ch
+            slot_of[tr, items[tr, tc]] = slot
+            filled += take.sum(axis=1)
         return merged, origin, order

@@ -113,10 +113,10 @@ def test_timings_cover_every_stage(make_users):
     res = Pipeline(ArmConfig(channels={"a": 8}, ranker="mlp"), 4, {"a": a}, HashRanker()).serve(
         make_users([0, 1, 2]))
     t = res.timings_ms
-    assert set(t) == {"recall", "merge", "rank", "total"}
+    assert set(t) == {"recall", "merge", "coarse", "fine", "total"}
     assert all(v >= 0 for v in t.values())
-    assert all(t["total"] >= t[s] for s in ("recall", "merge", "rank"))
-    assert t["total"] == pytest.approx(t["recall"] + t["merge"] + t["rank"], abs=1e-6)
+    assert all(t["total"] >= t[s] for s in ("recall", "merge", "coarse", "fine"))
+    assert t["total"] == pytest.approx(t["recall"] + t["merge"] + t["coarse"] + t["fine"], abs=1e-6)
 
 
 def test_pipeline_refuses_missing_parts():

@@ -78,10 +78,10 @@ def test_unknown_channel_is_named():
 
 def test_unknown_ranker_is_named():
     with pytest.raises(ConfigError) as exc:
-        from_mapping(ExperimentConfig, with_changes(arms__treatment__ranker="deepfm"))
+        from_mapping(ExperimentConfig, with_changes(arms__treatment__ranker="xgboost"))
     msg = str(exc.value)
     assert "config.arms.treatment.ranker" in msg
-    assert "unknown ranker 'deepfm'" in msg and "mlp" in msg
+    assert "unknown ranker 'xgboost'" in msg and "deepfm" in msg and "mlp" in msg
 
 
 def test_control_must_be_an_arm():

@@ -42,9 +42,9 @@ def test_traffic_split_not_100(tmp_path, capsys):
 
 
 def test_unknown_channel(tmp_path, capsys):
-    path = _experiment(tmp_path, lambda d: d["arms"]["treatment"]["channels"].update(swing=10))
+    path = _experiment(tmp_path, lambda d: d["arms"]["treatment"]["channels"].update(deepwalk=10))
     assert main(["campaign", "--experiment", str(path), "--data-dir", str(tmp_path / "d")]) == 2
-    assert "unknown channel 'swing'" in _error(capsys)
+    assert "unknown channel 'deepwalk'" in _error(capsys)
 
 
 def test_unknown_scenario_key(tmp_path, capsys):

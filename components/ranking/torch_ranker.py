@@ -1,0 +1,138 @@
+"""What the torch rankers share: inputs built from samples or from a served batch, a training
+loop with a position-bias term, and checkpoints that carry their config and feature names."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from components.features.definitions import FEATURES
+from components.ranking.base import Samples, serving_features
+from components.ranking.ids import IdTable
+from components.types import Catalog, UserBatch
+
+MAX_POSITION = 100
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Model inputs for rows [...]: the dense feature vector, the item, its category, the history."""
+
+    x: torch.Tensor          # [..., F] standardised
+    item: torch.Tensor       # [...] embedding rows
+    category: torch.Tensor   # [...]
+    history: torch.Tensor    # [..., H] embedding rows (padding row where empty)
+
+    def take(self, idx: torch.Tensor) -> "Inputs":
+        return Inputs(self.x[idx], self.item[idx], self.category[idx], self.history[idx])
+
+
+class PositionBias(nn.Module):
+    """logit + bias[position]: soaks up how likely a slot is looked at (PAL); serving uses 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Embedding(MAX_POSITION, 1)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, position: torch.Tensor) -> torch.Tensor:
+        return self.bias(position.clamp(max=MAX_POSITION - 1)).squeeze(-1)
+
+
+class TorchRanker:
+    """Subclasses set `name`, `config_cls` and implement `build_net(n_features)`."""
+
+    name: str
+    config_cls: type
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.config_cls()
+
+    def build_net(self, n_features: int) -> nn.Module:
+        raise NotImplementedError
+
+    # ---- inputs --------------------------------------------------------------------------------
+    def _inputs(self, x: np.ndarray, items: np.ndarray, recent: np.ndarray, catalog: Catalog) -> Inputs:
+        # x: [..., F], items: [...], recent: [..., H] (broadcast over the item axis by the caller)
+        safe = np.where((items >= 0) & (items < catalog.n_items), items, 0)
+        return Inputs(
+            x=torch.from_numpy(((x - self.mean_) / self.std_).astype(np.float32)),
+            item=torch.from_numpy(self.ids_.lookup(items)),
+            category=torch.from_numpy(np.minimum(catalog.category[safe], self.n_categories_ - 1).astype(np.int64)),
+            history=torch.from_numpy(self.ids_.lookup(recent)),
+        )
+
+    def fit(self, samples: Samples):
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        self.mean_ = samples.x.mean(axis=0)
+        std = samples.x.std(axis=0)
+        self.std_ = np.where(std > 1e-6, std, 1.0)
+        cat = samples.catalog
+        self.n_categories_ = int(cat.category.max(initial=0)) + 1
+        self.ids_ = IdTable.fit(samples.item_id, cat.n_items, cfg.min_count, cfg.hash_buckets)
+        inputs = self._inputs(samples.x, samples.item_id, samples.recent, cat)
+        pos = torch.from_numpy(samples.position)
+        y = torch.from_numpy(samples.label)
+        self.net_ = self.build_net(samples.x.shape[1])
+        opt = torch.optim.Adam(self.net_.parameters(), lr=cfg.lr)
+        self.losses_ = []
+        for _ in range(cfg.epochs):
+            order = torch.randperm(len(y), generator=gen)
+            total = 0.0
+            for lo in range(0, len(y), cfg.batch_size):
+                idx = order[lo:lo + cfg.batch_size]
+                logit = self.net_(inputs.take(idx)) + self.net_.position(pos[idx])    # [b]
+                loss = nn.functional.binary_cross_entropy_with_logits(logit, y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+            self.losses_.append(total / max(len(y), 1))
+        self.net_.eval()
+        return self
+
+    def predict_samples(self, samples: Samples) -> np.ndarray:
+        """Click probability of sample rows as if shown at the top (position 0)."""
+        with torch.no_grad():
+            z = self.net_(self._inputs(samples.x, samples.item_id, samples.recent, samples.catalog))
+        return torch.sigmoid(z).numpy()
+
+    def score(self, users: UserBatch, items: np.ndarray) -> np.ndarray:
+        x = serving_features(users, items)                                          # [B, n, F]
+        recent = np.broadcast_to(users.recent[:, None, :], (*items.shape, users.recent.shape[1]))
+        with torch.no_grad():
+            z = self.net_(self._inputs(x, items, recent, users.items.catalog))       # [B, n]
+        return np.where(items >= 0, torch.sigmoid(z).numpy(), -np.inf)
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def save(self, path) -> None:
+        from dataclasses import asdict
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save({"config": asdict(self.config), "features": [f.name for f in FEATURES],
+                    "state": self.net_.state_dict(), "mean": torch.from_numpy(self.mean_),
+                    "std": torch.from_numpy(self.std_), "n_categories": self.n_categories_,
+                    "id_rows": torch.from_numpy(self.ids_.rows), "n_admitted": self.ids_.n_admitted},
+                   path / "model.pt")
+
+    @classmethod
+    def load(cls, path):
+        try:
+            ckpt = torch.load(path / "model.pt", weights_only=True)
+        except (OSError, RuntimeError) as exc:
+            raise ValueError(f"cannot load ranker from {path}: {exc}; re-run training for that day") from None
+        names = [f.name for f in FEATURES]
+        if ckpt["features"] != names:
+            raise ValueError(f"{path}: trained on features {ckpt['features']}, this code serves {names}; retrain")
+        obj = cls(cls.config_cls(**ckpt["config"]))
+        obj.mean_, obj.std_ = ckpt["mean"].numpy(), ckpt["std"].numpy()
+        obj.n_categories_ = int(ckpt["n_categories"])
+        obj.ids_ = IdTable(ckpt["id_rows"].numpy(), int(ckpt["n_admitted"]), obj.config.hash_buckets)
+        obj.net_ = obj.build_net(len(names))
+        obj.net_.load_state_dict(ckpt["state"])
+        obj.net_.eval()
+        return obj

@@ -1,0 +1,168 @@
+"""Two-tower recall: a user tower over recent clicks and a category mix, an item tower over id,
+category and content, trained with in-batch sampled softmax; items served from a FAISS index."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import torch
+from torch import nn
+
+from components.recall.base import ModelFileError
+from components.recall.faiss_index import IndexConfig, build_index, load_index, save_index, search
+from components.recall.history import click_sequences, prefix_windows
+from components.recall.sasrec import training_device
+from components.types import Candidates, Catalog, TrainData, UserBatch
+
+
+@dataclass(frozen=True)
+class TwoTowerConfig:
+    dim: int = 32
+    hidden: int = 64
+    history: int = 20            # recent clicks the user tower reads
+    window_days: int = 30
+    epochs: int = 2
+    batch_size: int = 512
+    lr: float = 3e-3
+    temperature: float = 0.1
+    logq: bool = True            # subtract log(item frequency): in-batch negatives oversample hits
+    seed: int = 0
+    device: str = "cpu"          # where training runs; serving is on CPU
+    index: IndexConfig = field(default_factory=IndexConfig)
+
+
+class ItemTower(nn.Module):
+    def __init__(self, n_items: int, n_categories: int, content_dim: int, dim: int, hidden: int):
+        super().__init__()
+        self.id = nn.Embedding(n_items, dim)
+        self.category = nn.Embedding(n_categories, dim)
+        self.content = nn.Linear(content_dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+
+    def forward(self, items: torch.Tensor, category: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+        # items, category: [N], content: [N, c] -> unit vectors [N, d]
+        x = self.id(items) + self.category(category) + self.content(content)        # [N, d]
+        return nn.functional.normalize(self.mlp(x), dim=-1)
+
+
+class UserTower(nn.Module):
+    """Mean of the history's item embeddings plus the user's category mix and history length."""
+
+    def __init__(self, n_items: int, n_categories: int, dim: int, hidden: int):
+        super().__init__()
+        self.n_items = n_items
+        self.history = nn.Embedding(n_items + 1, dim, padding_idx=n_items)         # last row: padding
+        self.features = nn.Linear(n_categories + 1, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+
+    def forward(self, hist: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
+        # hist: [B, H] item ids, -1 padded; category: [I] category of every item -> [B, d]
+        valid = hist >= 0                                                           # [B, H]
+        n = valid.sum(dim=1, keepdim=True).clamp(min=1)                             # [B, 1]
+        ids = torch.where(valid, hist, torch.full_like(hist, self.n_items))
+        pooled = self.history(ids).sum(dim=1) / n                                   # [B, d]
+        cats = nn.functional.one_hot(category[ids.clamp(max=self.n_items - 1)],
+                                     self.features.in_features - 1).float()         # [B, H, C]
+        mix = (cats * valid[..., None]).sum(dim=1) / n                              # [B, C]
+        feats = torch.cat([mix, torch.log1p(valid.sum(dim=1, keepdim=True).float())], dim=1)
+        return nn.functional.normalize(self.mlp(pooled + self.features(feats)), dim=-1)
+
+
+class TwoTowerRecaller:
+    name = "two_tower"
+
+    def __init__(self, config: TwoTowerConfig = TwoTowerConfig()):
+        self.config = config
+
+    def _build(self, n_items: int, n_categories: int, content_dim: int) -> None:
+        cfg = self.config
+        self.shape_ = (n_items, n_categories, content_dim)
+        self.user_tower_ = UserTower(n_items, n_categories, cfg.dim, cfg.hidden)
+        self.item_tower_ = ItemTower(n_items, n_categories, content_dim, cfg.dim, cfg.hidden)
+
+    def _catalog_tensors(self, catalog: Catalog) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n = self.shape_[0]
+        return (torch.arange(n), torch.from_numpy(catalog.category[:n].astype(np.int64)),
+                torch.from_numpy(np.ascontiguousarray(catalog.content[:n], np.float32)))
+
+    def fit(self, data: TrainData) -> Self:
+        cfg, cat = self.config, data.catalog
+        torch.manual_seed(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        dev = training_device(cfg.device, "two_tower.device")
+        self._build(cat.n_items, int(cat.category.max(initial=0)) + 1, cat.content.shape[1])
+        self.user_tower_.to(dev)
+        self.item_tower_.to(dev)
+        ids, category, content = (t.to(dev) for t in self._catalog_tensors(cat))
+        hist, target = prefix_windows(click_sequences(data, cfg.window_days), cfg.history)
+        hist_t, target_t = torch.from_numpy(hist).to(dev), torch.from_numpy(target).to(dev)  # [N, H], [N]
+        freq = np.bincount(target, minlength=cat.n_items) + 1.0
+        log_q = torch.from_numpy(np.log(freq / freq.sum())).float().to(dev)         # [I]
+        params = [*self.user_tower_.parameters(), *self.item_tower_.parameters()]
+        opt = torch.optim.Adam(params, lr=cfg.lr)
+        self.losses_ = []
+        for _ in range(cfg.epochs if len(target) > 1 else 0):
+            order = torch.randperm(len(target), generator=gen).to(dev)
+            total = 0.0
+            for lo in range(0, len(order), cfg.batch_size):
+                b = order[lo:lo + cfg.batch_size]
+                t = target_t[b]                                                     # [B]
+                u = self.user_tower_(hist_t[b], category)                           # [B, d]
+                v = self.item_tower_(t, category[t], content[t])                    # [B, d]
+                logits = u @ v.T / cfg.temperature                                  # [B, B]
+                if cfg.logq:
+                    logits = logits - log_q[t][None, :]
+                # Another row's positive that is the same item is not a negative.
+                same = (t[:, None] == t[None, :]) & ~torch.eye(len(b), dtype=torch.bool, device=dev)
+                logits = logits.masked_fill(same, float("-inf"))
+                loss = nn.functional.cross_entropy(logits, torch.arange(len(b), device=dev))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(b)
+            self.losses_.append(total / len(target))
+        self.user_tower_.to("cpu").eval()
+        self.item_tower_.to("cpu").eval()
+        ids, category, content = self._catalog_tensors(cat)
+        self.category_ = category
+        with torch.no_grad():
+            vectors = self.item_tower_(ids, category, content).numpy()              # [I, d]
+        self.index_ = build_index(vectors, cfg.index, cfg.seed)
+        return self
+
+    def user_vectors(self, recent: np.ndarray) -> np.ndarray:
+        """Newest-first histories [B, H'] -> user vectors [B, d]."""
+        hist = recent[:, : self.config.history]
+        hist = np.where(hist < self.shape_[0], hist, -1)                            # items born after training
+        with torch.no_grad():
+            return self.user_tower_(torch.from_numpy(np.ascontiguousarray(hist, np.int64)), self.category_).numpy()
+
+    def recall(self, users: UserBatch, k: int) -> Candidates:
+        items, scores = search(self.index_, self.user_vectors(users.recent), k)
+        return Candidates(items=items, scores=scores)
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save({"config": asdict(self.config), "shape": list(self.shape_),
+                    "user": self.user_tower_.state_dict(), "item": self.item_tower_.state_dict(),
+                    "category": self.category_}, path / "model.pt")
+        save_index(self.index_, path / "items.faiss")
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        try:
+            ckpt = torch.load(path / "model.pt", weights_only=True)
+            raw = ckpt["config"]
+            obj = cls(TwoTowerConfig(**{**raw, "index": IndexConfig(**raw["index"])}))
+            obj._build(*ckpt["shape"])
+            obj.user_tower_.load_state_dict(ckpt["user"])
+            obj.item_tower_.load_state_dict(ckpt["item"])
+            obj.index_ = load_index(path / "items.faiss", obj.config.index)
+        except (OSError, RuntimeError, KeyError) as exc:
+            raise ModelFileError(f"cannot load two_tower from {path}: {exc}; re-run training for that day") from None
+        obj.user_tower_.eval()
+        obj.item_tower_.eval()
+        obj.category_ = ckpt["category"]
+        return obj
