@@ -6,7 +6,7 @@ from pathlib import Path
 
 from common.typedconf import load_yaml, require
 from components.ranking import RANKERS, MLPConfig
-from components.recall import CHANNELS, ExploreConfig, ItemCFConfig, PopularConfig
+from components.recall import CHANNELS, ExploreConfig, GenerativeConfig, ItemCFConfig, PopularConfig
 
 EXPERIMENT_DIR = Path(__file__).resolve().parents[2] / "configs" / "experiments"
 
@@ -33,6 +33,7 @@ class ModelsConfig:
     popular: PopularConfig = field(default_factory=PopularConfig)
     itemcf: ItemCFConfig = field(default_factory=ItemCFConfig)
     explore: ExploreConfig = field(default_factory=ExploreConfig)
+    generative: GenerativeConfig = field(default_factory=GenerativeConfig)
     mlp: MLPConfig = field(default_factory=MLPConfig)
     sample_window_days: int = 3       # days of samples the ranker trains on
 

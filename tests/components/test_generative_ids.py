@@ -17,7 +17,7 @@ def _clustered(n: int, d: int = 8, seed: int = 0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("method", ["rqvae", "rqkmeans"])
-def test_every_item_gets_a_unique_id(method):
+def test_every_item_gets_a_unique_id(method, one_thread):
     emb = _clustered(200)
     # Few codes per level so that prefixes collide and the unique level has work to do.
     ids = build_semantic_ids(emb, QuantizerConfig(method=method, levels=2, codebook_size=4, epochs=30,
@@ -32,7 +32,7 @@ def test_every_item_gets_a_unique_id(method):
     assert 0 < m["utilisation_level0"] <= 1 and m["reconstruction_loss"] >= 0
 
 
-def test_dead_code_reset_keeps_codebooks_in_use():
+def test_dead_code_reset_keeps_codebooks_in_use(one_thread):
     emb = _clustered(300, seed=1)
     ids = build_semantic_ids(emb, QuantizerConfig(levels=2, codebook_size=16, epochs=60, reset_every=20))
     m = ids.metrics(emb)

@@ -53,8 +53,8 @@ def beam_search(model: GPT, history: torch.Tensor, trie: Trie, beam: int) -> tup
     pos, mask = prefix_mask(history)
     logits, cache = model(history, pos, mask)                                        # [B, T, V]
     logits = logits[:, -1:, :]                                                       # [B, 1, V]
-    lengths = (history != PAD).sum(1)                                                # [B]
-    key_valid = (history != PAD)                                                     # [B, T]
+    lengths = (history != PAD).sum(1)[:, None]                                       # [B, W]
+    key_valid = (history != PAD)[:, None, :]                                         # [B, W, S]
     node = torch.zeros(b, 1, dtype=torch.long, device=dev)                           # [B, W] trie nodes
     score = torch.zeros(b, 1, device=dev)                                            # [B, W]
     rows = torch.arange(b, device=dev)[:, None]
@@ -65,7 +65,8 @@ def beam_search(model: GPT, history: torch.Tensor, trie: Trie, beam: int) -> tup
         child = trie.children[level][node]                                           # [B, W, K]
         level_logits = logits[:, :, lo: lo + k_codes].float()                        # [B, W, K]
         level_logits = level_logits.masked_fill(child < 0, float("-inf"))
-        logp = torch.log_softmax(level_logits, dim=-1).nan_to_num(nan=float("-inf"))  # [B, W, K]
+        # A beam with no valid continuation gives NaN here; masking again turns it into -inf.
+        logp = torch.log_softmax(level_logits, dim=-1).masked_fill(child < 0, float("-inf"))  # [B, W, K]
         total = (score[:, :, None] + logp).view(b, w * k_codes)                       # [B, W*K]
         keep = min(beam, w * k_codes)
         score, flat = total.topk(keep, dim=1)                                        # [B, W']
@@ -78,14 +79,12 @@ def beam_search(model: GPT, history: torch.Tensor, trie: Trie, beam: int) -> tup
         # Reorder the cache to the surviving beams and feed the chosen codes.
         src = (rows * w + parent).reshape(-1)                                        # [B*W']
         cache = [(k[src], v[src]) for k, v in cache]                                  # [B*W', h, S, d]
-        if level == 0:
-            key_valid = key_valid.repeat_interleave(keep, dim=0)                     # [B*W', T]
-            lengths = lengths.repeat_interleave(keep)                                # [B*W']
-        else:
-            key_valid = key_valid.view(b, w, -1)[rows, parent].reshape(b * keep, -1)
-        key_valid = torch.cat([key_valid, torch.ones(b * keep, 1, dtype=torch.bool, device=dev)], 1)
+        lengths = lengths[rows, parent]                                              # [B, W']
+        key_valid = torch.cat([key_valid[rows, parent],
+                               torch.ones(b, keep, 1, dtype=torch.bool, device=dev)], 2)  # [B, W', S+1]
         tok = (lo + code).reshape(-1, 1)                                             # [B*W', 1]
         step_pos = (lengths + level).reshape(-1, 1)                                  # [B*W', 1]
-        logits, cache = model(tok, step_pos, key_valid[:, None, None, :], cache)     # [B*W', 1, V]
+        step_mask = key_valid.reshape(b * keep, 1, 1, -1)                            # [B*W', 1, 1, S+1]
+        logits, cache = model(tok, step_pos, step_mask, cache)                       # [B*W', 1, V]
         logits = logits.view(b, keep, -1)                                            # [B, W', V]
     raise AssertionError("unreachable: the trie has at least one level")

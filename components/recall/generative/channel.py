@@ -95,14 +95,19 @@ class GenerativeRecaller:
 
     def recall(self, users: UserBatch, k: int) -> Candidates:
         self._add_new_items(users.items.catalog)
+        return self.generate(users.recent, k)
+
+    def generate(self, recent: np.ndarray, k: int) -> Candidates:
+        """Top items by beam search from histories recent [B, H] (newest first, -1 padded):
+        items [B, k] (-1 past the beam width) and log-probability scores [B, k]."""
         cfg = self.config
         tokens = item_tokens(self.ids_.codes, self.ids_.codebook_size)
-        histories = [row[row >= 0][::-1] for row in users.recent]                   # chronological
+        histories = [row[row >= 0][::-1] for row in recent]                         # chronological
         x = history_tokens(histories, tokens, self.model_.config.max_items, left_pad=True)
-        items = np.full((len(users), k), -1, np.int64)
-        scores = np.zeros((len(users), k), np.float32)
+        items = np.full((len(recent), k), -1, np.int64)
+        scores = np.zeros((len(recent), k), np.float32)
         width = min(k, cfg.beam_width)
-        for lo in range(0, len(users), cfg.serve_batch):
+        for lo in range(0, len(recent), cfg.serve_batch):
             xb = torch.from_numpy(x[lo: lo + cfg.serve_batch]).to(cfg.device)
             found, logp = beam_search(self.model_, xb, self.trie_, cfg.beam_width)  # [b, W]
             found, logp = found[:, :width].cpu().numpy(), logp[:, :width].cpu().numpy()
