@@ -16,6 +16,7 @@ class ArmConfig:
     channels: dict[str, int]          # channel name -> quota of candidates
     ranker: str = "none"              # a name in RANKERS, or "none" to interleave channels
     share: float = 0.0                # percent of users
+    parallel_recall: bool = False     # run the channels on a thread pool: recall takes the slowest one's time
 
     def validate(self, where: str) -> None:
         require(bool(self.channels), f"{where}.channels", "an arm needs at least one recall channel")
