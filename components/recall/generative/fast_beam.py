@@ -58,6 +58,23 @@ def reference_beam_search(model: QwenLM, history: torch.Tensor, trie: Trie, beam
     raise AssertionError("unreachable: the config has at least one level")
 
 
+def _qkv_fn(x, ln1, w_qkv, b_qkv, cos, sin, h: int, hkv: int, d: int, eps: float):
+    """x [B, T, C] -> q [B, h, T, D], k, v [B, hkv, T, D] with rotary positions applied."""
+    b, t, _ = x.shape
+    qkv = F.linear(rms_norm(x, ln1, eps), w_qkv, b_qkv)                               # [B, T, (h+2hkv)D]
+    q, k, v = qkv.split([h * d, hkv * d, hkv * d], dim=-1)
+    q = apply_rope(q.view(b, t, h, d).transpose(1, 2), cos, sin)                     # [B, h, T, D]
+    k = apply_rope(k.view(b, t, hkv, d).transpose(1, 2), cos, sin)                   # [B, hkv, T, D]
+    return q, k, v.view(b, t, hkv, d).transpose(1, 2)
+
+
+def _mlp_fn(x, attn, w_o, ln2, w_gu, w_down, eps: float):
+    """Attention output projection, residual, then the SwiGLU MLP and its residual: x [B, T, C]."""
+    x = x + F.linear(attn, w_o)                                                       # [B, T, C]
+    gate, up = F.linear(rms_norm(x, ln2, eps), w_gu).chunk(2, dim=-1)                 # 2 x [B, T, F]
+    return x + F.linear(F.silu(gate) * up, w_down)                                    # [B, T, C]
+
+
 @dataclass(frozen=True)
 class _Layer:
     ln1: torch.Tensor     # [C]
@@ -72,8 +89,12 @@ class _Layer:
 class FastBeamSearch:
     """The model's weights packed for decoding on one device in one dtype (bf16 on the GPU)."""
 
-    def __init__(self, model: QwenLM, trie: Trie, beam: int, device: torch.device | str, dtype: torch.dtype):
+    def __init__(self, model: QwenLM, trie: Trie, beam: int, device: torch.device | str, dtype: torch.dtype,
+                 compile: bool = False):
         cfg = self.cfg = model.config
+        # torch.compile fuses the norms, rotary, SiLU-gate and residuals around the matrix products.
+        self._qkv_impl = torch.compile(_qkv_fn, dynamic=True) if compile else _qkv_fn
+        self._mlp_impl = torch.compile(_mlp_fn, dynamic=True) if compile else _mlp_fn
         self.beam, self.device, self.dtype = beam, torch.device(device), dtype
         put = lambda t: t.detach().to(self.device, dtype)  # noqa: E731
         self.layers = []
@@ -91,19 +112,11 @@ class FastBeamSearch:
         self.children = [c.to(self.device) for c in trie.children]
 
     def _qkv(self, x: torch.Tensor, lw: _Layer, cos, sin):
-        """x [B, T, C] -> q [B, h, T, D], k, v [B, hkv, T, D] with rotary positions applied."""
-        cfg, (b, t, _) = self.cfg, x.shape
-        d, h, hkv = cfg.head_dim, cfg.n_head, cfg.n_kv_head
-        qkv = F.linear(rms_norm(x, lw.ln1, cfg.rms_eps), lw.w_qkv, lw.b_qkv)          # [B, T, (h+2hkv)D]
-        q, k, v = qkv.split([h * d, hkv * d, hkv * d], dim=-1)
-        q = apply_rope(q.view(b, t, h, d).transpose(1, 2), cos, sin)                 # [B, h, T, D]
-        k = apply_rope(k.view(b, t, hkv, d).transpose(1, 2), cos, sin)               # [B, hkv, T, D]
-        return q, k, v.view(b, t, hkv, d).transpose(1, 2)
+        cfg = self.cfg
+        return self._qkv_impl(x, lw.ln1, lw.w_qkv, lw.b_qkv, cos, sin, cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.rms_eps)
 
     def _mlp_residual(self, x: torch.Tensor, attn: torch.Tensor, lw: _Layer) -> torch.Tensor:
-        x = x + F.linear(attn, lw.w_o)                                                # [B, T, C]
-        gate, up = F.linear(rms_norm(x, lw.ln2, self.cfg.rms_eps), lw.w_gu).chunk(2, dim=-1)  # 2 x [B, T, F]
-        return x + F.linear(F.silu(gate) * up, lw.w_down)                             # [B, T, C]
+        return self._mlp_impl(x, attn, lw.w_o, lw.ln2, lw.w_gu, lw.w_down, self.cfg.rms_eps)
 
     def prefill(self, idx: torch.Tensor, key_valid: torch.Tensor | None):
         """idx [B, T] -> final hidden of the last position [B, C] and per-layer (k, v) [B, hkv, T, D]."""
