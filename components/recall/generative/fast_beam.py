@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from common.typedconf import ConfigError
 from components.recall.generative.beam import Trie
 from components.recall.generative.qwen import QwenLM, apply_rope, rms_norm, rope_tables
 
@@ -75,6 +76,45 @@ def _mlp_fn(x, attn, w_o, ln2, w_gu, w_down, eps: float):
     return x + F.linear(F.silu(gate) * up, w_down)                                    # [B, T, C]
 
 
+def _prefill_layer(x, cos, sin, mask, last: bool, ln1, w_qkv, b_qkv, w_o, ln2, w_gu, w_down,
+                   h: int, hkv: int, d: int, eps: float, qkv_fn, mlp_fn):
+    """One layer over the whole history x [B, T, C] -> x (only the last position when `last`), and
+    this layer's k, v [B, hkv, T, D] for the cache."""
+    q, k, v = qkv_fn(x, ln1, w_qkv, b_qkv, cos, sin, h, hkv, d, eps)
+    kx = k[:, :, None].expand(-1, -1, h // hkv, -1, -1).flatten(1, 2)                # [B, h, T, D]
+    vx = v[:, :, None].expand(-1, -1, h // hkv, -1, -1).flatten(1, 2)
+    if last:
+        # Only the last position feeds the logits: its query alone sees every key.
+        x, q = x[:, -1:], q[:, :, -1:]
+        mask = None if mask is None else mask[:, :, -1:]
+    if mask is None:
+        y = F.scaled_dot_product_attention(q, kx, vx, is_causal=not last)           # [B, h, T, D]
+    else:
+        y = F.scaled_dot_product_attention(q, kx, vx, attn_mask=mask)
+    return mlp_fn(x, y.transpose(1, 2).flatten(2), w_o, ln2, w_gu, w_down, eps), k, v
+
+
+def _decode_layer(x, cos, sin, pk, pv, sk, sv, key_valid, ln1, w_qkv, b_qkv, w_o, ln2, w_gu, w_down,
+                  h: int, hkv: int, d: int, eps: float, qkv_fn, mlp_fn):
+    """One layer for one new token per beam, x [B, W, C]: cascade attention over the shared prefix
+    (pk, pv [B, hkv, T, D]) and the beam's own generated keys (sk, sv [B, W, hkv, S, D])."""
+    b, w, _ = x.shape
+    group = h // hkv
+    q, k, v = qkv_fn(x, ln1, w_qkv, b_qkv, cos, sin, h, hkv, d, eps)                 # [B, h|hkv, W, D]
+    k, v = k.transpose(1, 2)[:, :, :, None], v.transpose(1, 2)[:, :, :, None]        # [B, W, hkv, 1, D]
+    sk, sv = torch.cat([sk, k], dim=3), torch.cat([sv, v], dim=3)                    # [B, W, hkv, S+1, D]
+    qg = q.view(b, hkv, group, w, d).transpose(2, 3) * d ** -0.5                     # [B, hkv, W, g, D]
+    s_pre = qg.flatten(2, 3) @ pk.transpose(2, 3)                                    # [B, hkv, W*g, T]
+    if key_valid is not None:
+        s_pre = s_pre.masked_fill(~key_valid[:, None, None, :], float("-inf"))
+    s_suf = torch.einsum("bkwgd,bwksd->bkwgs", qg, sk).flatten(2, 3)                 # [B, hkv, W*g, S+1]
+    p = torch.softmax(torch.cat([s_pre, s_suf], dim=-1).float(), dim=-1).to(x.dtype)
+    p_pre, p_suf = p.split([pk.shape[2], sk.shape[3]], dim=-1)
+    y = p_pre @ pv + torch.einsum("bkwgs,bwksd->bkwgd", p_suf.unflatten(2, (w, group)), sv).flatten(2, 3)  # [B, hkv, W*g, D]
+    y = y.unflatten(2, (w, group)).permute(0, 2, 1, 3, 4).reshape(b, w, -1)         # [B, W, h*D]
+    return mlp_fn(x, y, w_o, ln2, w_gu, w_down, eps), k, v
+
+
 @dataclass(frozen=True)
 class _Layer:
     ln1: torch.Tensor     # [C]
@@ -90,11 +130,18 @@ class FastBeamSearch:
     """The model's weights packed for decoding on one device in one dtype (bf16 on the GPU)."""
 
     def __init__(self, model: QwenLM, trie: Trie, beam: int, device: torch.device | str, dtype: torch.dtype,
-                 compile: bool = False):
+                 compile: str = "none"):
         cfg = self.cfg = model.config
-        # torch.compile fuses the norms, rotary, SiLU-gate and residuals around the matrix products.
-        self._qkv_impl = torch.compile(_qkv_fn, dynamic=True) if compile else _qkv_fn
-        self._mlp_impl = torch.compile(_mlp_fn, dynamic=True) if compile else _mlp_fn
+        if compile not in ("none", "pieces", "layers"):
+            raise ConfigError(f"FastBeamSearch compile={compile!r}: allowed none, pieces, layers")
+        # torch.compile fuses the norms, rotary, SiLU-gate and residuals around the matrix products
+        # ("pieces"), or whole layers with the attention's reshapes and copies too ("layers").
+        pieces = compile == "pieces"
+        self._qkv_impl = torch.compile(_qkv_fn, dynamic=True) if pieces else _qkv_fn
+        self._mlp_impl = torch.compile(_mlp_fn, dynamic=True) if pieces else _mlp_fn
+        layers = compile == "layers"
+        self._prefill_layer = torch.compile(_prefill_layer, dynamic=True) if layers else _prefill_layer
+        self._decode_layer = torch.compile(_decode_layer, dynamic=True) if layers else _decode_layer
         self.beam, self.device, self.dtype = beam, torch.device(device), dtype
         put = lambda t: t.detach().to(self.device, dtype)  # noqa: E731
         self.layers = []
@@ -111,17 +158,14 @@ class FastBeamSearch:
         self.heads = [put(model.lm_head.weight[slice(*cfg.level_tokens(lv))]) for lv in range(cfg.n_levels)]  # L x [K, C]
         self.children = [c.to(self.device) for c in trie.children]
 
-    def _qkv(self, x: torch.Tensor, lw: _Layer, cos, sin):
+    def _layer_args(self, lw: _Layer) -> tuple:
         cfg = self.cfg
-        return self._qkv_impl(x, lw.ln1, lw.w_qkv, lw.b_qkv, cos, sin, cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.rms_eps)
-
-    def _mlp_residual(self, x: torch.Tensor, attn: torch.Tensor, lw: _Layer) -> torch.Tensor:
-        return self._mlp_impl(x, attn, lw.w_o, lw.ln2, lw.w_gu, lw.w_down, self.cfg.rms_eps)
+        return (lw.ln1, lw.w_qkv, lw.b_qkv, lw.w_o, lw.ln2, lw.w_gu, lw.w_down,
+                cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.rms_eps, self._qkv_impl, self._mlp_impl)
 
     def prefill(self, idx: torch.Tensor, key_valid: torch.Tensor | None):
         """idx [B, T] -> final hidden of the last position [B, C] and per-layer (k, v) [B, hkv, T, D]."""
         cfg, (b, t) = self.cfg, idx.shape
-        group = cfg.n_head // cfg.n_kv_head
         if key_valid is None:
             pos, mask = torch.arange(t, device=idx.device).expand(b, t), None          # [B, T]
         else:
@@ -132,46 +176,21 @@ class FastBeamSearch:
         cos, sin = rope_tables(pos, cfg.head_dim, cfg.rope_theta, self.dtype)
         cache = []
         for i, lw in enumerate(self.layers):
-            q, k, v = self._qkv(x, lw, cos, sin)
+            x, k, v = self._prefill_layer(x, cos, sin, mask, i + 1 == len(self.layers), *self._layer_args(lw))
             cache.append((k, v))
-            kx = k[:, :, None].expand(-1, -1, group, -1, -1).flatten(1, 2)            # [B, h, T, D]
-            vx = v[:, :, None].expand(-1, -1, group, -1, -1).flatten(1, 2)
-            if i + 1 == len(self.layers):
-                # Only the last position feeds the logits: its query alone sees every key.
-                x, q = x[:, -1:], q[:, :, -1:]
-                mask = None if mask is None else mask[:, :, -1:]
-            if mask is None:
-                y = F.scaled_dot_product_attention(q, kx, vx, is_causal=q.shape[2] > 1)  # [B, h, T, D]
-            else:
-                y = F.scaled_dot_product_attention(q, kx, vx, attn_mask=mask)
-            x = self._mlp_residual(x, y.transpose(1, 2).flatten(2), lw)
         return rms_norm(x[:, -1], self.norm, cfg.rms_eps), cache
 
     def _decode(self, tok, pos, prefix, suffix, key_valid):
         """One token per beam. tok, pos [B, W]; prefix per layer (k, v) [B, hkv, T, D] shared by the
         beams; suffix per layer (k, v) [B, W, hkv, S, D] of the tokens generated so far (S may be 0).
         Returns the final hidden [B, W, C] and this token's per-layer (k, v) [B, W, hkv, 1, D]."""
-        cfg, (b, w) = self.cfg, tok.shape
-        d, hkv, group = cfg.head_dim, cfg.n_kv_head, cfg.n_head // cfg.n_kv_head
         x = self.embed[tok]                                                             # [B, W, C]
-        cos, sin = rope_tables(pos, d, cfg.rope_theta, self.dtype)                     # [B, 1, W, D]
+        cos, sin = rope_tables(pos, self.cfg.head_dim, self.cfg.rope_theta, self.dtype)  # [B, 1, W, D]
         new = []
         for lw, (pk, pv), (sk, sv) in zip(self.layers, prefix, suffix):
-            q, k, v = self._qkv(x, lw, cos, sin)                                       # [B, h|hkv, W, D]
-            k, v = k.transpose(1, 2)[:, :, :, None], v.transpose(1, 2)[:, :, :, None]  # [B, W, hkv, 1, D]
+            x, k, v = self._decode_layer(x, cos, sin, pk, pv, sk, sv, key_valid, *self._layer_args(lw))
             new.append((k, v))
-            sk, sv = torch.cat([sk, k], dim=3), torch.cat([sv, v], dim=3)              # [B, W, hkv, S+1, D]
-            qg = q.view(b, hkv, group, w, d).transpose(2, 3) * d ** -0.5               # [B, hkv, W, g, D]
-            s_pre = qg.flatten(2, 3) @ pk.transpose(2, 3)                              # [B, hkv, W*g, T]
-            if key_valid is not None:
-                s_pre = s_pre.masked_fill(~key_valid[:, None, None, :], float("-inf"))
-            s_suf = torch.einsum("bkwgd,bwksd->bkwgs", qg, sk).flatten(2, 3)           # [B, hkv, W*g, S+1]
-            p = torch.softmax(torch.cat([s_pre, s_suf], dim=-1).float(), dim=-1).to(self.dtype)
-            p_pre, p_suf = p.split([pk.shape[2], sk.shape[3]], dim=-1)
-            y = p_pre @ pv + torch.einsum("bkwgs,bwksd->bkwgd", p_suf.unflatten(2, (w, group)), sv).flatten(2, 3)  # [B, hkv, W*g, D]
-            y = y.unflatten(2, (w, group)).permute(0, 2, 1, 3, 4).reshape(b, w, -1)   # [B, W, h*D]
-            x = self._mlp_residual(x, y, lw)
-        return rms_norm(x, self.norm, cfg.rms_eps), new
+        return rms_norm(x, self.norm, self.cfg.rms_eps), new
 
     @torch.no_grad()
     def __call__(self, history: torch.Tensor, key_valid: torch.Tensor | None = None):
