@@ -95,7 +95,7 @@ def main() -> None:
     if not args.no_results:
         rows = [[k, *v, "published / data README"] for k, v in PUBLISHED.items()]
         rows.append([name, *(f"{metrics[m]:.4f}" for m in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")),
-                     f"fit {fit_s / 60:.1f} min on {args.threads} threads, {model.metrics_['parameters']:.0f} params,"
+                     f"fit {fit_s / 60:.1f} min, torch threads {args.threads}, {model.metrics_['parameters']:.0f} params,"
                      f" beam {args.beam}"])
         append("Generative recall on Amazon Beauty (leave-one-out, full ranking)",
                ["method", "R@5", "N@5", "R@10", "N@10", "budget"], rows,
