@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from bench.results import append
 from bench.serving import build
@@ -28,7 +29,9 @@ def main() -> None:
     p.add_argument("--beam", type=int, default=20)
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
     cfg = replace(load_experiment("generative").models.generative, beam_width=args.beam)
     with tempfile.TemporaryDirectory() as tmp:
         c = build(Path(tmp), args.scenario)
@@ -63,7 +66,7 @@ def main() -> None:
            notes=f"config: configs/experiments/generative.yaml; training on day 1's logs "
                  f"({len(data.click_item):,} clicks, {data.catalog.n_items:,} items), median of {args.repeats}; "
                  f"latency over {args.requests} single requests; {m['parameters']:.0f} parameters; "
-                 "machine shared with other jobs, run under nice")
+                 f"{args.threads} torch threads; machine shared with other jobs, run under nice")
     print(rows)
 
 

@@ -123,3 +123,14 @@ def test_bad_settings_name_the_setting():
         from_mapping(GenerativeConfig, {"beam_width": 200}, "generative")
     with pytest.raises(ConfigError, match="embedding"):
         from_mapping(GenerativeConfig, {"embedding": "pixels"}, "generative")
+
+
+@pytest.mark.parametrize("rows", [1, 10, 23])
+def test_training_runs_for_any_number_of_steps(rows, one_thread):
+    from components.recall.generative.train import train_gpt, training_sequences
+    codes = _random_catalogue(0, 8, 2, 4)
+    rng = np.random.default_rng(0)
+    data = training_sequences([rng.integers(0, 8, size=4) for _ in range(rows)], item_tokens(codes, 4), 3)
+    model = GPT(GPTConfig(n_levels=2, codebook_size=4, max_items=3, n_layer=1, n_head=2, d_model=16))
+    losses = train_gpt(model, data, TrainConfig(epochs=1, batch_size=1))
+    assert len(losses) == 1 and np.isfinite(losses[0])

@@ -1,6 +1,7 @@
 """Histories as semantic-id tokens, and the next-token training loop."""
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,8 +70,10 @@ def train_gpt(model: GPT, data: np.ndarray, cfg: TrainConfig, seed: int = 0) -> 
     x_all = torch.from_numpy(data)
     lengths = (x_all != PAD).sum(1)
     steps_total = cfg.epochs * max(1, -(-len(data) // cfg.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps_total, 1),
-                                                pct_start=0.1)
+    warmup = max(1, steps_total // 10)
+    # Linear warm-up over the first tenth, then cosine decay to zero, whatever the number of steps.
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min((step + 1) / warmup, 0.5 * (
+        1 + math.cos(math.pi * min(1.0, max(0, step + 1 - warmup) / max(1, steps_total - warmup))))))
     losses, start = [], time.perf_counter()
     model.train()
     for _ in range(cfg.epochs):
@@ -87,8 +90,7 @@ def train_gpt(model: GPT, data: np.ndarray, cfg: TrainConfig, seed: int = 0) -> 
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            if sched.last_epoch + 1 < steps_total:
-                sched.step()
+            sched.step()
             total, count = total + loss.item() * len(batch), count + len(batch)
         losses.append(total / max(count, 1))
         if cfg.max_seconds and time.perf_counter() - start > cfg.max_seconds:
