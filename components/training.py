@@ -33,9 +33,13 @@ def train_data(lake: Lake, day: int) -> TrainData:
 def train_channels(lake: Lake, day: int, exp: ExperimentConfig, out: Path) -> dict[str, float]:
     """Fit and save each recall channel any arm uses; returns what MLflow should record."""
     data = train_data(lake, day)
+    metrics = {"clicks": float(len(data.click_item)), "items": float(data.catalog.n_items)}
     for name in exp.channels_needed():
-        CHANNELS[name](getattr(exp.models, name)).fit(data).save(out / name)
-    return {"clicks": float(len(data.click_item)), "items": float(data.catalog.n_items)}
+        model = CHANNELS[name](getattr(exp.models, name)).fit(data)
+        model.save(out / name)
+        # Channels that report on their fit (e.g. semantic-id quality) have it recorded per day.
+        metrics |= {f"{name}.{k}": float(v) for k, v in getattr(model, "metrics_", {}).items()}
+    return metrics
 
 
 def _holdout(request_id: np.ndarray) -> np.ndarray:

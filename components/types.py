@@ -13,6 +13,7 @@ class Catalog:
     item_id: np.ndarray    # [I] int64, equal to its row index
     category: np.ndarray   # [I] int32
     content: np.ndarray    # [I, d] float32
+    title: np.ndarray | None = None  # [I] str, when the catalog has text
 
     @property
     def n_items(self) -> int:

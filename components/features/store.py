@@ -49,14 +49,15 @@ def build_features(lake: Lake, day: int) -> None:
 def load_catalog(lake: Lake, day: int) -> Catalog:
     """Items known on `day`, as dense arrays indexed by item id."""
     with lake.connect() as con:
-        table = con.sql(f"SELECT item_id, category, content FROM items WHERE created_day <= {day} "
+        table = con.sql(f"SELECT item_id, category, title, content FROM items WHERE created_day <= {day} "
                         f"ORDER BY item_id").to_arrow_table()
     ids = table.column("item_id").to_numpy()
     if len(ids) and not np.array_equal(ids, np.arange(len(ids))):
         raise ValueError("item ids must be dense from 0; the items table has gaps")
     content = np.stack(table.column("content").to_numpy(zero_copy_only=False)) if len(ids) else np.zeros((0, 1))
     return Catalog(item_id=ids, category=table.column("category").to_numpy().astype(np.int32),
-                   content=content.astype(np.float32))
+                   content=content.astype(np.float32),
+                   title=np.asarray(table.column("title").to_pylist(), dtype=object))
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Recall channels, one per file, registered here by name."""
 from components.recall.coldstart import ColdStartConfig, ColdStartRecaller
 from components.recall.explore import ExploreConfig, ExploreRecaller
+from components.recall.generative import GenerativeConfig, GenerativeRecaller
 from components.recall.itemcf import ItemCFConfig, ItemCFRecaller
 from components.recall.popular import PopularConfig, PopularRecaller
 from components.recall.popular_category import PopularCategoryConfig, PopularCategoryRecaller
@@ -17,9 +18,11 @@ CHANNELS = {
     "sasrec": SASRecRecaller,
     "coldstart": ColdStartRecaller,
     "explore": ExploreRecaller,
+    "generative": GenerativeRecaller,
 }
 
 __all__ = ["CHANNELS", "ColdStartConfig", "ColdStartRecaller", "ExploreConfig", "ExploreRecaller",
-           "ItemCFConfig", "ItemCFRecaller", "PopularCategoryConfig", "PopularCategoryRecaller",
-           "PopularConfig", "PopularRecaller", "SASRecConfig", "SASRecRecaller", "SwingConfig",
-           "SwingRecaller", "TwoTowerConfig", "TwoTowerRecaller"]
+           "GenerativeConfig", "GenerativeRecaller", "ItemCFConfig", "ItemCFRecaller",
+           "PopularCategoryConfig", "PopularCategoryRecaller", "PopularConfig", "PopularRecaller",
+           "SASRecConfig", "SASRecRecaller", "SwingConfig", "SwingRecaller", "TwoTowerConfig",
+           "TwoTowerRecaller"]

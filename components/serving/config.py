@@ -7,7 +7,7 @@ from pathlib import Path
 
 from common.typedconf import load_preset, require
 from components.ranking import RANKERS, CoarseConfig, DeepFMConfig, DINConfig, MLPConfig
-from components.recall import (CHANNELS, ColdStartConfig, ExploreConfig, ItemCFConfig, PopularCategoryConfig,
+from components.recall import (CHANNELS, ColdStartConfig, ExploreConfig, GenerativeConfig, ItemCFConfig, PopularCategoryConfig,
                                PopularConfig, SASRecConfig, SwingConfig, TwoTowerConfig)
 
 EXPERIMENT_DIR = Path(__file__).resolve().parents[2] / "configs" / "experiments"
@@ -22,6 +22,7 @@ class ArmConfig:
     coarse: str = "none"              # a name in RANKERS that cuts the merged candidates first
     coarse_keep: int = 100            # candidates the coarse ranker passes to the fine one
     fine: str = "none"                # a name in RANKERS for the slate, or "none" to interleave
+    parallel_recall: bool = False     # run the channels on a thread pool: recall takes the slowest one's time
 
     @property
     def fine_ranker(self) -> str:
@@ -53,6 +54,7 @@ class ModelsConfig:
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
     coldstart: ColdStartConfig = field(default_factory=ColdStartConfig)
     explore: ExploreConfig = field(default_factory=ExploreConfig)
+    generative: GenerativeConfig = field(default_factory=GenerativeConfig)
     mlp: MLPConfig = field(default_factory=MLPConfig)
     coarse: CoarseConfig = field(default_factory=CoarseConfig)
     deepfm: DeepFMConfig = field(default_factory=DeepFMConfig)

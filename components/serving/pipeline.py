@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from itertools import compress
 
 import numpy as np
@@ -21,6 +22,7 @@ class ServeResult:
     scores: np.ndarray                      # [B, K] float32
     channels: list[list[tuple[str, ...]]]   # [B][K] the channels each item came from
     timings_ms: dict[str, float]            # stage -> wall-clock ms for the whole batch
+    channel_ms: dict[str, float] = field(default_factory=dict)  # recall channel -> its own wall-clock ms
 
 
 class Pipeline:
@@ -44,6 +46,14 @@ class Pipeline:
         # Channel bitmask -> names, built once: a slate's provenance is then a table lookup.
         self._origin_names = [tuple(compress(names, [m >> c & 1 for c in range(len(names))]))
                               for m in range(1 << len(names))]
+        # Channels run side by side when asked (torch, numpy and scipy release the GIL), so the
+        # recall stage takes as long as its slowest channel rather than their sum.
+        self._pool = ThreadPoolExecutor(len(self.channels)) if arm.parallel_recall and len(self.channels) > 1 else None
+
+    def _recall_one(self, name: str, users: UserBatch, k: int) -> tuple[object, float]:
+        t = time.perf_counter()
+        cands = self.channels[name].recall(users, k)
+        return cands, (time.perf_counter() - t) * 1000.0
 
     def serve(self, users: UserBatch) -> ServeResult:
         # A micro-batch is too small to split across threads: on a busy machine torch's
@@ -60,7 +70,13 @@ class Pipeline:
         t0 = clock()
         h = users.recent.shape[1]
         # Ask each channel for extra items: seen ones and duplicates are dropped in the merge.
-        recalled = {name: ch.recall(users, self.arm.channels[name] + h) for name, ch in self.channels.items()}
+        quota = {name: self.arm.channels[name] + h for name in self.channels}
+        if self._pool is not None:
+            futures = {n: self._pool.submit(self._recall_one, n, users, quota[n]) for n in self.channels}
+            done = {n: f.result() for n, f in futures.items()}
+        else:
+            done = {n: self._recall_one(n, users, quota[n]) for n in self.channels}
+        recalled = {n: d[0] for n, d in done.items()}
         t1 = clock()
         merged, origin, order = self._merge(users, recalled)
         t2 = clock()
@@ -87,7 +103,8 @@ class Pipeline:
         return ServeResult(items=items, scores=np.nan_to_num(top_scores, neginf=0.0).astype(np.float32),
                            channels=channels,
                            timings_ms={"recall": ms(t0, t1), "merge": ms(t1, t2), "coarse": ms(t2, t3),
-                                       "fine": ms(t3, t4), "total": ms(t0, t4)})
+                                       "fine": ms(t3, t4), "total": ms(t0, t4)},
+                           channel_ms={n: d[1] for n, d in done.items()})
 
     def _merge(self, users: UserBatch, recalled: dict[str, Candidates]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per request: each channel, in config order, adds up to its quota of new items, reading

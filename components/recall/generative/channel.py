@@ -1,0 +1,147 @@
+"""Generative recall as a channel: semantic ids, a next-item transformer, constrained beam search."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import torch
+
+from common.typedconf import from_mapping, require
+from components.recall.base import read_state, write_state
+from components.recall.generative.beam import Trie, beam_search
+from components.recall.generative.embeddings import SOURCES, item_embeddings
+from components.recall.generative.model import GPT, GPTConfig
+from components.recall.generative.quantize import Quantizer, QuantizerConfig
+from components.recall.generative.semantic_ids import SemanticIds, build_semantic_ids
+from components.recall.generative.train import TrainConfig, history_tokens, item_tokens, train_gpt, training_sequences
+from components.types import Candidates, Catalog, TrainData, UserBatch
+
+
+@dataclass(frozen=True)
+class GenerativeConfig:
+    embedding: str = "content"       # one of SOURCES: what semantic ids are quantised from
+    ids: QuantizerConfig = field(default_factory=QuantizerConfig)
+    unique_slack: int = 8            # spare codes of the unique level for items arriving later
+    model: GPTConfig = field(default_factory=GPTConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    window_days: int = 14            # days of clicks the model learns from
+    beam_width: int = 20             # 5..100: beams kept, and the most items one request returns
+    serve_batch: int = 256           # requests decoded together
+    device: str = "cpu"
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        require(self.embedding in SOURCES, f"{where}.embedding", f"'{self.embedding}' is not allowed; choose one of {list(SOURCES)}")
+        require(self.ids.method in ("rqvae", "rqkmeans"), f"{where}.ids.method", "choose 'rqvae' or 'rqkmeans'")
+        require(self.ids.levels >= 1, f"{where}.ids.levels", "must be at least 1")
+        require(2 <= self.ids.codebook_size <= 4096, f"{where}.ids.codebook_size", "must be between 2 and 4096")
+        require(5 <= self.beam_width <= 100, f"{where}.beam_width", f"must be between 5 and 100, got {self.beam_width}")
+        require(self.model.d_model % self.model.n_head == 0, f"{where}.model.d_model", "must be a multiple of n_head")
+        require(self.window_days >= 1, f"{where}.window_days", "must be at least 1")
+
+
+def _sequences(user: np.ndarray, item: np.ndarray) -> list[np.ndarray]:
+    """Clicks in time order -> one chronological item array per user."""
+    order = np.argsort(user, kind="stable")
+    users, starts = np.unique(user[order], return_index=True)
+    return np.split(item[order], starts[1:]) if len(users) else []
+
+
+class GenerativeRecaller:
+    name = "generative"
+
+    def __init__(self, config: GenerativeConfig = GenerativeConfig()):
+        self.config = config
+
+    def _embed(self, catalog: Catalog, sequences: list[np.ndarray] | None) -> np.ndarray:
+        titles = None if catalog.title is None else list(catalog.title)
+        return item_embeddings(self.config.embedding, content=catalog.content, titles=titles,
+                               sequences=sequences, n_items=catalog.n_items)
+
+    def fit(self, data: TrainData) -> Self:
+        keep = data.day - data.click_day < self.config.window_days
+        return self.fit_sequences(_sequences(data.click_user[keep], data.click_item[keep]), data.catalog)
+
+    def fit_sequences(self, sequences: list[np.ndarray], catalog: Catalog) -> Self:
+        """Fit from users' chronological item sequences (the offline benchmark's entry point)."""
+        cfg, t0 = self.config, time.perf_counter()
+        emb = self._embed(catalog, sequences)                                       # [I, d]
+        ids = build_semantic_ids(emb, cfg.ids, cfg.seed, cfg.unique_slack)
+        t1 = time.perf_counter()
+        gcfg = GPTConfig(**{**asdict(cfg.model), "n_levels": ids.n_levels, "codebook_size": ids.codebook_size})
+        model = GPT(gcfg).to(cfg.device)
+        data = training_sequences(sequences, item_tokens(ids.codes, ids.codebook_size), gcfg.max_items)
+        losses = train_gpt(model, data, cfg.train, cfg.seed) if len(data) else []
+        self.ids_, self.model_ = ids, model
+        self.trie_ = Trie.build(ids.codes, ids.codebook_size).to(torch.device(cfg.device))
+        self.metrics_ = {**{f"ids.{k}": v for k, v in ids.metrics(emb).items()},
+                         "ids_seconds": t1 - t0, "model_seconds": time.perf_counter() - t1,
+                         "train_loss": losses[-1] if losses else float("nan"),
+                         "train_sequences": float(len(data)),
+                         "parameters": float(sum(p.numel() for p in model.parameters()))}
+        return self
+
+    def _add_new_items(self, catalog: Catalog) -> None:
+        """Items that arrived after fitting get ids from their content; the model is unchanged."""
+        known = self.ids_.n_items
+        if catalog.n_items <= known:
+            return
+        emb = self._embed(catalog, None)[known:]
+        self.ids_.add_items(emb)
+        self.trie_ = Trie.build(self.ids_.codes, self.ids_.codebook_size).to(torch.device(self.config.device))
+
+    def recall(self, users: UserBatch, k: int) -> Candidates:
+        self._add_new_items(users.items.catalog)
+        return self.generate(users.recent, k)
+
+    def generate(self, recent: np.ndarray, k: int) -> Candidates:
+        """Top items by beam search from histories recent [B, H] (newest first, -1 padded):
+        items [B, k] (-1 past the beam width) and log-probability scores [B, k]."""
+        cfg = self.config
+        tokens = item_tokens(self.ids_.codes, self.ids_.codebook_size)
+        histories = [row[row >= 0][::-1] for row in recent]                         # chronological
+        x = history_tokens(histories, tokens, self.model_.config.max_items, left_pad=True)
+        items = np.full((len(recent), k), -1, np.int64)
+        scores = np.zeros((len(recent), k), np.float32)
+        width = min(k, cfg.beam_width)
+        for lo in range(0, len(recent), cfg.serve_batch):
+            xb = torch.from_numpy(x[lo: lo + cfg.serve_batch]).to(cfg.device)
+            found, logp = beam_search(self.model_, xb, self.trie_, cfg.beam_width)  # [b, W]
+            found, logp = found[:, :width].cpu().numpy(), logp[:, :width].cpu().numpy()
+            items[lo: lo + len(found), :width] = found
+            scores[lo: lo + len(found), :width] = np.where(found >= 0, logp, 0.0)
+        return Candidates(items=items, scores=scores)
+
+    def save(self, path: Path) -> None:
+        q = self.ids_.quantizer
+        arrays = {"codes": self.ids_.codes, "unique_size": np.array(self.ids_.unique_size),
+                  "in_dim": np.array(q.in_dim), "gpt_levels": np.array(self.model_.config.n_levels),
+                  "gpt_codebook": np.array(self.model_.config.codebook_size)}
+        arrays |= {f"codebook.{i}": cb for i, cb in enumerate(q.codebooks)}
+        arrays |= {f"encoder.{k}": v for k, v in q.encoder.items()}
+        arrays |= {f"decoder.{k}": v for k, v in q.decoder.items()}
+        arrays |= {f"model.{k}": v.detach().cpu().numpy() for k, v in self.model_.state_dict().items()
+                   if k != "head.weight"}                                            # tied to tok.weight
+        write_state(path, asdict(self.config), **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        config, a = read_state(path)
+        cfg = from_mapping(GenerativeConfig, config, "generative")
+        obj = cls(cfg)
+        books = [a[f"codebook.{i}"] for i in range(cfg.ids.levels)]
+        part = lambda prefix: {k[len(prefix):]: v for k, v in a.items() if k.startswith(prefix)}  # noqa: E731
+        quantizer = Quantizer(cfg.ids, books, part("encoder."), part("decoder."), int(a["in_dim"]))
+        obj.ids_ = SemanticIds(quantizer, a["codes"], int(a["unique_size"]))
+        gcfg = GPTConfig(**{**asdict(cfg.model), "n_levels": int(a["gpt_levels"]),
+                            "codebook_size": int(a["gpt_codebook"])})
+        obj.model_ = GPT(gcfg)
+        state = {k: torch.from_numpy(v) for k, v in part("model.").items()}
+        state["head.weight"] = state["tok.weight"]
+        obj.model_.load_state_dict(state)
+        obj.model_.to(cfg.device).eval()
+        obj.trie_ = Trie.build(obj.ids_.codes, obj.ids_.codebook_size).to(torch.device(cfg.device))
+        return obj

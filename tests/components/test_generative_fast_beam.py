@@ -1,0 +1,82 @@
+"""The GPU decoding path (shared-prefix KV cache, per-level head slices, trie masks) returns the same
+items as the plain no-cache reference on the same weights; the CUDA graph only where there is a GPU."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from common.typedconf import ConfigError
+from components.recall.generative.beam import Trie
+from components.recall.generative.fast_beam import CudaGraphSearch, FastBeamSearch, reference_beam_search
+from components.recall.generative.qwen import QwenConfig, QwenLM
+
+
+def _setup(seed: int, n_items: int = 300):
+    torch.manual_seed(seed)
+    cfg = QwenConfig()
+    model = QwenLM(cfg).eval()
+    with torch.no_grad():   # larger weights than the init so that scores separate clearly
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.mul_(25)
+    rng = np.random.default_rng(seed)
+    k = cfg.codebook_size
+    flat = rng.choice(k ** cfg.n_levels, size=n_items, replace=False)
+    codes = np.stack([(flat // k ** i) % k for i in range(cfg.n_levels)][::-1], axis=1).astype(np.int64)
+    return cfg, model, Trie.build(codes, k), codes
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_search_matches_reference(seed):
+    cfg, model, trie, codes = _setup(seed)
+    hist = torch.randint(0, cfg.vocab_size, (6, 11))
+    ref_items, ref_scores = reference_beam_search(model, hist, trie, beam=5)
+    items, scores = FastBeamSearch(model, trie, beam=5, device="cpu", dtype=torch.float32)(hist)
+    assert torch.equal(items, ref_items)
+    torch.testing.assert_close(scores, ref_scores, rtol=1e-4, atol=1e-4)
+    # Every returned item is in the catalogue and scores are sorted best first.
+    assert ((items >= 0) & (items < len(codes))).all()
+    assert (scores[:, :-1] >= scores[:, 1:]).all()
+
+
+def test_left_padded_rows_match_their_unpadded_selves():
+    cfg, model, trie, _ = _setup(3)
+    hist = torch.randint(0, cfg.vocab_size, (4, 9))
+    valid = torch.ones_like(hist, dtype=torch.bool)
+    valid[1, :4] = False
+    valid[3, :8] = False
+    padded = hist.masked_fill(~valid, 0)
+    search = FastBeamSearch(model, trie, beam=4, device="cpu", dtype=torch.float32)
+    items, scores = search(padded, valid)
+    ref_items, ref_scores = reference_beam_search(model, padded, trie, 4, valid)
+    assert torch.equal(items, ref_items)
+    torch.testing.assert_close(scores, ref_scores, rtol=1e-4, atol=1e-4)
+    alone, _ = search(hist[1:2, 4:])
+    assert torch.equal(items[1:2], alone)
+
+
+def test_sparse_catalogue_returns_only_existing_items_and_pads_with_minus_one():
+    cfg, model, trie, codes = _setup(4, n_items=3)
+    items, scores = FastBeamSearch(model, trie, beam=5, device="cpu", dtype=torch.float32)(
+        torch.randint(0, cfg.vocab_size, (2, 7)))
+    assert (items[:, 3:] == -1).all() and torch.isinf(scores[:, 3:]).all()
+    assert sorted(items[0, :3].tolist()) == [0, 1, 2]
+
+
+def test_production_shape_config_and_bad_config():
+    big = QwenConfig.qwen2_1p5b()
+    assert (big.hidden, big.n_layer, big.n_head, big.n_kv_head, big.intermediate) == (1536, 28, 12, 2, 8960)
+    assert big.level_tokens(3) == (150_768, 151_024) and big.level_tokens(3)[1] <= big.vocab_size
+    with pytest.raises(ConfigError, match="sid_offset"):
+        QwenConfig(vocab_size=100, sid_offset=90)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_search_matches_eager_on_gpu():
+    cfg, model, trie, _ = _setup(5)
+    search = FastBeamSearch(model, trie, beam=5, device="cuda", dtype=torch.float32)
+    hist = torch.randint(0, cfg.vocab_size, (8, 12), device="cuda")
+    graphed = CudaGraphSearch(search, batch=8, length=12)
+    items, _ = graphed(hist)
+    assert torch.equal(items, search(hist)[0])
