@@ -158,8 +158,8 @@ def test_yaml_error_is_one_line(tmp_path):
     (("seed",), -1, "config.seed: must be >= 0, got -1"),
     (("slate_size",), 0, "config.slate_size: must be between 1 and 100"),
     (("arms", "control", "share"), 150, "config.arms.control.share: must be between 0 and 100, got 150"),
-    (("arms", "control", "ranker"), "deepfm", "config.arms.control.ranker: unknown ranker 'deepfm'; "
-                                              "available rankers are ['mlp'] or 'none'"),
+    (("arms", "control", "ranker"), "xgboost", "config.arms.control.ranker: unknown ranker 'xgboost'; "
+                                               "available rankers are ['coarse', 'deepfm', 'din', 'mlp'] or 'none'"),
     (("arms", "control", "channels"), {}, "config.arms.control.channels: an arm needs at least one"),
     (("arms", "control", "channels", "popular"), 0, "config.arms.control.channels.popular: quota must be"),
 ])
@@ -183,9 +183,9 @@ def test_arm_names_must_be_usable_as_metric_names():
 
 @pytest.mark.parametrize("setting, value, message", [
     (("users", "n"), 0, "config.users.n: must be at least 1, got 0"),
-    (("items", "n_categories"), 10**6, "config.items.n_categories: must be between 1 and items.n"),
+    (("items", "n_categories"), 10**6, "config.items.n_categories: n_categories * subcategories"),
     (("latent_dim",), 1, "config.latent_dim: must be at least 2, got 1"),
-    (("traffic", "requests_per_user"), 0, "config.traffic.requests_per_user: must be > 0"),
+    (("traffic", "sessions_per_user"), 0, "config.traffic.sessions_per_user: must be > 0"),
     (("seed",), True, "config.seed: expected an integer, got True"),
     (("users",), [1], "config.users: expected a mapping of settings"),
 ])
