@@ -184,9 +184,7 @@ def finish_day(c: Campaign, day: int, n_shards: int) -> dict[str, float]:
     sampled = behavior.oracle_sample(seed, day, tr.request_id, n, c.scenario.oracle.sample_requests)
     ref = behavior.reference_ctr(world_of(c, day), state, tr.user_id[sampled], k, tr.request_id[sampled], day)
     oracle, random = np.zeros(n), np.zeros(n)
-    # BLAS may split the oracle's matrix product differently from one process to another (thread
-    # count, load); rounding far below any reported digit keeps re-runs byte-identical.
-    oracle[sampled], random[sampled] = np.round(ref.oracle, 12), np.round(ref.random, 12)
+    oracle[sampled], random[sampled] = ref.oracle, ref.random
 
     slates, prob, clicked = out["slates"], out["prob"], out["clicked"]
     shown = slates >= 0
@@ -210,9 +208,12 @@ def finish_day(c: Campaign, day: int, n_shards: int) -> dict[str, float]:
     for arm in arms:
         m, ms = assigned == arm, (assigned == arm) & sampled
         rows.append({"day": day, "arm": arm, "requests": int(m.sum()),
-                     "ctr_expected": float(prob[m].sum() / max(shown[m].sum(), 1)),
-                     "ctr_oracle": float(oracle[ms].mean()) if ms.any() else 0.0,
-                     "ctr_random": float(random[ms].mean()) if ms.any() else 0.0})
+                     # Rounded far below any reported digit: BLAS may split the world's matrix
+                     # products differently from one process to another, and re-runs must be
+                     # byte-identical.
+                     "ctr_expected": round(float(prob[m].sum() / max(shown[m].sum(), 1)), 10),
+                     "ctr_oracle": round(float(oracle[ms].mean()), 10) if ms.any() else 0.0,
+                     "ctr_random": round(float(random[ms].mean()), 10) if ms.any() else 0.0})
     c.lake.write("world_daily", day, pa.Table.from_pylist(rows))
     log = DayLog(user_id=tr.user_id[r], item_id=slates[r, pos], clicked=clicked[r, pos])
     save_state(advance(world_of(c, day + 1), state, log), world_dir(c))

@@ -76,7 +76,7 @@ def test_mlflow_holds_runs_with_params_metrics_models(campaign_dir):
     assert all(r.info.status == "FINISHED" for r in runs)
     parent = by_name["campaign"]
     assert parent.data.params["scenario.seed"] == str(c.scenario.seed)
-    assert parent.data.params["experiment.arms.treatment.channels.swing"] == "80"
+    assert parent.data.params["experiment.arms.treatment.channels.itemcf"] == "100"
     assert by_name["day-1"].data.tags["mlflow.parentRunId"] == parent.info.run_id
     train = by_name[f"day-{AB_DAYS}/train"]
     assert train.data.tags["mlflow.parentRunId"] == by_name[f"day-{AB_DAYS}"].info.run_id

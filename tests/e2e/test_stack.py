@@ -86,7 +86,7 @@ def test_campaign_runs_and_publishes_summaries(stack, campaign_run):
     assert any(a["type"] == "progress" and a["data"] == 100.0 for a in artifacts)
 
 
-def test_mlflow_server_lists_runs_and_registered_models(stack, campaign_run):
+def test_mlflow_server_lists_runs_and_registered_models(stack, campaign_run, monkeypatch):
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -100,6 +100,8 @@ def test_mlflow_server_lists_runs_and_registered_models(stack, campaign_run):
     assert {"control", "treatment", "champion", "challenger"} <= set(model.aliases)
     champion = client.get_model_version_by_alias("reclab-stack-e2e", "champion")
     assert champion.tags["reclab.day"] == "2"
+    # The fluent API exports its URI to the environment: keep it from outliving this test.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.mlflow_uri)
     mlflow.set_tracking_uri(stack.mlflow_uri)
     served = mlflow.pyfunc.load_model("models:/reclab-stack-e2e@champion")
     items = served.predict(pd.DataFrame({"user_id": [0, 1, 2], "arm": ["control", "treatment", "control"]}),
