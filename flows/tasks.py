@@ -1,8 +1,10 @@
 """Prefect tasks: small, typed, passing the data directory and the day, never big tables."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import uuid
 from pathlib import Path
 
 from prefect import task
@@ -47,10 +49,40 @@ def finish_day(data_dir: str, day: int, shards: int) -> dict[str, float]:
     return simulate.finish_day(open_campaign(data_dir), day, shards)
 
 
-@task(**TASK)
+SAMPLE_INPUTS = ("impressions", "features_user", "features_item")
+
+
+def _fingerprint(c: Campaign, day: int) -> str:
+    """Content hash of the partitions the day's samples are built from."""
+    h = hashlib.sha256()
+    for table in SAMPLE_INPUTS:
+        path = c.lake.path(table, day)
+        h.update(path.read_bytes() if path.is_file() else b"missing")
+    return h.hexdigest()
+
+
+def _sidecar(c: Campaign, day: int) -> Path:
+    return c.lake.path("samples", day).with_suffix(".inputs")
+
+
+def samples_cache_key(context, parameters) -> str:
+    """Make-like caching: reuse the run only while the samples on disk were built from exactly
+    these inputs; a changed input or a deleted output gives a fresh key, so the task runs."""
+    c, day = open_campaign(parameters["data_dir"]), parameters["day"]
+    sidecar, fingerprint = _sidecar(c, day), _fingerprint(c, day)
+    built_from = sidecar.read_text() if sidecar.is_file() and c.lake.has("samples", day) else ""
+    return f"samples-{c.name}-{day}-{fingerprint}" if built_from == fingerprint else f"run-{uuid.uuid4().hex}"
+
+
+@task(cache_key_fn=samples_cache_key, persist_result=True)
 def build_samples(data_dir: str, day: int) -> int:
-    """Join the day's impressions with point-in-time features into training samples."""
-    return samples.build_samples(open_campaign(data_dir).lake, day).num_rows
+    """Join the day's impressions with point-in-time features into training samples (cached
+    while its input partitions are unchanged)."""
+    c = open_campaign(data_dir)
+    fingerprint = _fingerprint(c, day)
+    rows = samples.build_samples(c.lake, day).num_rows
+    _sidecar(c, day).write_text(fingerprint)
+    return rows
 
 
 def staging_dir(c: Campaign, day: int) -> Path:

@@ -40,3 +40,16 @@ def test_simulate_day_writes_the_day_and_fails_runs_cleanly(prefect_server, tmp_
     runs = client.search_runs([client.get_experiment_by_name("t").experiment_id])
     status = {r.info.run_name: r.info.status for r in runs}
     assert status == {"day-0/simulate": "FINISHED", "day-2/simulate": "FAILED"}
+
+
+def test_build_samples_is_cached_while_its_inputs_are_unchanged(prefect_server, tmp_path):
+    c = create_campaign(tmp_path, "cache", load_scenario("tiny"), load_experiment("default"), None)
+    simulate_day(data_dir=str(tmp_path), day=0)
+    first = build_samples(data_dir=str(tmp_path), day=0)
+    build_samples(data_dir=str(tmp_path), day=0)          # same inputs: stored under their key
+    written = c.lake.path("samples", 0).stat().st_mtime_ns
+    assert build_samples(data_dir=str(tmp_path), day=0) == first
+    assert c.lake.path("samples", 0).stat().st_mtime_ns == written   # cached: not rebuilt
+    c.lake.path("samples", 0).unlink()                    # a lost output is rebuilt, never skipped
+    assert build_samples(data_dir=str(tmp_path), day=0) == first
+    assert c.lake.has("samples", 0)
