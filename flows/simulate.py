@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from components.ab import Splitter
+from components.ab import Assigner
 from components.lake import MissingPartitionError
 from components.features.store import FeatureStore, load_catalog
 from components.ranking import RANKERS
@@ -15,7 +15,7 @@ from components.serving import ArmConfig, Pipeline
 from components.types import TrainData
 from flows import progress
 from flows.campaign_state import Campaign
-from sim import behavior
+from sim import behavior, effects
 from sim.rng import stream
 from sim.traffic import traffic
 from sim.world import item_catalog, user_catalog
@@ -86,10 +86,15 @@ def serve_day(c: Campaign, day: int) -> dict[str, float]:
     experiment, arms = arms_of_day(c, day)
     if day == 0:
         assigned = np.full(len(tr.user_id), BOOTSTRAP_ARM, dtype=object)
+        enrolled, layer = np.full(len(tr.user_id), experiment, dtype=object), BOOTSTRAP_EXPERIMENT
     else:
-        assigned = Splitter(exp.effective_salt, {n: a.share for n, a in arms.items()}).assign(tr.user_id)
+        a = Assigner([exp.allocation()], exp.holdout).assign(tr.user_id, exp.layer)
+        assigned, enrolled, layer = a.arm, a.experiment, exp.layer
     store = FeatureStore.load(c.lake, day)
     pipelines = load_pipelines(c, day, arms)
+    # Held-out users and users outside the experiment's buckets get what control serves.
+    for arm in sorted(set(assigned.tolist()) - set(pipelines)):
+        pipelines[arm] = pipelines[exp.control]
 
     k, bs = exp.slate_size, exp.serve_batch_size
     slates = np.full((len(tr.user_id), k), -1, np.int64)
@@ -97,7 +102,7 @@ def serve_day(c: Campaign, day: int) -> dict[str, float]:
     origin: list[list[tuple[str, ...]]] = [[] for _ in tr.user_id]
     stage_ms = {s: np.zeros(len(tr.user_id), np.float32) for s in ("recall", "merge", "rank", "total")}
     batch_size = np.zeros(len(tr.user_id), np.int32)
-    batches = [(arm, idx[s:s + bs]) for arm in arms for idx in [np.flatnonzero(assigned == arm)]
+    batches = [(arm, idx[s:s + bs]) for arm in pipelines for idx in [np.flatnonzero(assigned == arm)]
                for s in range(0, len(idx), bs)]
     for arm, idx in progress.track(batches, len(batches), f"day {day}: serving {len(tr.user_id)} requests"):
         res = pipelines[arm].serve(store.user_batch(tr.user_id[idx], tr.request_id[idx]))
@@ -111,13 +116,16 @@ def serve_day(c: Campaign, day: int) -> dict[str, float]:
     shown = slates >= 0                                                              # [R, K]
     safe = np.where(shown, slates, 0)
     prob = behavior.click_probability(world, tr.user_id, safe) * shown               # [R, K]
+    effect = c.scenario.effect
+    prob = effects.favour(prob, assigned == effect.arm, effect.logit)                 # [R, K]
     clicked = stream(seed, day, "clicks").random(prob.shape) < prob
     ref = behavior.reference_ctr(world, tr.user_id, k)
 
     n = len(tr.user_id)
     c.lake.write("requests", day, pa.table({
         "day": np.full(n, day, np.int32), "ts": tr.ts, "request_id": tr.request_id, "user_id": tr.user_id,
-        "experiment": [experiment] * n, "arm": assigned.astype(str), "batch_size": batch_size,
+        "experiment": enrolled.astype(str), "layer": [layer] * n, "arm": assigned.astype(str),
+        "batch_size": batch_size,
         **{f"{s}_ms": v for s, v in stage_ms.items()},
     }))
     r, pos = np.nonzero(shown)
@@ -128,7 +136,7 @@ def serve_day(c: Campaign, day: int) -> dict[str, float]:
         "score": scores[r, pos], "clicked": clicked[r, pos],
     }))
     rows = []
-    for arm in arms:
+    for arm in pipelines:
         m = assigned == arm
         rows.append({"day": day, "arm": arm, "requests": int(m.sum()),
                      "ctr_expected": float(prob[m].sum() / max(shown[m].sum(), 1)),

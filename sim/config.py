@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.typedconf import load_yaml, require
+from sim.effects import EffectConfig
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "configs" / "scenarios"
 
@@ -67,6 +68,7 @@ class WorldConfig:
     items: ItemConfig = field(default_factory=ItemConfig)
     behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
     traffic: TrafficConfig = field(default_factory=TrafficConfig)
+    effect: EffectConfig = field(default_factory=EffectConfig)  # a known effect, for validating A/B
 
     def validate(self, where: str) -> None:
         require(self.latent_dim >= 2, f"{where}.latent_dim", f"must be at least 2, got {self.latent_dim}")

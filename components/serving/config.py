@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.typedconf import load_yaml, require
+from common.typedconf import ConfigError, load_yaml, require
+from components.ab import BUCKETS, Allocation, AnalysisConfig, SplitError, check_layers
 from components.ranking import RANKERS, MLPConfig
 from components.recall import CHANNELS, ExploreConfig, ItemCFConfig, PopularConfig
 
@@ -52,6 +53,11 @@ class ExperimentConfig:
     logging_policy: ArmConfig = field(
         default_factory=lambda: ArmConfig(channels={"popular": 20, "explore": 20}, share=100.0))
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    layer: str = "default"            # experiments of one layer are exclusive, of two layers orthogonal
+    buckets: tuple[int, int] = (0, BUCKETS)  # the layer's buckets [start, end) this experiment owns
+    holdout: float = 0.0              # percent of all users kept out of every experiment (served control)
+    forced: dict[str, list[int]] = field(default_factory=dict)  # arm -> user ids always served it
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
     def validate(self, where: str) -> None:
         require(bool(self.arms), f"{where}.arms", "an experiment needs at least one arm")
@@ -67,6 +73,29 @@ class ExperimentConfig:
             quota = sum(arm.channels.values())
             require(quota >= self.slate_size, f"{where}.arms.{name}.channels",
                     f"quotas sum to {quota}, fewer than slate_size {self.slate_size}")
+        require(bool(self.layer.strip()), f"{where}.layer", "must be a non-empty name")
+        require(len(self.buckets) == 2 and 0 <= self.buckets[0] < self.buckets[1] <= BUCKETS,
+                f"{where}.buckets", f"must be [start, end] with 0 <= start < end <= {BUCKETS}, got "
+                f"{list(self.buckets)}")
+        require(0 <= self.holdout < 100, f"{where}.holdout",
+                f"must be a percent at least 0 and below 100, got {self.holdout:g}")
+        seen: dict[int, str] = {}
+        for arm, users in self.forced.items():
+            require(arm in self.arms, f"{where}.forced.{arm}",
+                    f"unknown arm '{arm}'; arms are {sorted(self.arms)}")
+            for user in users:
+                other = seen.setdefault(user, arm)
+                require(other == arm, f"{where}.forced", f"user {user} is forced into both '{other}' and '{arm}'")
+
+    def allocation(self) -> Allocation:
+        """This experiment's place in its layer, for the splitter."""
+        return Allocation(experiment=self.name, layer=self.layer,
+                          shares={n: a.share for n, a in self.arms.items()},
+                          start=self.buckets[0], end=self.buckets[1], salt=self.effective_salt,
+                          forced={u: arm for arm, users in self.forced.items() for u in users})
+
+    def forced_users(self) -> list[int]:
+        return sorted(u for users in self.forced.values() for u in users)
 
     @property
     def effective_salt(self) -> str:
@@ -78,6 +107,14 @@ class ExperimentConfig:
 
     def rankers_needed(self) -> list[str]:
         return sorted({a.ranker for a in (*self.arms.values(), self.logging_policy)} - {"none"})
+
+
+def check_presets(experiments: list[ExperimentConfig]) -> None:
+    """Refuse experiments that cannot run side by side: overlapping bucket ranges in one layer."""
+    try:
+        check_layers([e.allocation() for e in experiments])
+    except SplitError as exc:
+        raise ConfigError(f"experiments: {exc}") from None
 
 
 def load_experiment(name_or_path: str) -> ExperimentConfig:
