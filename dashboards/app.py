@@ -86,29 +86,41 @@ def verdict(row: pd.Series, cols: dict[str, str], cfg: AnalysisConfig, srm: floa
             "warning" if breaches else "info")
 
 
+def day_axis(days: pd.Series) -> alt.X:
+    return alt.X("x:Q", title="day", scale=alt.Scale(domain=[days.min() - 0.5, days.max() + 0.5]),
+                 axis=alt.Axis(values=sorted(days.unique().tolist()), format="d"))
+
+
 def ctr_chart(ab: pd.DataFrame, world: pd.DataFrame, cols: dict[str, str], cumulative: bool) -> alt.LayerChart:
     y, lo, hi = (cols["ctr"], cols["ctr_lo"], cols["ctr_hi"]) if cumulative else ("ctr", "ctr_ci_low", "ctr_ci_high")
-    data = ab.assign(ctr_shown=ab[y], low=ab[lo], high=ab[hi])
-    base = alt.Chart(data).encode(x=alt.X("day:O", title="day"), color=alt.Color("arm:N"))
-    band = base.mark_errorbar(ticks=True).encode(y=alt.Y("low:Q", title="CTR"), y2="high:Q")
-    line = base.mark_line(point=True).encode(
+    arms = sorted(ab["arm"].unique())
+    # Arms side by side within a day, so their intervals do not hide each other.
+    offset = {a: (i - (len(arms) - 1) / 2) * 0.12 for i, a in enumerate(arms)}
+    data = ab.assign(ctr_shown=ab[y], low=ab[lo], high=ab[hi], x=ab["day"] + ab["arm"].map(offset))
+    x = day_axis(ab["day"])
+    base = alt.Chart(data).encode(x=x, color=alt.Color("arm:N"))
+    band = base.mark_rule(strokeWidth=2).encode(y=alt.Y("low:Q", title="CTR"), y2="high:Q")
+    line = base.mark_point(filled=True, size=40).encode(
         y="ctr_shown:Q", tooltip=["day", "arm", alt.Tooltip("ctr_shown:Q", title="CTR", format=".4f"),
                                   alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f")])
     ref = (world.groupby("day", as_index=False)[["ctr_oracle", "ctr_random"]].mean()
            .melt("day", var_name="reference", value_name="ctr"))
     ref["reference"] = ref["reference"].map({"ctr_oracle": "oracle", "ctr_random": "random"})
-    refs = alt.Chart(ref).mark_line(strokeDash=[6, 4], color="grey").encode(
-        x="day:O", y="ctr:Q", detail="reference:N", tooltip=["day", "reference", alt.Tooltip("ctr:Q", format=".4f")])
-    labels = alt.Chart(ref[ref["day"] == ref["day"].max()]).mark_text(align="left", dx=6, color="grey").encode(
-        x="day:O", y="ctr:Q", text="reference:N")
+    ref["x"] = ref["day"]
+    refs = alt.Chart(ref).mark_line(strokeDash=[6, 4], color="grey", point=True).encode(
+        x=x, y="ctr:Q", detail="reference:N", tooltip=["day", "reference", alt.Tooltip("ctr:Q", format=".4f")])
+    labels = alt.Chart(ref[ref["day"] == ref["day"].max()]).mark_text(align="left", dx=8, color="grey").encode(
+        x=x, y="ctr:Q", text="reference:N")
     return (refs + labels + band + line).properties(height=300)
 
 
 def lift_chart(treat: pd.DataFrame, cols: dict[str, str]) -> alt.LayerChart:
-    data = treat.assign(lift=treat[cols["lift"]], low=treat[cols["lo"]], high=treat[cols["hi"]])
-    base = alt.Chart(data).encode(x=alt.X("day:O", title="day"), color=alt.Color("arm:N"))
-    band = base.mark_area(opacity=0.2).encode(y=alt.Y("low:Q", title="lift over control", axis=alt.Axis(format="%")),
-                                               y2="high:Q")
+    data = treat.assign(lift=treat[cols["lift"]], low=treat[cols["lo"]], high=treat[cols["hi"]], x=treat["day"])
+    values = pd.concat([data["low"], data["high"], data["lift"], pd.Series([0.0])]).dropna()
+    y = alt.Y("low:Q", title="lift over control", axis=alt.Axis(format="%"),
+              scale=alt.Scale(domain=[float(values.min()), float(values.max())], nice=True))
+    base = alt.Chart(data).encode(x=day_axis(data["day"]), color=alt.Color("arm:N"))
+    band = base.mark_area(opacity=0.2).encode(y=y, y2="high:Q")
     line = base.mark_line(point=True).encode(y="lift:Q", tooltip=[
         "day", "arm", alt.Tooltip("lift:Q", format="+.2%"), alt.Tooltip("low:Q", format="+.2%"),
         alt.Tooltip("high:Q", format="+.2%"), alt.Tooltip(f"{cols['p']}:Q", title="p", format=".3g")])
@@ -129,7 +141,7 @@ def latency_section(lat: pd.DataFrame, control: str, cfg: AnalysisConfig, last_d
         st.error("Latency guardrail broken on day {}: {}".format(last_day, "; ".join(map(str, breaches))))
     else:
         st.caption(f"Latency guardrail on day {last_day}: no treatment stage's p99 is more than "
-                   f"{cfg.p99_max_increase:.0%} and {cfg.p99_min_ms:g} ms above control's. ✅")
+                   f"{cfg.p99_max_increase:.0%} and {cfg.p99_min_ms:g} ms above control's.")
     pivot = today.pivot_table(index="stage", columns="arm", values="p99").reindex(STAGE_ORDER)
     st.dataframe(pivot.rename(columns=lambda a: f"{a} p99 ms").round(2))
     return breaches
@@ -196,7 +208,7 @@ def main() -> None:
         st.error(f"Sample ratio mismatch: p = {srm:.2g} (users per arm against the configured shares); "
                  "the assignment is broken, do not trust these results.")
     else:
-        st.caption(f"Sample ratio check on all days so far: p = {srm:.3g}, flagged below {cfg.srm_alpha:g}. ✅")
+        st.caption(f"Sample ratio check on all days so far: p = {srm:.3g}, flagged below {cfg.srm_alpha:g}.")
 
     view = st.radio("CTR per day", ["cumulative (all days so far)", "each day alone"], horizontal=True)
     w = world[world["day"].isin(days)]

@@ -92,7 +92,7 @@ def test_requests_record_experiment_layer_and_a_sticky_arm(campaign_dir):
     rows = con.sql("SELECT DISTINCT experiment, layer, arm FROM requests WHERE day >= 1").fetchall()
     assert {(e, layer) for e, layer, _ in rows} == {(c.experiment.name, c.experiment.layer)}
     assert {arm for *_, arm in rows} == set(c.experiment.arms)
-    moved = con.sql("SELECT count(*) FROM (SELECT user_id FROM requests WHERE day >= 1 "
+    moved = con.execute("SELECT count(*) FROM (SELECT user_id FROM requests WHERE day >= 1 "
                     "GROUP BY user_id HAVING count(DISTINCT arm) > 1)").fetchone()[0]
     assert moved == 0                              # a user keeps their arm from day to day
 
@@ -159,10 +159,12 @@ def test_comparison_page_in_a_real_browser(campaign_dir, tmp_path):
         with browser.chromium_page() as page:
             page.goto(url, wait_until="domcontentloaded")
             page.get_by_text("Daily table").wait_for(timeout=90_000)
-            metrics = page.locator('[data-testid="stMetricLabel"]').all_inner_texts()
-            assert any(m.startswith("control") for m in metrics), metrics
-            assert any(m.startswith("treatment") for m in metrics), metrics
-            page.wait_for_timeout(1500)              # let the charts draw before the screenshot
+            page.get_by_text("treatment · days").first.wait_for(timeout=30_000)
+            metrics = page.locator('[data-testid="stMetric"]').all_inner_texts()
+            assert any(m.startswith("control · days") for m in metrics), metrics
+            assert any(m.startswith("treatment · days") and "vs control" in m for m in metrics), metrics
+            assert page.get_by_text("Verdict").count() == 1
+            page.wait_for_timeout(2000)              # let the charts draw before the screenshot
             page.screenshot(path=str(shots / "comparison.png"), full_page=True)
     assert (shots / "comparison.png").stat().st_size > 10_000
 
