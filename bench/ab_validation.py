@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import stats
 
-from components.ab import Allocation, AnalysisConfig, Assigner, UserData, look, power, sequential
+from components.ab import Allocation, AnalysisConfig, Assigner, UserData, always_valid_lift, look, power
 from sim import behavior, effects
 from sim.config import load_scenario
 from sim.rng import stream
@@ -38,7 +38,7 @@ def validation_world(users: int = 2000, seed: int = 3) -> World:
 class Experiment:
     looks: list[dict[str, dict]]   # cumulative analysis after each day 1..D (see components.ab.look)
     true_diff: float               # the CTR difference the effect makes, from the world's probabilities
-    sequential: dict[str, float]   # always-valid p and lift interval of the treatment after the last day
+    always_valid: dict[str, float]  # always-valid p and lift interval of the treatment after the last day
 
 
 def day_of(world: World, day: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +83,7 @@ def run_experiment(world: World, index: int, days: int = 1, logit: float = 0.0,
         data = {a: UserData(clicks[seen & (arm == a)], imps[seen & (arm == a)], pre_c[seen & (arm == a)],
                             pre_n[seen & (arm == a)]) for a in configured}
         looks.append(look(data, configured, "control"))
-    return Experiment(looks, truth_num / truth_den, sequential(looks, "treatment", config))
+    return Experiment(looks, truth_num / truth_den, always_valid_lift(looks, "treatment", config))
 
 
 def aa_study(n: int, days: int, world: World) -> dict[str, float]:
@@ -92,7 +92,7 @@ def aa_study(n: int, days: int, world: World) -> dict[str, float]:
     p = np.array([r.looks[-1]["treatment"]["p_value"] for r in runs])
     p_cuped = np.array([r.looks[-1]["treatment"]["cuped_p_value"] for r in runs])
     peek = np.array([min(lk["treatment"]["p_value"] for lk in r.looks) for r in runs])
-    av = np.array([r.sequential["av_p_value"] for r in runs])
+    av = np.array([r.always_valid["av_min_p_value"] for r in runs])      # rejected at any look
     reduction = np.array([r.looks[-1]["treatment"]["cuped_variance_reduction"] for r in runs])
     srm = np.array([r.looks[-1]["treatment"]["srm_p"] for r in runs])
     se = np.array([r.looks[-1]["treatment"]["diff_ci_high"] - r.looks[-1]["treatment"]["diff"] for r in runs])
@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--aa", type=int, default=1000, help="A/A experiments")
     parser.add_argument("--peek-days", type=int, default=5)
     parser.add_argument("--power", type=int, default=400, help="experiments with a known effect")
-    parser.add_argument("--logit", type=float, default=0.08)
+    parser.add_argument("--logit", type=float, default=0.1)
     args = parser.parse_args()
     world = validation_world()
     aa = aa_study(args.aa, 1, world)
@@ -149,10 +149,12 @@ def main() -> None:
             ["A/A 1 day, CUPED: significant share", f"{aa['fp_share_cuped']:.3f}"],
             ["A/A 1 day, CUPED: KS p-value", f"{aa['ks_p_cuped']:.3f}"],
             ["CUPED variance reduction (median)", f"{aa['cuped_variance_reduction']:.1%}"],
-            [f"A/A {args.peek_days} looks: any look p < 0.05 (peeking)", f"{peek['fp_share_peeking']:.3f} of {peek['experiments']}"],
+            [f"A/A {args.peek_days} looks: any look p < 0.05 (peeking)",
+             f"{peek['fp_share_peeking']:.3f} of {peek['experiments']}"],
             [f"A/A {args.peek_days} looks: always-valid p < 0.05", f"{peek['fp_share_always_valid']:.3f}"],
             [f"known effect (logit +{args.logit}): predicted power", f"{pw['predicted_power']:.3f}"],
-            ["known effect: measured detection rate", f"{pw['measured_power']:.3f} of {args.power} (sd {pw['sampling_sd']:.3f})"],
+            ["known effect: measured detection rate",
+             f"{pw['measured_power']:.3f} of {args.power} (sd {pw['sampling_sd']:.3f})"],
             ["SRM p, fair 50/50 (20,000 users)", f"{srm['srm_p_fair']:.3g}"],
             ["SRM p, injected 52/48 bug", f"{srm['srm_p_52_48']:.3g}"]]
     append("A/B statistics validated on the simulator (tiny world, 2,000 users, random slates)",

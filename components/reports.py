@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from components.ab import AnalysisConfig, UserData, look, sequential
+from components.ab import AnalysisConfig, UserData, always_valid_lift, look
 from components.contracts import SCHEMAS, STAGES
 from components.lake import Lake
 
@@ -87,9 +87,9 @@ def ab_daily(lake: Lake, day: int, experiment: str, shares: Mapping[str, float],
                     "cuped_variance_reduction": c.get("cuped_variance_reduction"),
                     **{f"cuped_{k}": c.get(f"cuped_{k}") for k in LOOK_KEYS}}
         if arm != control and looks:
-            row |= {f"cum_{k}": v for k, v in sequential(looks, arm, analysis).items()}
+            row |= {f"cum_{k}": v for k, v in always_valid_lift(looks, arm, analysis).items()}
             if not pre.empty:
-                row |= sequential(looks, arm, analysis, prefix="cuped_")
+                row |= always_valid_lift(looks, arm, analysis, prefix="cuped_")
         out.append(row)
     table = pa.Table.from_pylist([_finite(r) for r in out], schema=SCHEMAS["ab_daily"])
     lake.write("ab_daily", day, table)

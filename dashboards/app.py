@@ -63,7 +63,7 @@ def columns(method: str, cuped: bool) -> dict[str, str]:
     """Which ab_daily columns hold the lift, its interval and the p-value for a method."""
     est = "cuped_" if cuped else "cum_"
     seq = f"{est}av_" if method == "always_valid" else est
-    return {"ctr": f"{est}ctr", "lift": f"{est}lift", "p": f"{seq}p_value",
+    return {"ctr": f"{est}ctr", "lift": f"{est}lift", "p": f"{seq}p_value", "min_p": f"{seq}min_p_value",
             "lo": f"{seq}lift_ci_low", "hi": f"{seq}lift_ci_high",
             "ctr_lo": f"{est}ctr_ci_low", "ctr_hi": f"{est}ctr_ci_high"}
 
@@ -74,6 +74,9 @@ def verdict(row: pd.Series, cols: dict[str, str], cfg: AnalysisConfig, srm: floa
     lo, hi = value(row, cols["lo"]), value(row, cols["hi"])
     ci = f"95 % CI {lo:+.1%} to {hi:+.1%}" if math.isfinite(lo) else "no interval yet"
     guard = f"; but it breaks a latency guardrail ({breaches[0]})" if breaches else ""
+    earlier = value(row, cols["min_p"])
+    if math.isfinite(earlier) and earlier < cfg.alpha <= p:
+        guard += f"; an earlier look did differ (p = {earlier:.3g}): the effect changed over the days"
     if srm < cfg.srm_alpha:
         return f"{arm}: do not trust this result: sample ratio mismatch (p = {srm:.2g}).", "error"
     if not math.isfinite(p):
@@ -107,7 +110,7 @@ def ctr_chart(ab: pd.DataFrame, world: pd.DataFrame, cols: dict[str, str], cumul
            .melt("day", var_name="reference", value_name="ctr"))
     ref["reference"] = ref["reference"].map({"ctr_oracle": "oracle", "ctr_random": "random"})
     ref["x"] = ref["day"]
-    refs = alt.Chart(ref).mark_line(strokeDash=[6, 4], color="grey", point=True).encode(
+    refs = alt.Chart(ref).mark_line(strokeDash=[6, 4], color="grey", point=alt.OverlayMarkDef(color="grey")).encode(
         x=x, y="ctr:Q", detail="reference:N", tooltip=["day", "reference", alt.Tooltip("ctr:Q", format=".4f")])
     labels = alt.Chart(ref[ref["day"] == ref["day"].max()]).mark_text(align="left", dx=8, color="grey").encode(
         x=x, y="ctr:Q", text="reference:N")

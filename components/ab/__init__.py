@@ -1,5 +1,5 @@
 """A/B testing: layered salted-hash assignment and the statistics of ratio metrics."""
-from components.ab.analysis import AnalysisConfig, Breach, latency_breaches, look, sequential
+from components.ab.analysis import AnalysisConfig, Breach, always_valid_lift, latency_breaches, look
 from components.ab.cuped import CupedFit, UserData, cuped
 from components.ab.sequential import AlwaysValid, always_valid, msprt_p
 from components.ab.splitter import (BUCKETS, HOLDOUT, NO_EXPERIMENT, UNENROLLED, Allocation, Assigner,
@@ -8,5 +8,5 @@ from components.ab.stats import ArmSummary, Comparison, compare, ctr_summary, po
 
 __all__ = ["BUCKETS", "HOLDOUT", "NO_EXPERIMENT", "UNENROLLED", "Allocation", "AlwaysValid", "AnalysisConfig",
            "ArmSummary", "Assigner", "Assignment", "Breach", "Comparison", "CupedFit", "SplitError", "Splitter",
-           "UserData", "always_valid", "buckets", "check_layers", "compare", "ctr_summary", "cuped",
-           "latency_breaches", "look", "msprt_p", "power", "sequential", "srm_pvalue"]
+           "UserData", "always_valid", "always_valid_lift", "buckets", "check_layers", "compare", "ctr_summary",
+           "cuped", "latency_breaches", "look", "msprt_p", "power", "srm_pvalue"]

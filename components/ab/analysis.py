@@ -57,13 +57,15 @@ def look(data: Mapping[str, UserData], shares: Mapping[str, float], control: str
     return out
 
 
-def sequential(looks: Sequence[Mapping[str, dict]], arm: str, config: AnalysisConfig, prefix: str = "") -> dict:
-    """Always-valid p and confidence sequence of `arm`'s relative lift after the last of `looks`."""
+def always_valid_lift(looks: Sequence[Mapping[str, dict]], arm: str, config: AnalysisConfig,
+                      prefix: str = "") -> dict:
+    """Always-valid p and confidence sequence of `arm`'s relative lift at the last of `looks`,
+    and the smallest p of all looks so far (below alpha: the experiment could have stopped)."""
     est = np.array([lk[arm].get(f"{prefix}lift", np.nan) if arm in lk else np.nan for lk in looks], float)
     se = np.array([lk[arm].get(f"{prefix}lift_se", np.nan) if arm in lk else np.nan for lk in looks], float)
     av = always_valid(est, se, config.msprt_tau, config.alpha)
     return {f"{prefix}av_p_value": float(av.p_value[-1]), f"{prefix}av_lift_ci_low": float(av.ci_low[-1]),
-            f"{prefix}av_lift_ci_high": float(av.ci_high[-1])}
+            f"{prefix}av_lift_ci_high": float(av.ci_high[-1]), f"{prefix}av_min_p_value": av.ever_rejected_p}
 
 
 @dataclass(frozen=True)

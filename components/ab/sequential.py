@@ -2,9 +2,14 @@
 
 Looking at a fixed-horizon p-value every day and stopping at the first p < alpha inflates the
 false-positive rate well above alpha. The mSPRT (Johari, Pekelis, Walsh, 2017) mixes the
-likelihood ratio of an asymptotically normal estimate over effects theta ~ N(0, tau^2); its
-inverse, kept as a running minimum over looks, is a p-value valid at any stopping time, and the
-effects it does not reject form a confidence sequence.
+likelihood ratio of an asymptotically normal estimate over effects theta ~ N(0, tau^2). Under the
+null its inverse falls to alpha at some look, ever, with probability at most alpha, so a reader
+may stop at any day; the effects it does not reject at a look form a confidence sequence.
+
+Each look is reported on its own rather than as a running minimum (or running intersection):
+the chance of ever crossing is what is controlled either way, and a look's p-value then agrees
+with its interval and the interval with its estimate even when the effect drifts from day to day,
+which the running intersection assumes it does not.
 """
 from __future__ import annotations
 
@@ -34,21 +39,25 @@ def half_width(se: float, tau: float, alpha: float) -> float:
 
 @dataclass(frozen=True)
 class AlwaysValid:
-    p_value: np.ndarray   # [T] running minimum over looks
-    ci_low: np.ndarray    # [T] running intersection of the intervals
+    p_value: np.ndarray   # [T] mSPRT p at each look
+    ci_low: np.ndarray    # [T] confidence sequence at each look
     ci_high: np.ndarray
+
+    @property
+    def ever_rejected_p(self) -> float:
+        """The smallest p over the looks: below alpha means some look rejected (and one could stop)."""
+        finite = self.p_value[np.isfinite(self.p_value)]
+        return float(finite.min()) if len(finite) else float("nan")
 
 
 def always_valid(estimates: np.ndarray, ses: np.ndarray, tau: float, alpha: float) -> AlwaysValid:
-    """p-values and confidence sequence after each of T looks at a cumulative estimate."""
-    p, lo, hi = [], [], []
-    best_p, low, high = 1.0, -np.inf, np.inf
-    for est, se in zip(np.asarray(estimates, float), np.asarray(ses, float)):
-        if np.isfinite(est) and np.isfinite(se) and se > 0:
-            best_p = min(best_p, msprt_p(est, se, tau))
-            w = half_width(se, tau, alpha)
-            low, high = max(low, est - w), min(high, est + w)
-        p.append(best_p)
-        lo.append(low if np.isfinite(low) else np.nan)
-        hi.append(high if np.isfinite(high) else np.nan)
-    return AlwaysValid(np.array(p), np.array(lo), np.array(hi))
+    """p-values and confidence sequence at each of T looks at a cumulative estimate."""
+    est, se = np.asarray(estimates, float), np.asarray(ses, float)
+    ok = np.isfinite(est) & np.isfinite(se) & (se > 0)
+    p = np.full(len(est), np.nan)
+    lo, hi = np.full(len(est), np.nan), np.full(len(est), np.nan)
+    for i in np.flatnonzero(ok):
+        p[i] = msprt_p(est[i], se[i], tau)
+        w = half_width(se[i], tau, alpha)
+        lo[i], hi[i] = est[i] - w, est[i] + w
+    return AlwaysValid(p, lo, hi)

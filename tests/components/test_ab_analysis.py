@@ -64,11 +64,13 @@ def test_msprt_is_conservative_at_one_look_and_rejects_big_effects():
     assert msprt_p(0.0, 0.01, 0.05) == 1.0
 
 
-def test_always_valid_keeps_the_running_minimum_and_intersection():
-    av = always_valid(np.array([0.05, 0.01, 0.04]), np.array([0.02, 0.01, 0.005]), 0.05, 0.05)
-    assert np.all(np.diff(av.p_value) <= 0)
-    assert np.all(np.diff(av.ci_low) >= 0) and np.all(np.diff(av.ci_high) <= 0)
-    assert av.ci_low[-1] <= 0.04 <= av.ci_high[-1]
+def test_always_valid_interval_agrees_with_its_p_value_at_each_look():
+    est, se = np.array([0.05, 0.01, 0.04, np.nan]), np.array([0.02, 0.01, 0.005, 0.01])
+    av = always_valid(est, se, 0.05, 0.05)
+    for i in range(3):
+        assert av.ci_low[i] < est[i] < av.ci_high[i]
+        assert (av.p_value[i] < 0.05) == (av.ci_low[i] > 0 or av.ci_high[i] < 0)
+    assert np.isnan(av.p_value[3]) and av.ever_rejected_p == np.nanmin(av.p_value[:3])
 
 
 def test_always_valid_controls_false_positives_under_daily_peeking():
@@ -80,7 +82,7 @@ def test_always_valid_controls_false_positives_under_daily_peeking():
         est = np.cumsum(rng.standard_normal(looks)) / np.arange(1, looks + 1)
         se = 1 / np.sqrt(np.arange(1, looks + 1))
         peek += np.any(2 * stats.norm.sf(np.abs(est / se)) < 0.05)
-        valid += always_valid(est, se, 0.5, 0.05).p_value[-1] < 0.05
+        valid += always_valid(est, se, 0.5, 0.05).ever_rejected_p < 0.05    # rejected at any look
     assert peek / n > 0.15                       # peeking at a fixed-horizon p: far above alpha
     assert valid / n <= 0.05
 

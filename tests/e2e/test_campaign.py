@@ -107,6 +107,7 @@ def test_ab_daily_holds_cumulative_cuped_and_always_valid_statistics(campaign_di
         # the always-valid interval is wider than the fixed-horizon one, and its p larger
         assert t[f"{prefix}av_lift_ci_low"] <= t[f"{prefix}lift_ci_low"]
         assert t[f"{prefix}av_p_value"] >= t[f"{prefix}p_value"]
+        assert t[f"{prefix}av_min_p_value"] <= t[f"{prefix}av_p_value"]
     assert -1 < t["cuped_variance_reduction"] < 1
     assert first["cum_ctr"] == pytest.approx(first["ctr"])       # day 1: cumulative is the day itself
 
