@@ -131,7 +131,7 @@ def lift_chart(treat: pd.DataFrame, cols: dict[str, str]) -> alt.LayerChart:
     return (zero + band + line).properties(height=260)
 
 
-def latency_section(lat: pd.DataFrame, control: str, cfg: AnalysisConfig, last_day: int) -> list:
+def latency_section(lat: pd.DataFrame, control: str, cfg: AnalysisConfig, last_day: int) -> None:
     stage_rows = lat.melt(["day", "arm", "stage"], ["p50", "p99"], var_name="percentile", value_name="ms")
     chart = alt.Chart(stage_rows).mark_line(point=True).encode(
         x="day:O", y=alt.Y("ms:Q", title="ms"), color="arm:N", strokeDash="percentile:N",
@@ -147,7 +147,6 @@ def latency_section(lat: pd.DataFrame, control: str, cfg: AnalysisConfig, last_d
                    f"{cfg.p99_max_increase:.0%} and {cfg.p99_min_ms:g} ms above control's.")
     pivot = today.pivot_table(index="stage", columns="arm", values="p99").reindex(STAGE_ORDER)
     st.dataframe(pivot.rename(columns=lambda a: f"{a} p99 ms").round(2))
-    return breaches
 
 
 def main() -> None:
