@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-fast dashboard mlflow-ui clean
+.PHONY: setup demo test test-fast dashboard mlflow-ui up down clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,7 +37,13 @@ dashboard: setup
 	$(VENV)/bin/reclab dashboard --data-dir $(DATA)
 
 mlflow-ui: setup
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(DATA))/mlflow.db --port 5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(DATA))/mlflow.db --host 127.0.0.1 --port 5000
+
+up: setup
+	$(VENV)/bin/reclab up --data-dir $(DATA)
+
+down:
+	$(VENV)/bin/reclab down
 
 clean:
 	rm -rf $(DATA) .pytest_cache

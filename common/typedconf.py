@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -19,7 +20,13 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the setting and what is allowed."""
+    """A configuration that cannot be used; the message names the setting and what is allowed.
+
+    Always one line: a setting name read from a file may itself hold a line break.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))
 
 
 def _type_name(tp: Any) -> str:
@@ -73,7 +80,13 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -95,13 +108,16 @@ def from_mapping(cls: type[T], data: Any, where: str = "config") -> T:
         close = difflib.get_close_matches(str(key), fields, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(
-            f"{where}: unknown setting '{key}'{hint}; allowed settings are {sorted(fields)}"
+            f"{where}: unknown setting {key!r}{hint}; allowed settings are {sorted(fields)}"
         )
+    required = [n for n, f in fields.items()
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [n for n in required if n not in data]
+    if missing:
+        raise ConfigError(f"{where}: missing required setting '{missing[0]}' "
+                          f"(required settings are {required})")
     kwargs = {name: _convert(value, hints[name], f"{where}.{name}") for name, value in data.items()}
-    try:
-        obj = cls(**kwargs)
-    except TypeError as exc:  # a required field is missing
-        raise ConfigError(f"{where}: {exc}") from None
+    obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if validate is not None:
         validate(where)
@@ -125,10 +141,27 @@ def load_yaml(cls: type[T], path: str | Path) -> T:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        reason = " ".join(str(exc).split())
+        raise ConfigError(f"{path}: not valid YAML: {reason}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     return from_mapping(cls, data, where=path.name)
+
+
+def load_preset(cls: type[T], name_or_path: str, folder: Path, kind: str) -> T:
+    """A preset name (a YAML file in `folder`, without its suffix) or a path to a YAML file."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = folder / f"{name_or_path}.yaml"
+        if not path.is_file():
+            presets = sorted(p.stem for p in folder.glob("*.yaml"))
+            raise ConfigError(f"{kind} '{name_or_path}' does not exist: presets are {presets}, "
+                              f"or give the path of a .yaml file")
+    return load_yaml(cls, path)
 
 
 def require(cond: bool, where: str, message: str) -> None:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+# 2: per-request stage timings moved from `requests` to `request_latency`.
+SCHEMA_VERSION = 2
 
 # Stages timed by the serving pipeline, in the order a request goes through them.
 STAGES = ("recall", "merge", "rank", "total")
@@ -53,6 +54,13 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("user_id", pa.int64(), nullable=False),
         pa.field("experiment", pa.string(), nullable=False),
         pa.field("layer", pa.string(), nullable=False),
+        pa.field("arm", pa.string(), nullable=False),
+    ]),
+    # Measured wall-clock time, the one thing a re-run cannot repeat, kept apart so that every
+    # other table of a re-run day is byte-identical.
+    "request_latency": pa.schema([
+        pa.field("day", pa.int32(), nullable=False),
+        pa.field("request_id", pa.int64(), nullable=False),
         pa.field("arm", pa.string(), nullable=False),
         pa.field("batch_size", pa.int32(), nullable=False),
         *_latency_fields(),

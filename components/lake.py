@@ -14,7 +14,13 @@ import pyarrow.parquet as pq
 from components.contracts import SCHEMA_VERSION, SCHEMAS, conform
 
 _PARTITION = re.compile(r"^day=(\d+)\.parquet$")
+_TEMP = re.compile(r"^\.(day=\d+\.parquet\..*\.tmp|catalog\..*\.duckdb)$")
 _VERSION_KEY = b"reclab.schema_version"
+
+# Partitions whose footer was already checked, by (path, mtime, size, inode): a rewritten file
+# changes at least one of these, so it is checked again; an unchanged one costs one stat().
+_FOOTERS_OK: set[tuple[str, int, int, int]] = set()
+_FOOTER_CACHE_LIMIT = 100_000
 
 
 class LakeError(RuntimeError):
@@ -49,6 +55,8 @@ class Lake:
 
         The file is written beside its target and renamed over it, so a reader sees the old
         partition or the new one, never half of one, and a re-run replaces instead of appending.
+        The bytes depend only on the rows: the same rows give the same file, so a re-run day can
+        be compared byte for byte.
         """
         table = conform(name, table)
         days = set(table.column("day").unique().to_pylist())
@@ -59,12 +67,13 @@ class Lake:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         try:
-            pq.write_table(table, tmp, compression="zstd")
+            pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
+        _fsync_dir(target.parent)
         return target
 
     def read(self, name: str, days: int | Iterable[int] | None = None) -> pa.Table:
@@ -87,36 +96,55 @@ class Lake:
         return pa.concat_tables(parts)
 
     def _read_file(self, name: str, path: Path) -> pa.Table:
+        """The whole partition, its page checksums verified: a flipped bit is caught here too."""
         try:
-            table = pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise LakeError(
-                f"partition {path} is corrupt or truncated ({exc}); delete it and re-run that day "
-                f"to rebuild it"
-            ) from None
-        version = (table.schema.metadata or {}).get(_VERSION_KEY, b"?").decode()
-        if version != str(SCHEMA_VERSION):
-            raise LakeError(
-                f"partition {path} was written with lake schema version {version}, this reclab "
-                f"reads version {SCHEMA_VERSION}; start a fresh lake (another --data-dir) or "
-                f"re-run the campaign"
-            )
+            table = pq.read_table(path, page_checksum_verification=True)
+        except (pa.ArrowException, OSError) as exc:
+            raise _corrupt(path, exc) from None
+        _check_schema(name, path, table.schema)
         return conform(name, table.replace_schema_metadata(None))
 
+    def check(self, name: str, day: int) -> Path:
+        """Check a partition's footer, schema version and columns without reading its rows."""
+        path = self.path(name, day)
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise MissingPartitionError(f"table '{name}' has no partition for day {day} in "
+                                        f"{self.root} ({exc.strerror})") from None
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size, st.st_ino)
+        if key in _FOOTERS_OK:
+            return path
+        try:
+            schema = pq.read_schema(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise _corrupt(path, exc) from None
+        _check_schema(name, path, schema)
+        if len(_FOOTERS_OK) >= _FOOTER_CACHE_LIMIT:
+            _FOOTERS_OK.clear()
+        _FOOTERS_OK.add(key)
+        return path
+
     def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB connection with a view per table that has partitions."""
+        """An in-memory DuckDB connection with a view per table that has partitions.
+
+        Each view lists the partitions present now, each checked first (footer, schema version,
+        columns), so a truncated file or one from another reclab fails here, naming the file,
+        rather than somewhere inside a query or silently read with another meaning.
+        """
         con = duckdb.connect()
-        for name in SCHEMAS:
-            if self.days(name):
-                con.sql(f"CREATE VIEW {name} AS {self._view_sql(name)}")
+        try:
+            for name in SCHEMAS:
+                files = [self.check(name, day) for day in self.days(name)]
+                if files:
+                    con.sql(f"CREATE VIEW {name} AS {_files_sql(files)}")
+        except BaseException:
+            con.close()
+            raise
         return con
 
-    def _view_sql(self, name: str) -> str:
-        glob = str((self.root / name).resolve() / "day=*.parquet").replace("'", "''")
-        return f"SELECT * FROM read_parquet('{glob}')"
-
     def refresh_catalog(self) -> Path:
-        """Write `catalog.duckdb`: the same views in a file, for the DuckDB CLI or a notebook."""
+        """Write `catalog.duckdb`: views over each table's folder, for the DuckDB CLI or a notebook."""
         self.root.mkdir(parents=True, exist_ok=True)
         target = self.root / "catalog.duckdb"
         tmp = self.root / f".catalog.{uuid.uuid4().hex}.duckdb"
@@ -124,8 +152,79 @@ class Lake:
             with duckdb.connect(str(tmp)) as con:
                 for name in SCHEMAS:
                     if self.days(name):
-                        con.sql(f"CREATE VIEW {name} AS {self._view_sql(name)}")
+                        glob = _quote(str((self.root / name).resolve() / "day=*.parquet"))
+                        con.sql(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({glob})")
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
         return target
+
+    def temp_files(self) -> list[Path]:
+        """Files a writer left behind when it was killed mid-write; no reader ever opens them."""
+        if not self.root.is_dir():
+            return []
+        folders = [self.root, *(self.root / name for name in SCHEMAS)]
+        return sorted(p for f in folders if f.is_dir() for p in f.iterdir() if _TEMP.match(p.name))
+
+    def remove_temp_files(self) -> list[Path]:
+        """Delete what `temp_files` lists; only safe while no other process writes this lake."""
+        found = self.temp_files()
+        for path in found:
+            path.unlink(missing_ok=True)
+        return found
+
+
+def _check_schema(name: str, path: Path, schema: pa.Schema) -> None:
+    version = (schema.metadata or {}).get(_VERSION_KEY, b"?").decode(errors="replace")
+    if version != str(SCHEMA_VERSION):
+        raise LakeError(
+            f"partition {path} was written with lake schema version {version}, this reclab "
+            f"reads version {SCHEMA_VERSION}; start a fresh lake (another --data-dir, or --fresh) "
+            f"or re-run the campaign with the reclab that wrote it"
+        )
+    expected = SCHEMAS[name]
+    if schema.remove_metadata() != expected:
+        got = ", ".join(f"{f.name}: {f.type}" for f in schema)
+        raise LakeError(
+            f"partition {path} has columns ({got}), table '{name}' of schema version "
+            f"{SCHEMA_VERSION} has ({', '.join(f'{f.name}: {f.type}' for f in expected)}); "
+            f"{_rebuild_hint(path)}"
+        )
+
+
+def _corrupt(path: Path, exc: BaseException) -> LakeError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return LakeError(f"partition {path} is corrupt or truncated ({reason}); {_rebuild_hint(path)}")
+
+
+def _rebuild_hint(path: Path) -> str:
+    m = _PARTITION.match(path.name)
+    day = int(m.group(1)) if m else None
+    if day is None:
+        return "delete it and re-run the day it belongs to"
+    data_dir = path.parent.parent.parent      # <data dir>/lake/<table>/day=<d>.parquet
+    return (f"delete it and re-run day {day} to rebuild it (`reclab run-day --day {day} "
+            f"--data-dir {data_dir}`; a re-run day is rebuilt byte for byte)")
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _files_sql(files: list[Path]) -> str:
+    listed = ", ".join(_quote(str(p.resolve())) for p in files)
+    return f"SELECT * FROM read_parquet([{listed}])"
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable: without it a power cut can bring back the old partition."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -28,6 +28,7 @@ def per_user_days(lake: Lake, day: int, experiment: str, arms: list[str],
             LEFT JOIN (SELECT request_id, count(*) AS n, count(*) FILTER (WHERE clicked) AS c
                        FROM impressions WHERE day <= {day} GROUP BY request_id) i USING (request_id)
             GROUP BY r.day, r.arm, r.user_id
+            ORDER BY r.day, r.arm, r.user_id
         """).df()
 
 
@@ -39,7 +40,7 @@ def pre_period(lake: Lake, day: int | None) -> pd.DataFrame:
     with lake.connect() as con:
         return con.sql(f"""SELECT user_id, count(*) FILTER (WHERE clicked)::BIGINT AS pre_clicks,
                                   count(*)::BIGINT AS pre_impressions
-                           FROM impressions WHERE day = {day} GROUP BY user_id""").df()
+                           FROM impressions WHERE day = {day} GROUP BY user_id ORDER BY user_id""").df()
 
 
 def user_data(rows: pd.DataFrame, pre: pd.DataFrame, arms: list[str]) -> dict[str, UserData]:
@@ -104,12 +105,12 @@ def _finite(row: dict) -> dict:
 
 
 def latency_daily(lake: Lake, day: int) -> pa.Table:
-    """Wall-clock latency percentiles of each stage per arm, from the requests log."""
+    """Wall-clock latency percentiles of each stage per arm, from the request_latency log."""
     con = lake.connect()
     parts = [f"""SELECT day, arm, '{s}' AS stage, count(*) AS requests,
                         quantile_cont({s}_ms, 0.5) AS p50, quantile_cont({s}_ms, 0.95) AS p95,
                         quantile_cont({s}_ms, 0.99) AS p99, avg({s}_ms) AS mean
-                 FROM requests WHERE day = {day} GROUP BY day, arm""" for s in STAGES]
+                 FROM request_latency WHERE day = {day} GROUP BY day, arm""" for s in STAGES]
     table = con.sql(" UNION ALL ".join(parts) + " ORDER BY arm, stage").to_arrow_table()
     con.close()
     lake.write("latency_daily", day, table)

@@ -204,7 +204,8 @@ def main() -> None:
     for col, (_, row) in zip(metric_cols, last.iterrows()):
         lift, p = value(row, cols["lift"]), value(row, cols["p"])
         delta = None if row["is_control"] or not math.isfinite(lift) else f"{lift:+.2%} vs control (p={p:.3g})"
-        col.metric(f"{row['arm']} · days {days[0]}–{last_day}", f"{value(row, cols['ctr']):.4f}", delta,
+        col.metric(f"{row['arm']} · day {last_day} (days {days[0]}–{last_day} pooled)",
+                   f"{value(row, cols['ctr']):.4f}", delta,
                    help=f"{int(value(row, 'cum_users')) if 'cum_users' in row else row['users']} users")
     if srm < cfg.srm_alpha:
         st.error(f"Sample ratio mismatch: p = {srm:.2g} (users per arm against the configured shares); "

@@ -8,29 +8,43 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from common.typedconf import ConfigError, to_mapping
+from components.reports import summary_rows
 from components.serving import load_experiment
 from flows import progress, tracking
 from flows.campaign_state import create_campaign, open_campaign
+from flows.recovery import claim
 from flows.stages import build_samples, day_metrics, report, simulate_day, train
 from sim.config import load_scenario
 
 STAGES_PER_DAY = 4
 
 
-@flow(name="daily", flow_run_name="day-{day}")
-def daily(data_dir: str = "data", day: int = 1, parent_run_id: str | None = None) -> list[dict]:
-    """Simulate `day` with the models of the day before, then build samples, train and report."""
-    c = open_campaign(data_dir)
-    with tracking.run(c, f"day-{day}", parent_run_id, {"day": day}) as run_id:
-        progress.stage(f"day {day}: simulate")
-        simulate_day(data_dir, day, run_id)
-        progress.stage(f"day {day}: build samples")
-        build_samples(data_dir, day, run_id)
-        progress.stage(f"day {day}: train")
-        train(data_dir, day, run_id)
-        progress.stage(f"day {day}: report")
-        rows = report(data_dir, day, run_id)
-        tracking.log_metrics(c, run_id, day_metrics(rows), step=day)
+def _daily_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    day = flow_run.parameters.get("day")
+    return f"day-{day}" if day is not None else "next-day"
+
+
+@flow(name="daily", flow_run_name=_daily_run_name)
+def daily(data_dir: str = "data", day: int | None = None, parent_run_id: str | None = None) -> list[dict]:
+    """Simulate `day` (default: the day after the last reported one) with the models of the day
+    before, then build samples, train and report."""
+    with claim(data_dir):
+        c = open_campaign(data_dir)
+        if day is None:
+            reported = c.lake.days("ab_daily")
+            day = reported[-1] + 1 if reported else 0
+        with tracking.run(c, f"day-{day}", parent_run_id, {"day": day}) as run_id:
+            progress.stage(f"day {day}: simulate")
+            simulate_day(data_dir, day, run_id)
+            progress.stage(f"day {day}: build samples")
+            build_samples(data_dir, day, run_id)
+            progress.stage(f"day {day}: train")
+            train(data_dir, day, run_id)
+            progress.stage(f"day {day}: report")
+            rows = report(data_dir, day, run_id)
+            tracking.log_metrics(c, run_id, day_metrics(rows), step=day)
     return rows
 
 
@@ -51,18 +65,28 @@ def prepare_campaign(data_dir: str, scenario: str, experiment: str, seed: int | 
 
 @flow(name="campaign", flow_run_name="campaign-{scenario}-{experiment}-{days}d")
 def campaign(scenario: str = "small", experiment: str = "default", days: int = 3,
-             data_dir: str = "data", seed: int | None = None, name: str | None = None) -> list[dict]:
-    """Day 0 served by the logging policy, then `days` days of the A/B experiment."""
+             data_dir: str = "data", seed: int | None = None, name: str | None = None,
+             rerun: bool = False) -> list[dict]:
+    """Day 0 served by the logging policy, then `days` days of the A/B experiment.
+
+    Days already complete in `data_dir` (reported, models published) are kept, so a campaign
+    that was stopped resumes where it stopped; `rerun` runs every day again.
+    """
     if days < 1:
         raise ConfigError(f"days: a campaign needs at least 1 A/B day after the bootstrap, got {days}")
-    prepare_campaign(data_dir, scenario, experiment, seed, name)
-    c = open_campaign(data_dir)
-    params = {"scenario": to_mapping(c.scenario), "experiment": to_mapping(c.experiment), "days": days}
-    progress.start((days + 1) * STAGES_PER_DAY, f"campaign {c.name}")
-    rows: list[dict] = []
-    with tracking.run(c, "campaign", None, params) as run_id:
-        for day in range(days + 1):
-            day_rows = daily(data_dir, day, run_id)
-            tracking.log_metrics(c, run_id, day_metrics(day_rows), step=day)
-            rows += day_rows
+    with claim(data_dir):
+        prepare_campaign(data_dir, scenario, experiment, seed, name)
+        c = open_campaign(data_dir)
+        first = 0 if rerun else c.first_incomplete_day(days)
+        params = {"scenario": to_mapping(c.scenario), "experiment": to_mapping(c.experiment),
+                  "days": days}
+        progress.start((days + 1 - first) * STAGES_PER_DAY, f"campaign {c.name}")
+        rows: list[dict] = []
+        with tracking.run(c, "campaign", None, params) as run_id:
+            tracking.set_tags(c, run_id, {"reclab.first_day_run": str(first)})
+            for day in range(days + 1):
+                # A kept day's rows come from the lake, so the run's charts cover every day.
+                day_rows = daily(data_dir, day, run_id) if day >= first else summary_rows(c.lake, [day])
+                tracking.log_metrics(c, run_id, day_metrics(day_rows), step=day)
+                rows += day_rows
     return rows

@@ -1,18 +1,30 @@
 """A campaign's data directory: its manifest (resolved configs), lake and models."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import shutil
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
 from common.typedconf import ConfigError, from_mapping, to_mapping
-from components.lake import Lake
+from components.lake import Lake, LakeError
 from components.serving.config import ExperimentConfig
 from sim.config import WorldConfig
 from sim.world import World, make_world
 
 MANIFEST = "campaign.json"
+LOCK = "campaign.lock"
+# The tables a day's last stage (report) writes: a day is complete once they and its models exist.
+REPORT_TABLES = ("ab_daily", "latency_daily", "world_daily")
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,14 @@ class Campaign:
     @property
     def world(self) -> World:
         return _world(self.scenario)
+
+    def day_complete(self, day: int) -> bool:
+        """Reported, with its models published: a resumed campaign need not run it again."""
+        return all(self.lake.has(t, day) for t in REPORT_TABLES) and self.models_dir(day).is_dir()
+
+    def first_incomplete_day(self, days: int) -> int:
+        """The day a campaign of days 0..`days` resumes from; `days` + 1 when all are complete."""
+        return next((d for d in range(days + 1) if not self.day_complete(d)), days + 1)
 
     def manifest(self) -> dict:
         return {"name": self.name, "scenario": to_mapping(self.scenario),
@@ -85,3 +105,86 @@ def open_campaign(data_dir: str | Path) -> Campaign:
         experiment=from_mapping(ExperimentConfig, m["experiment"], "campaign.experiment"),
         tracking_uri=m["tracking_uri"],
     )
+
+
+class CampaignBusyError(LakeError):
+    """Another process is writing to the campaign's data directory."""
+
+
+_held: dict[str, list[int]] = {}        # lock file -> [fd, depth] for locks this process holds
+_held_guard = threading.Lock()
+
+
+@contextmanager
+def exclusive(data_dir: str | Path) -> Iterator[bool]:
+    """Hold the data directory's writer lock; yields True when this call took it (not re-entered).
+
+    It is an OS lock (flock) on `campaign.lock`, so the kernel releases it when the process ends,
+    however it ends: a killed campaign never leaves a stale lock. Re-entrant within a process, as
+    a campaign's flows nest; the descriptor is not inherited by child processes (Prefect's server).
+    """
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = str((data_dir / LOCK).resolve())
+    with _held_guard:
+        first = key not in _held
+        if first:
+            _held[key] = [_take(key, data_dir), 0]
+        _held[key][1] += 1
+    try:
+        yield first
+    finally:
+        with _held_guard:
+            _held[key][1] -= 1
+            if _held[key][1] == 0:
+                fd = _held.pop(key)[0]
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+
+def holds_lock(data_dir: str | Path) -> bool:
+    return str((Path(data_dir) / LOCK).resolve()) in _held
+
+
+def _take(key: str, data_dir: Path) -> int:
+    fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _describe_holder(os.pread(fd, 4096, 0))
+        os.close(fd)
+        raise CampaignBusyError(
+            f"{data_dir} is in use by another reclab process ({holder}); wait for it to finish or "
+            f"stop it, or use another --data-dir"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    holder = {"pid": os.getpid(), "host": socket.gethostname(),
+              "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "command": " ".join(sys.argv)[:300]}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(holder).encode(), 0)
+    return fd
+
+
+def _describe_holder(raw: bytes) -> str:
+    try:
+        h = json.loads(raw.decode())
+        return f"pid {h['pid']} on host {h['host']}, started {h['started']}: {h['command']}"
+    except (ValueError, KeyError, TypeError):
+        return "holder unknown: it has not written its name yet"
+
+
+def clear_data_dir(data_dir: str | Path) -> None:
+    """Delete everything in `data_dir` but the lock file; the caller must hold the lock."""
+    data_dir = Path(data_dir)
+    if not holds_lock(data_dir):
+        raise RuntimeError(f"clearing {data_dir} needs its lock")
+    for path in data_dir.iterdir():
+        if path.name == LOCK:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -96,32 +96,48 @@ def print_summary(data_dir: Path) -> None:
 def _next_steps(data_dir: Path) -> str:
     db = (data_dir / "mlflow.db").resolve()
     return (f"Open the dashboard:  .venv/bin/reclab dashboard --data-dir {data_dir}\n"
-            f"Open MLflow:         .venv/bin/mlflow ui --backend-store-uri sqlite:///{db} --port 5000")
+            f"Open MLflow:         .venv/bin/mlflow ui --backend-store-uri sqlite:///{db} --host 127.0.0.1 --port 5000")
 
 
 def cmd_campaign(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from components.serving import load_experiment
     from sim.config import load_scenario
 
     # Fail on a bad config before the orchestrator starts, with just the one-line message.
-    load_scenario(args.scenario)
-    load_experiment(args.experiment)
+    world = load_scenario(args.scenario)
+    exp = load_experiment(args.experiment)
+    if args.seed is not None:
+        world = replace(world, seed=args.seed)
     if args.days < 1:
         raise ConfigError(f"--days: a campaign needs at least 1 A/B day after the bootstrap, got {args.days}")
     data_dir = Path(args.data_dir)
-    if args.fresh and data_dir.exists():
-        shutil.rmtree(data_dir)
-    from flows.campaign import campaign
-    from flows import progress
+    from flows.campaign_state import MANIFEST, clear_data_dir, open_campaign
+    from flows.recovery import claim
 
-    start = time.perf_counter()
-    with RichReporter() as reporter:
-        progress.install(reporter)
-        try:
-            campaign(scenario=args.scenario, experiment=args.experiment, days=args.days,
-                     data_dir=str(data_dir), seed=args.seed, name=args.name)
-        finally:
-            progress.install(None)
+    # The lock is taken here, before Prefect starts, so a busy data dir is refused at once.
+    with claim(data_dir):
+        if args.fresh:
+            clear_data_dir(data_dir)
+        if (data_dir / MANIFEST).is_file() and not args.rerun:
+            c = open_campaign(data_dir)
+            first = c.first_incomplete_day(args.days)
+            if first > 0 and (c.scenario, c.experiment) == (world, exp):
+                kept = "day 0" if first == 1 else f"days 0-{min(first, args.days + 1) - 1}"
+                todo = "nothing left to run" if first > args.days else f"resuming from day {first}"
+                print(f"{data_dir}: {kept} complete and kept, {todo} (--rerun runs every day again)")
+        from flows.campaign import campaign
+        from flows import progress
+
+        start = time.perf_counter()
+        with RichReporter() as reporter:
+            progress.install(reporter)
+            try:
+                campaign(scenario=args.scenario, experiment=args.experiment, days=args.days,
+                         data_dir=str(data_dir), seed=args.seed, name=args.name, rerun=args.rerun)
+            finally:
+                progress.install(None)
     print_summary(data_dir)
     print(f"campaign took {time.perf_counter() - start:.1f} s")
     print(_next_steps(data_dir))
@@ -129,13 +145,15 @@ def cmd_campaign(args: argparse.Namespace) -> int:
 
 
 def cmd_run_day(args: argparse.Namespace) -> int:
-    from flows.campaign import daily
     from flows.campaign_state import open_campaign
+    from flows.recovery import claim
     from flows.simulate import require_models
 
-    require_models(open_campaign(args.data_dir), args.day)
+    with claim(args.data_dir):
+        require_models(open_campaign(args.data_dir), args.day)
+        from flows.campaign import daily
 
-    daily(data_dir=args.data_dir, day=args.day)
+        daily(data_dir=args.data_dir, day=args.day)
     print_summary(Path(args.data_dir))
     return 0
 
@@ -153,6 +171,39 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
+def _stack_config(args: argparse.Namespace):
+    from flows.stack import StackConfig
+
+    env = os.environ
+    return StackConfig(data_dir=Path(args.data_dir), state_dir=Path(args.state_dir), host=args.host,
+                       prefect_port=int(env.get("RECLAB_PREFECT_PORT", 4200)),
+                       mlflow_port=int(env.get("RECLAB_MLFLOW_PORT", 5000)),
+                       dashboard_port=int(env.get("RECLAB_DASHBOARD_PORT", 8501)))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from flows.stack import up
+
+    cfg = _stack_config(args)
+    print("starting Prefect server, flow deployments, MLflow server and dashboard (about a minute)...")
+    record = up(cfg)
+    print(f"Prefect UI:  http://{cfg.host}:{cfg.prefect_port}   (Deployments -> campaign -> Run)")
+    print(f"MLflow UI:   {cfg.mlflow_uri}")
+    print(f"Dashboard:   {cfg.dashboard_url}")
+    print(f"logs and pids in {cfg.state_dir}/ ({', '.join(record['pids'])}); stop with `make down`")
+    print(f"To run flows from a shell against it: export PREFECT_API_URL={cfg.prefect_api} "
+          f"MLFLOW_TRACKING_URI={cfg.mlflow_uri}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from flows.stack import down
+
+    stopped = down(Path(args.state_dir))
+    print(f"stopped: {', '.join(stopped)}" if stopped else f"no stack recorded in {args.state_dir}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reclab", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="show Prefect's and MLflow's logs")
@@ -166,6 +217,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
     c.add_argument("--name", default=None, help="MLflow experiment name (default: from the configs)")
     c.add_argument("--fresh", action="store_true", help="delete --data-dir first")
+    c.add_argument("--rerun", action="store_true",
+                   help="run every day again (default: keep the days already complete, resume after them)")
     c.set_defaults(func=cmd_campaign)
 
     d = sub.add_parser("run-day", help="(re-)run one day of an existing campaign")
@@ -182,7 +235,29 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8501)
     s.add_argument("--address", default="127.0.0.1")
     s.set_defaults(func=cmd_dashboard)
+
+    u = sub.add_parser("up", help="start the stack on localhost: Prefect, deployments, MLflow, dashboard")
+    u.add_argument("--data-dir", default="data")
+    u.add_argument("--state-dir", default=".stack", help="where pids and logs are kept")
+    u.add_argument("--host", default="127.0.0.1", help="address to listen on (localhost by default)")
+    u.set_defaults(func=cmd_up)
+
+    dn = sub.add_parser("down", help="stop exactly what `reclab up` started")
+    dn.add_argument("--state-dir", default=".stack")
+    dn.set_defaults(func=cmd_down)
     return p
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (docker stop, a Prefect cancellation) unwinds like Ctrl-C: runs are marked FAILED."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by signal {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,12 +265,28 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_environment(args.verbose)
     from components.ab import SplitError
     from components.lake import LakeError
+    from flows.stack import StackError
 
+    previous = signal.signal(signal.SIGTERM, _stop) if _main_thread() else None
     try:
         return args.func(args)
-    except (ConfigError, LakeError, SplitError) as exc:
+    except (ConfigError, LakeError, SplitError, StackError) as exc:
         print(f"reclab: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        why = str(exc) if isinstance(exc, Stopped) else "interrupted"
+        print(f"reclab: {why}; the days completed are kept: run the same command again to resume",
+              file=sys.stderr)
+        return 128 + (exc.signum if isinstance(exc, Stopped) else signal.SIGINT)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

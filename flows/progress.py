@@ -15,7 +15,9 @@ class Reporter(Protocol):
     def track(self, items: Iterable[T], total: int, text: str) -> Iterator[T]: ...
 
 
-class _Silent:
+class _PrefectProgress:
+    """Inside a Prefect task run: a progress artifact the UI shows, updated every ~5 %."""
+
     def start(self, total: int, text: str) -> None:
         pass
 
@@ -23,15 +25,27 @@ class _Silent:
         pass
 
     def track(self, items: Iterable[T], total: int, text: str) -> Iterator[T]:
-        yield from items
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+        from prefect.context import TaskRunContext
+
+        if TaskRunContext.get() is None or total == 0:
+            yield from items
+            return
+        artifact = create_progress_artifact(progress=0.0, description=text)
+        step = max(total // 20, 1)
+        for i, item in enumerate(items, 1):
+            yield item
+            if i % step == 0 or i == total:
+                update_progress_artifact(artifact_id=artifact, progress=100.0 * i / total)
 
 
-_reporter: Reporter = _Silent()
+_reporter: Reporter = _PrefectProgress()
 
 
 def install(reporter: Reporter | None) -> None:
+    """Use `reporter` (e.g. the CLI's progress bars); None restores Prefect progress artifacts."""
     global _reporter
-    _reporter = reporter or _Silent()
+    _reporter = reporter or _PrefectProgress()
 
 
 def start(total: int, text: str) -> None:

@@ -79,8 +79,12 @@ def load_pipelines(c: Campaign, day: int, arms: dict[str, ArmConfig]) -> dict[st
     return {name: Pipeline(a, exp.slate_size, channels, rankers.get(a.ranker)) for name, a in arms.items()}
 
 
-def serve_day(c: Campaign, day: int) -> dict[str, float]:
-    """Serve every request of `day`, draw the clicks, and write requests, impressions, world_daily."""
+def serve_day(c: Campaign, day: int, pipelines: dict[str, Pipeline] | None = None) -> dict[str, float]:
+    """Serve every request of `day`, draw the clicks; write requests, request_latency, impressions,
+    world_daily.
+
+    `pipelines` are the arms' pipelines (as the registry serves them); by default they are loaded
+    from the campaign's models folder."""
     exp, world, seed = c.experiment, c.world, c.scenario.seed
     tr = traffic(world, day, stream(seed, day, "traffic"))
     experiment, arms = arms_of_day(c, day)
@@ -91,8 +95,10 @@ def serve_day(c: Campaign, day: int) -> dict[str, float]:
         a = Assigner([exp.allocation()], exp.holdout).assign(tr.user_id, exp.layer)
         assigned, enrolled, layer = a.arm, a.experiment, exp.layer
     store = FeatureStore.load(c.lake, day)
-    pipelines = load_pipelines(c, day, arms)
+    if day == 0 or pipelines is None:
+        pipelines = load_pipelines(c, day, arms)
     # Held-out users and users outside the experiment's buckets get what control serves.
+    pipelines = dict(pipelines)
     for arm in sorted(set(assigned.tolist()) - set(pipelines)):
         pipelines[arm] = pipelines[exp.control]
 
@@ -125,8 +131,10 @@ def serve_day(c: Campaign, day: int) -> dict[str, float]:
     c.lake.write("requests", day, pa.table({
         "day": np.full(n, day, np.int32), "ts": tr.ts, "request_id": tr.request_id, "user_id": tr.user_id,
         "experiment": enrolled.astype(str), "layer": [layer] * n, "arm": assigned.astype(str),
-        "batch_size": batch_size,
-        **{f"{s}_ms": v for s, v in stage_ms.items()},
+    }))
+    c.lake.write("request_latency", day, pa.table({
+        "day": np.full(n, day, np.int32), "request_id": tr.request_id, "arm": assigned.astype(str),
+        "batch_size": batch_size, **{f"{s}_ms": v for s, v in stage_ms.items()},
     }))
     r, pos = np.nonzero(shown)
     c.lake.write("impressions", day, pa.table({

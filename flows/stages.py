@@ -6,53 +6,59 @@ from prefect import flow
 from common.typedconf import to_mapping
 from flows import tasks, tracking
 from flows.campaign_state import open_campaign
+from flows.recovery import claim
 
 
 @flow(name="simulate_day", flow_run_name="simulate-day-{day}")
 def simulate_day(data_dir: str = "data", day: int = 0, parent_run_id: str | None = None) -> dict[str, float]:
     """Serve one day of traffic and record requests, impressions and the world's reference CTRs."""
-    c = open_campaign(data_dir)
-    with tracking.run(c, f"day-{day}/simulate", parent_run_id, {"day": day}) as run_id:
-        tasks.publish_catalog(data_dir, day)
-        tasks.features_for(data_dir, day)
-        metrics = tasks.serve_day(data_dir, day)
-        tracking.log_metrics(c, run_id, metrics, step=day)
+    with claim(data_dir):
+        c = open_campaign(data_dir)
+        with tracking.run(c, f"day-{day}/simulate", parent_run_id, {"day": day}) as run_id:
+            tasks.publish_catalog(data_dir, day)
+            tasks.features_for(data_dir, day)
+            metrics = tasks.serve_day(data_dir, day)
+            tracking.log_metrics(c, run_id, metrics, step=day)
     return metrics
 
 
 @flow(name="build_samples", flow_run_name="build-samples-{day}")
 def build_samples(data_dir: str = "data", day: int = 0, parent_run_id: str | None = None) -> int:
     """Join the day's impressions to point-in-time features."""
-    c = open_campaign(data_dir)
-    with tracking.run(c, f"day-{day}/build_samples", parent_run_id, {"day": day}) as run_id:
-        rows = tasks.build_samples(data_dir, day)
-        tracking.log_metrics(c, run_id, {"samples": rows}, step=day)
+    with claim(data_dir):
+        c = open_campaign(data_dir)
+        with tracking.run(c, f"day-{day}/build_samples", parent_run_id, {"day": day}) as run_id:
+            rows = tasks.build_samples(data_dir, day)
+            tracking.log_metrics(c, run_id, {"samples": rows}, step=day)
     return rows
 
 
 @flow(name="train", flow_run_name="train-{day}")
 def train(data_dir: str = "data", day: int = 0, parent_run_id: str | None = None) -> dict[str, float]:
     """Fit the recall channels and rankers on logs up to `day`; they serve day + 1."""
-    c = open_campaign(data_dir)
-    params = {"day": day, "models": to_mapping(c.experiment.models)}
-    with tracking.run(c, f"day-{day}/train", parent_run_id, params) as run_id:
-        tasks.start_training(data_dir, day)
-        metrics = tasks.train_channels(data_dir, day) | tasks.train_rankers(data_dir, day)
-        models = tasks.publish_models(data_dir, day)
-        tracking.log_metrics(c, run_id, metrics, step=day)
-        tracking.log_model_dir(c, run_id, c.models_dir(day), "models")
-        tracking.set_tags(c, run_id, {"reclab.models_dir": models})
+    with claim(data_dir):
+        c = open_campaign(data_dir)
+        params = {"day": day, "models": to_mapping(c.experiment.models)}
+        with tracking.run(c, f"day-{day}/train", parent_run_id, params) as run_id:
+            tasks.start_training(data_dir, day)
+            metrics = tasks.train_channels(data_dir, day) | tasks.train_rankers(data_dir, day)
+            models = tasks.publish_models(data_dir, day)
+            tracking.log_metrics(c, run_id, metrics, step=day)
+            version = tasks.register_models(data_dir, day, run_id)
+            tracking.set_tags(c, run_id, {"reclab.models_dir": models, "reclab.model_version": version})
     return metrics
 
 
 @flow(name="report", flow_run_name="report-{day}")
 def report(data_dir: str = "data", day: int = 0, parent_run_id: str | None = None) -> list[dict]:
     """A/B statistics and latency percentiles of the day."""
-    c = open_campaign(data_dir)
-    with tracking.run(c, f"day-{day}/report", parent_run_id, {"day": day}) as run_id:
-        rows = tasks.report_day(data_dir, day)
-        tracking.log_metrics(c, run_id, day_metrics(rows), step=day)
-        tracking.log_table(c, run_id, rows, f"summary-day-{day}.json")
+    with claim(data_dir):
+        c = open_campaign(data_dir)
+        with tracking.run(c, f"day-{day}/report", parent_run_id, {"day": day}) as run_id:
+            rows = tasks.report_day(data_dir, day)
+            tasks.publish_summary(rows, day, c.name)
+            tracking.log_metrics(c, run_id, day_metrics(rows), step=day)
+            tracking.log_table(c, run_id, rows, f"summary-day-{day}.json")
     return rows
 
 

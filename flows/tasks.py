@@ -1,15 +1,18 @@
 """Prefect tasks: small, typed, passing the data directory and the day, never big tables."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 from prefect import task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from components import reports, samples, training
 from components.features import build_features
-from flows import simulate
+from common.typedconf import to_mapping
+from flows import simulate, tracking
 from flows.campaign_state import Campaign, open_campaign
 
 # Tasks write to the lake, so a cached result would skip a write: caching stays off.
@@ -32,7 +35,10 @@ def features_for(data_dir: str, day: int) -> int:
 @task(**TASK)
 def serve_day(data_dir: str, day: int) -> dict[str, float]:
     """Serve the day's traffic with each arm's pipeline and record the world's response."""
-    return simulate.serve_day(open_campaign(data_dir), day)
+    c = open_campaign(data_dir)
+    # A/B days are served by what the registry's arm aliases point at, as production would.
+    pipelines = tracking.load_pipelines(c, day) if day > 0 else None
+    return simulate.serve_day(c, day, pipelines)
 
 
 @task(**TASK)
@@ -48,9 +54,12 @@ def staging_dir(c: Campaign, day: int) -> Path:
 @task(**TASK)
 def start_training(data_dir: str, day: int) -> str:
     """Empty the staging folder that the day's models are written to."""
-    staging = staging_dir(open_campaign(data_dir), day)
+    c = open_campaign(data_dir)
+    staging = staging_dir(c, day)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    # The model set carries the experiment it was trained for: arms, quotas, model configs.
+    (staging / "experiment.json").write_text(json.dumps(to_mapping(c.experiment), indent=2))
     return str(staging)
 
 
@@ -80,6 +89,31 @@ def train_rankers(data_dir: str, day: int) -> dict[str, float]:
     """Fit every ranker on recent samples; report holdout AUC and logloss."""
     c = open_campaign(data_dir)
     return training.train_rankers(c.lake, day, c.experiment, staging_dir(c, day))
+
+
+@task(**TASK)
+def publish_summary(rows: list[dict], day: int, campaign: str) -> str:
+    """The day's A/B summary as a markdown artifact on the flow run, for the Prefect UI."""
+    lines = [f"# {campaign}: day {day}", "",
+             "| arm | requests | CTR | 95% CI | lift | p | E[CTR] | oracle | random | p99 ms |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lift = "" if r["lift"] is None else f"{r['lift']:+.1%}"
+        p = "" if r["p_value"] is None else f"{r['p_value']:.3g}"
+        lines.append(f"| {r['arm']} | {r['requests']} | {r['ctr']:.4f} | [{r['ctr_ci_low']:.4f}, "
+                     f"{r['ctr_ci_high']:.4f}] | {lift} | {p} | {r['ctr_expected']:.4f} | "
+                     f"{r['ctr_oracle']:.4f} | {r['ctr_random']:.4f} | {r['p99']:.2f} |")
+    key = "".join(ch if ch.isalnum() else "-" for ch in f"ab-{campaign}-day-{day}".lower())
+    create_markdown_artifact(markdown="\n".join(lines), key=key[:100],
+                             description=f"A/B summary of day {day}")
+    return key
+
+
+@task(**TASK, retries=2, retry_delay_seconds=2)
+def register_models(data_dir: str, day: int, run_id: str) -> str:
+    """Log the day's models to MLflow, register them and move the arms' aliases to them."""
+    c = open_campaign(data_dir)
+    return tracking.register_pipelines(c, run_id, day, c.models_dir(day))
 
 
 @task(**TASK)

@@ -3,20 +3,25 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from flows.campaign_state import Campaign
 
 MAX_PARAM = 6000
+# Tells this process's runs from those of an earlier process with the same pid (a container's).
+PROCESS = uuid.uuid4().hex
+FAILURE_TAG = "reclab.failure"
 
 
 def tracking_uri(campaign: Campaign) -> str:
@@ -33,7 +38,11 @@ def experiment_id(campaign: Campaign) -> str:
     exp = c.get_experiment_by_name(campaign.name)
     if exp is not None:
         return exp.experiment_id
-    artifacts = (campaign.data_dir / "mlartifacts").resolve().as_uri()
+    # A tracking server stores artifacts where it is configured to; the embedded store keeps
+    # them beside the campaign's data.
+    uri = tracking_uri(campaign)
+    remote = uri.startswith(("http://", "https://"))
+    artifacts = None if remote else (campaign.data_dir / "mlartifacts").resolve().as_uri()
     return c.create_experiment(campaign.name, artifact_location=artifacts)
 
 
@@ -52,7 +61,9 @@ def run(campaign: Campaign, name: str, parent_run_id: str | None = None,
         params: Mapping[str, Any] | None = None) -> Iterator[str]:
     """An MLflow run around a flow body; it ends FAILED if the body raises, FINISHED otherwise."""
     c = client(campaign)
-    tags = {MLFLOW_RUN_NAME: name, "reclab.campaign": campaign.name}
+    tags = {MLFLOW_RUN_NAME: name, "reclab.campaign": campaign.name,
+            "reclab.data_dir": str(campaign.data_dir.resolve()), "reclab.process": PROCESS,
+            "reclab.pid": str(os.getpid()), "reclab.host": socket.gethostname()}
     if parent_run_id:
         tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
     r = c.create_run(experiment_id(campaign), run_name=name, tags=tags)
@@ -61,10 +72,40 @@ def run(campaign: Campaign, name: str, parent_run_id: str | None = None,
         log_params(campaign, run_id, params)
     try:
         yield run_id
-    except BaseException:
+    except BaseException as exc:
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        c.set_tag(run_id, FAILURE_TAG, reason[:MAX_PARAM])
         c.set_terminated(run_id, status="FAILED")
         raise
     c.set_terminated(run_id, status="FINISHED")
+
+
+def fail_orphaned_runs(campaign: Campaign) -> list[str]:
+    """Mark FAILED the runs of this data directory that a dead process left RUNNING.
+
+    A process killed outright (SIGKILL, power cut) cannot close its own runs. Call this only
+    while holding the data directory's lock: then no other live process writes runs for it, so
+    a RUNNING run from another process is an orphan.
+    """
+    c = client(campaign)
+    exp = c.get_experiment_by_name(campaign.name)
+    if exp is None:
+        return []
+    data_dir = str(campaign.data_dir.resolve())
+    runs = c.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                         run_view_type=ViewType.ACTIVE_ONLY, max_results=5000)
+    failed = []
+    for r in runs:
+        tags = r.data.tags
+        if tags.get("reclab.data_dir") != data_dir or tags.get("reclab.process") == PROCESS:
+            continue
+        reason = (f"killed or crashed: its process (pid {tags.get('reclab.pid', '?')} on "
+                  f"{tags.get('reclab.host', '?')}) ended without closing the run; marked failed "
+                  f"by pid {os.getpid()} on {socket.gethostname()} when it took over {data_dir}")
+        c.set_tag(r.info.run_id, FAILURE_TAG, reason)
+        c.set_terminated(r.info.run_id, status=RunStatus.to_string(RunStatus.FAILED))
+        failed.append(r.info.run_id)
+    return failed
 
 
 def log_params(campaign: Campaign, run_id: str, params: Mapping[str, Any]) -> None:
@@ -86,13 +127,96 @@ def set_tags(campaign: Campaign, run_id: str, tags: Mapping[str, str]) -> None:
     client(campaign).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
-def log_model_dir(campaign: Campaign, run_id: str, local_dir: Path, artifact_path: str) -> None:
-    """Models are logged as the very files serving loads, with the config inside them."""
-    client(campaign).log_artifacts(run_id, str(local_dir), artifact_path)
-
-
 def log_table(campaign: Campaign, run_id: str, rows: list[dict], file_name: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / file_name
         path.write_text(json.dumps(rows, indent=2, default=str))
         client(campaign).log_artifact(run_id, str(path))
+
+
+def registered_name(campaign: Campaign) -> str:
+    """The registry name of a campaign's pipelines: one version per training day."""
+    slug = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in campaign.name)
+    return f"reclab-{slug}"
+
+
+def _signature(slate_size: int):
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("long", "user_id"), ColSpec("string", "arm")]),
+        outputs=Schema([TensorSpec(np.dtype(np.int64), (-1, slate_size), "items")]),
+        params=ParamSchema([ParamSpec("lake", "string", ""), ParamSpec("day", "long", 0)]),
+    )
+
+
+@contextmanager
+def _fluent(campaign: Campaign) -> Iterator[None]:
+    """MLflow's fluent API (log_model, load_model) reads a process-wide URI and exports it to the
+    environment; scope it to this campaign so one campaign never leaks into the next."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri(campaign))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+def register_pipelines(campaign: Campaign, run_id: str, day: int, models_dir: Path) -> str:
+    """Log the day's models as one MLflow model with a signature, register it, and point each
+    arm's alias (plus `champion` for the control, `challenger` for a single treatment) at it."""
+    import mlflow
+
+    exp = campaign.experiment
+    name = registered_name(campaign)
+    with _fluent(campaign), mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="pipeline", python_model=str(Path(__file__).with_name("pipeline_model.py")),
+            artifacts={"models": str(models_dir)}, signature=_signature(exp.slate_size),
+            pip_requirements=["reclab"], registered_model_name=name,
+            tags={"reclab.day": str(day)}, await_registration_for=0,
+        )
+    version = str(info.registered_model_version)
+    c = client(campaign)
+    c.set_model_version_tag(name, version, "reclab.day", str(day))
+    c.set_model_version_tag(name, version, "reclab.trained_on_days", f"<= {day}")
+    treatments = [a for a in exp.arms if a != exp.control]
+    aliases = [*exp.arms, "champion", *(["challenger"] if len(treatments) == 1 else [])]
+    for alias in aliases:
+        c.set_registered_model_alias(name, alias, version)
+    return version
+
+
+def load_pipelines(campaign: Campaign, day: int) -> dict:
+    """Each arm's pipeline for serving `day`, from the registry: the version the arm's alias points
+    at when it was trained on day - 1 (the normal daily case), else, when an older day is re-run,
+    the version that was trained on day - 1, so a replay serves the models of its time."""
+    import mlflow
+
+    from components.lake import MissingPartitionError
+
+    name, c = registered_name(campaign), client(campaign)
+    versions = c.search_model_versions(f"name='{name}'")
+    trained = {int(v.tags.get("reclab.day", -1)): v for v in sorted(versions, key=lambda v: int(v.version))}
+    out = {}
+    for arm in campaign.experiment.arms:
+        current = next((v for v in versions if arm in v.aliases), None)
+        if current is not None and int(current.tags.get("reclab.day", -1)) == day - 1:
+            uri = f"models:/{name}@{arm}"
+        elif day - 1 in trained:
+            uri = f"models:/{name}/{trained[day - 1].version}"
+        else:
+            raise MissingPartitionError(
+                f"the registry has no {name} version trained on day {day - 1} (alias {arm}: "
+                f"{'version ' + current.version if current else 'unset'}); day {day} is served by the "
+                f"models trained on day {day - 1}: run the days in order")
+        with _fluent(campaign):
+            out[arm] = mlflow.pyfunc.load_model(uri).unwrap_python_model().pipelines_[arm]
+    return out

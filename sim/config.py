@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.typedconf import load_yaml, require
+from common.typedconf import load_preset, require
 from sim.effects import EffectConfig
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "configs" / "scenarios"
@@ -77,7 +77,4 @@ class WorldConfig:
 
 def load_scenario(name_or_path: str) -> WorldConfig:
     """A preset name from configs/scenarios (e.g. 'small') or a path to a YAML file."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = SCENARIO_DIR / f"{name_or_path}.yaml"
-    return load_yaml(WorldConfig, path)
+    return load_preset(WorldConfig, name_or_path, SCENARIO_DIR, "scenario")

@@ -50,3 +50,13 @@ def test_service_commands_exist():
     assert services["streamlit"]["command"].startswith("reclab dashboard")
     init = services["postgres"]["volumes"][1].split(":")[0]
     assert (ROOT / init).is_file()
+
+
+def test_native_stack_binds_localhost_by_default():
+    from flows.cli import _next_steps, parser
+
+    assert parser().parse_args(["dashboard"]).address == "127.0.0.1"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "mlflow ui" in makefile and "--host 127.0.0.1" in makefile
+    assert "--host 127.0.0.1" in _next_steps(ROOT / "data")
+    assert not re.search(r"0\.0\.0\.0", makefile)

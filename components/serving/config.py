@@ -1,15 +1,17 @@
 """Experiment and arm configs: which channels, quotas and ranker each arm serves with."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.typedconf import ConfigError, load_yaml, require
-from components.ab import BUCKETS, Allocation, AnalysisConfig, SplitError, check_layers
+from common.typedconf import ConfigError, load_preset, require
+from components.ab import BUCKETS, HOLDOUT, UNENROLLED, Allocation, AnalysisConfig, SplitError, check_layers
 from components.ranking import RANKERS, MLPConfig
 from components.recall import CHANNELS, ExploreConfig, ItemCFConfig, PopularConfig
 
 EXPERIMENT_DIR = Path(__file__).resolve().parents[2] / "configs" / "experiments"
+ARM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,20 @@ class ModelsConfig:
 
     def validate(self, where: str) -> None:
         require(self.sample_window_days >= 1, f"{where}.sample_window_days", "must be at least 1")
+        at_least_1 = {"popular": ("window_days",), "itemcf": ("window_days", "neighbours", "history"),
+                      "mlp": ("hidden", "epochs", "batch_size")}
+        for model, names in at_least_1.items():
+            for name in names:
+                value = getattr(getattr(self, model), name)
+                require(value >= 1, f"{where}.{model}.{name}", f"must be at least 1, got {value}")
+        for model in ("explore", "mlp"):
+            seed = getattr(self, model).seed
+            require(seed >= 0, f"{where}.{model}.seed", f"must be >= 0, got {seed}")
+        require(0 < self.popular.decay <= 1, f"{where}.popular.decay",
+                f"must be in (0, 1], got {self.popular.decay}")
+        require(0 <= self.itemcf.alpha <= 1, f"{where}.itemcf.alpha",
+                f"must be between 0 and 1, got {self.itemcf.alpha}")
+        require(self.mlp.lr > 0, f"{where}.mlp.lr", f"must be > 0, got {self.mlp.lr}")
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,10 @@ class ExperimentConfig:
 
     def validate(self, where: str) -> None:
         require(bool(self.arms), f"{where}.arms", "an experiment needs at least one arm")
+        for name in self.arms:   # arm names become MLflow metric names and lake values
+            require(bool(ARM_NAME.fullmatch(name)), f"{where}.arms.{name}",
+                    "an arm name may use letters, digits, '_' and '-' only (at most 64)")
+        require(self.seed >= 0, f"{where}.seed", f"must be >= 0, got {self.seed}")
         require(self.control in self.arms, f"{where}.control",
                 f"'{self.control}' is not one of the arms {sorted(self.arms)}")
         total = sum(arm.share for arm in self.arms.values())
@@ -73,6 +93,8 @@ class ExperimentConfig:
             quota = sum(arm.channels.values())
             require(quota >= self.slate_size, f"{where}.arms.{name}.channels",
                     f"quotas sum to {quota}, fewer than slate_size {self.slate_size}")
+        for name in set(self.arms) & {HOLDOUT, UNENROLLED}:
+            require(False, f"{where}.arms.{name}", f"'{name}' is reserved for users outside the experiment")
         require(bool(self.layer.strip()), f"{where}.layer", "must be a non-empty name")
         require(len(self.buckets) == 2 and 0 <= self.buckets[0] < self.buckets[1] <= BUCKETS,
                 f"{where}.buckets", f"must be [start, end] with 0 <= start < end <= {BUCKETS}, got "
@@ -119,7 +141,4 @@ def check_presets(experiments: list[ExperimentConfig]) -> None:
 
 def load_experiment(name_or_path: str) -> ExperimentConfig:
     """A preset name from configs/experiments (e.g. 'default') or a path to a YAML file."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = EXPERIMENT_DIR / f"{name_or_path}.yaml"
-    return load_yaml(ExperimentConfig, path)
+    return load_preset(ExperimentConfig, name_or_path, EXPERIMENT_DIR, "experiment")

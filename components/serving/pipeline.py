@@ -45,7 +45,7 @@ class Pipeline:
         t1 = clock()
         merged, origin, order = self._merge(users, recalled)
         t2 = clock()
-        if self.ranker is not None:
+        if self.ranker is not None and (merged >= 0).any():   # none at all: an empty catalogue
             scores = self.ranker.score(users, merged)                                # [B, M]
         else:
             scores = np.where(merged >= 0, -order, -np.inf).astype(np.float32)       # interleave

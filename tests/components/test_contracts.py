@@ -75,4 +75,4 @@ def test_unknown_table_is_named():
 def test_every_table_is_partitioned_by_day_and_latency_columns_follow_the_stages():
     for name, schema in SCHEMAS.items():
         assert schema.field("day").type == pa.int32(), name
-    assert [f"{s}_ms" for s in STAGES] == [n for n in SCHEMAS["requests"].names if n.endswith("_ms")]
+    assert [f"{s}_ms" for s in STAGES] == [n for n in SCHEMAS["request_latency"].names if n.endswith("_ms")]

@@ -171,3 +171,86 @@ def test_refresh_catalog_writes_a_duckdb_file_with_the_views(tmp_path):
     with duckdb.connect(str(path), read_only=True) as con:
         assert con.sql("SELECT count(*) FROM users").fetchall() == [(3,)]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_connect_refuses_a_damaged_partition_naming_it_and_the_rebuild(tmp_path, damage):
+    lake = Lake(tmp_path / "lake")
+    lake.write("users", 0, users(0, 5))
+    path = lake.write("users", 1, users(1, 50, start=5))
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"not parquet" * 40, "empty": b""}[damage])
+    with pytest.raises(LakeError) as exc:
+        lake.connect()
+    msg = str(exc.value)
+    assert str(path) in msg and "corrupt or truncated" in msg
+    assert f"reclab run-day --day 1 --data-dir {tmp_path}" in msg
+    assert len(msg.splitlines()) == 1
+
+
+def test_connect_refuses_another_schema_version(tmp_path):
+    lake = Lake(tmp_path)
+    lake.write("users", 0, users(0, 3))
+    path = lake.path("users", 1)
+    pq.write_table(conform("users", users(1, 3)).replace_schema_metadata({b"reclab.schema_version": b"1"}), path)
+    with pytest.raises(LakeError, match=r"users/day=00001\.parquet was written with lake schema version 1"):
+        lake.connect()
+
+
+def test_connect_refuses_columns_that_differ_from_the_contract(tmp_path):
+    lake = Lake(tmp_path)
+    path = lake.path("users", 0)
+    path.parent.mkdir(parents=True)
+    wrong = users(0, 3).drop_columns(["region"]).replace_schema_metadata(
+        {b"reclab.schema_version": str(lake_module.SCHEMA_VERSION).encode()})
+    pq.write_table(wrong, path)
+    for read in (lambda: lake.read("users", 0), lake.connect):
+        with pytest.raises(LakeError, match="has columns .*region"):
+            read()
+
+
+def test_flipped_bit_inside_the_data_is_caught_by_page_checksums(tmp_path):
+    lake = Lake(tmp_path)
+    path = lake.write("users", 0, pa.table({
+        "day": [0] * 5000, "user_id": range(5000), "age_bucket": [i * 7919 % 1000 for i in range(5000)],
+        "region": [i % 8 for i in range(5000)], "created_day": [0] * 5000}))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0xFF               # inside a data page: the footer stays intact
+    path.write_bytes(bytes(data))
+    with pytest.raises(LakeError, match="corrupt or truncated"):
+        lake.read("users", 0)
+
+
+def test_footer_checks_are_cached_until_the_file_changes(tmp_path, monkeypatch):
+    lake = Lake(tmp_path)
+    lake.write("users", 0, users(0, 3))
+    lake.connect().close()
+    calls = []
+    real = lake_module.pq.read_schema
+    monkeypatch.setattr(lake_module.pq, "read_schema", lambda p: calls.append(p) or real(p))
+    lake.connect().close()
+    assert calls == []                          # unchanged: one stat(), no footer read
+    lake.write("users", 0, users(0, 4))
+    with lake.connect() as con:
+        assert con.sql("SELECT count(*) FROM users").fetchall() == [(4,)]
+    assert len(calls) == 1
+
+
+def test_rewriting_the_same_rows_gives_the_same_bytes(tmp_path):
+    lake = Lake(tmp_path)
+    first = lake.write("users", 0, users(0, 20)).read_bytes()
+    assert lake.write("users", 0, users(0, 20)).read_bytes() == first
+
+
+def test_views_never_read_temp_files_and_temp_files_can_be_swept(tmp_path):
+    lake = Lake(tmp_path)
+    lake.write("users", 0, users(0, 3))
+    left = [tmp_path / "users" / ".day=00001.parquet.0123abcd.tmp", tmp_path / ".catalog.0123abcd.duckdb"]
+    left[0].write_bytes(b"PAR1 half a file")
+    left[1].write_bytes(b"")
+    with lake.connect() as con:
+        assert con.sql("SELECT count(*) FROM users").fetchall() == [(3,)]
+    assert lake.days("users") == [0]
+    assert lake.temp_files() == sorted(left)
+    assert lake.remove_temp_files() == sorted(left)
+    assert lake.temp_files() == [] and lake.has("users", 0)

@@ -16,8 +16,7 @@ def write_day(lake: Lake, day: int, rows: list[tuple[int, str, str, int, int]]) 
     rid = day * 1000 + np.arange(n)
     lake.write("requests", day, pa.table({
         "day": np.full(n, day, np.int32), "ts": rid, "request_id": rid, "user_id": [r[0] for r in rows],
-        "experiment": [r[1] for r in rows], "layer": ["L"] * n, "arm": [r[2] for r in rows],
-        "batch_size": np.ones(n, np.int32), **{f"{s}_ms": np.ones(n, np.float32) for s in ("recall", "merge", "rank", "total")}}))
+        "experiment": [r[1] for r in rows], "layer": ["L"] * n, "arm": [r[2] for r in rows]}))
     imp = [(rid[i], r[0], r[2], k < r[4]) for i, r in enumerate(rows) for k in range(r[3])]
     m = len(imp)
     lake.write("impressions", day, pa.table({

@@ -11,11 +11,13 @@ from scipy import stats
 
 from components.lake import Lake
 from flows.campaign_state import open_campaign
+from flows.tracking import registered_name
 
 pytestmark = pytest.mark.e2e
 AB_DAYS = 2
-TABLES = ("items", "users", "requests", "impressions", "features_user", "features_item", "samples",
-          "ab_daily", "latency_daily", "world_daily")
+TABLES = ("items", "users", "requests", "request_latency", "impressions", "features_user", "features_item",
+          "samples", "ab_daily", "latency_daily", "world_daily")
+MEASURED = ("request_latency", "latency_daily")     # wall-clock time: the one thing a re-run cannot repeat
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +82,9 @@ def test_mlflow_holds_runs_with_params_metrics_models(campaign_dir):
     assert train.data.tags["mlflow.parentRunId"] == by_name[f"day-{AB_DAYS}"].info.run_id
     assert 0.5 < train.data.metrics["mlp.holdout_auc"] <= 1.0
     assert "models.mlp.hidden" in train.data.params
-    artifacts = {a.path for a in client.list_artifacts(train.info.run_id, "models")}
-    assert {"models/mlp", "models/itemcf", "models/popular"} <= artifacts
+    version = client.get_model_version_by_alias(registered_name(c), "champion")
+    assert version.run_id == train.info.run_id and version.tags["reclab.day"] == str(AB_DAYS)
+    assert train.data.tags["reclab.model_version"] == str(version.version)
     for arm in ("control", "treatment"):
         assert f"{arm}.ctr" in by_name[f"day-{AB_DAYS}/report"].data.metrics
 
@@ -160,25 +163,36 @@ def test_comparison_page_in_a_real_browser(campaign_dir, tmp_path):
         with browser.chromium_page() as page:
             page.goto(url, wait_until="domcontentloaded")
             page.get_by_text("Daily table").wait_for(timeout=90_000)
-            page.get_by_text("treatment · days").first.wait_for(timeout=30_000)
+            page.get_by_text(f"treatment · day {AB_DAYS}").first.wait_for(timeout=30_000)
             metrics = page.locator('[data-testid="stMetric"]').all_inner_texts()
-            assert any(m.startswith("control · days") for m in metrics), metrics
-            assert any(m.startswith("treatment · days") and "vs control" in m for m in metrics), metrics
+            assert any(m.startswith(f"control · day {AB_DAYS}") for m in metrics), metrics
+            assert any(m.startswith(f"treatment · day {AB_DAYS}") and "vs control" in m for m in metrics), metrics
             assert page.get_by_text("Verdict").count() == 1
             page.wait_for_timeout(2000)              # let the charts draw before the screenshot
             page.screenshot(path=str(shots / "comparison.png"), full_page=True)
     assert (shots / "comparison.png").stat().st_size > 10_000
 
 
-def test_rerunning_a_day_replaces_it(campaign_dir):
+def test_rerunning_a_day_gives_the_same_bytes_and_metrics(campaign_dir):
     from flows.campaign import daily
 
     lake = Lake(campaign_dir / "lake")
-    before = {t: lake.read(t, AB_DAYS) for t in ("requests", "impressions", "samples", "ab_daily")}
+    before = {t: lake.path(t, AB_DAYS).read_bytes() for t in TABLES}
+    c = open_campaign(campaign_dir)
+    client = MlflowClient(tracking_uri=c.tracking_uri)
+    exp_id = client.get_experiment_by_name(c.name).experiment_id
     daily(data_dir=str(campaign_dir), day=AB_DAYS)
-    for table, old in before.items():
-        new = lake.read(table, AB_DAYS)
-        assert new.num_rows == old.num_rows, table
-        assert lake.days(table) == list(range(AB_DAYS + 1))
-    # Seeded: the same requests, slates and clicks come back (latency, measured, may differ).
-    assert lake.read("impressions", AB_DAYS).drop(["score"]).equals(before["impressions"].drop(["score"]))
+    for table in TABLES:
+        assert lake.days(table) == list(range(AB_DAYS + 1)), table
+        if table not in MEASURED:
+            assert lake.path(table, AB_DAYS).read_bytes() == before[table], table
+    assert lake.read("request_latency", AB_DAYS).num_rows == lake.read("requests", AB_DAYS).num_rows
+
+    def metrics(run) -> dict[str, float]:
+        return {k: v for k, v in run.data.metrics.items() if not k.endswith((".p50", ".p99"))}
+
+    for stage in ("simulate", "build_samples", "train", "report"):
+        runs = client.search_runs([exp_id], f"attributes.run_name = 'day-{AB_DAYS}/{stage}'")
+        assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs), stage
+        assert metrics(runs[0]) == metrics(runs[1]), stage
+        assert metrics(runs[0]), stage

@@ -57,3 +57,34 @@ def test_unknown_scenario_key(tmp_path, capsys):
 def test_missing_campaign_and_missing_day(tmp_path, capsys):
     assert main(["run-day", "--day", "1", "--data-dir", str(tmp_path)]) == 2
     assert "holds no campaign" in _error(capsys)
+
+
+def test_lake_of_another_schema_version_is_one_clear_line(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from components.contracts import SCHEMAS
+
+    path = tmp_path / "lake" / "world_daily" / "day=00000.parquet"
+    path.parent.mkdir(parents=True)
+    old = SCHEMAS["world_daily"].empty_table().replace_schema_metadata({b"reclab.schema_version": b"1"})
+    pq.write_table(old, path)
+    assert main(["report", "--data-dir", str(tmp_path)]) == 2
+    line = _error(capsys)
+    assert str(path) in line and "schema version 1" in line and "--data-dir" in line
+
+
+def test_truncated_partition_is_one_clear_line_naming_the_rebuild(tmp_path, capsys):
+    from components.lake import Lake
+    from components.contracts import SCHEMAS
+
+    lake = Lake(tmp_path / "lake")
+    row = {"day": 3, "arm": "control", "requests": 1, "ctr_expected": 0.1, "ctr_oracle": 0.2, "ctr_random": 0.0}
+    import pyarrow as pa
+
+    path = lake.write("world_daily", 3, pa.Table.from_pylist([row], schema=SCHEMAS["world_daily"]))
+    path.write_bytes(path.read_bytes()[:-20])
+    assert main(["report", "--data-dir", str(tmp_path)]) == 2
+    line = _error(capsys)
+    assert str(path) in line and "corrupt or truncated" in line
+    assert f"reclab run-day --day 3 --data-dir {tmp_path}" in line

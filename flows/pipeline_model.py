@@ -1,0 +1,52 @@
+"""An experiment's trained pipelines as one MLflow model (logged from code, no pickles).
+
+Input: user_id and arm per request; output: the slate's item ids. Features come from the online
+feature store of the lake named by the `lake` and `day` params, as a real model server reads them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from common.typedconf import from_mapping
+from components.features.store import FeatureStore
+from components.lake import Lake
+from components.ranking import RANKERS
+from components.recall import CHANNELS
+from components.serving import ExperimentConfig, Pipeline
+
+
+class PipelineModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        root = Path(context.artifacts["models"])
+        self.experiment_ = from_mapping(ExperimentConfig, json.loads((root / "experiment.json").read_text()))
+        exp = self.experiment_
+        channels = {n: CHANNELS[n].load(root / n) for n in exp.channels_needed() if (root / n).exists()}
+        rankers = {r: RANKERS[r].load(root / r) for r in exp.rankers_needed()}
+        self.pipelines_ = {name: Pipeline(arm, exp.slate_size, channels, rankers.get(arm.ranker))
+                           for name, arm in exp.arms.items()}
+        self.stores_: dict[tuple[str, int], FeatureStore] = {}
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
+        params = params or {}
+        key = (str(params["lake"]), int(params["day"]))
+        if key not in self.stores_:
+            self.stores_[key] = FeatureStore.load(Lake(key[0]), key[1])
+        store = self.stores_[key]
+        users = model_input["user_id"].to_numpy(np.int64)
+        arms = model_input["arm"].astype(str).to_numpy()
+        unknown = sorted(set(arms) - set(self.pipelines_))
+        if unknown:
+            raise ValueError(f"unknown arms {unknown}; this model serves {sorted(self.pipelines_)}")
+        out = np.full((len(users), self.experiment_.slate_size), -1, np.int64)
+        for arm in np.unique(arms):
+            rows = np.flatnonzero(arms == arm)
+            out[rows] = self.pipelines_[arm].serve(store.user_batch(users[rows])).items
+        return out
+
+
+mlflow.models.set_model(PipelineModel())
