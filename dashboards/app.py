@@ -146,7 +146,8 @@ def latency_section(lat: pd.DataFrame, control: str, cfg: AnalysisConfig, last_d
         st.caption(f"Latency guardrail on day {last_day}: no treatment stage's p99 is more than "
                    f"{cfg.p99_max_increase:.0%} and {cfg.p99_min_ms:g} ms above control's.")
     pivot = today.pivot_table(index="stage", columns="arm", values="p99").reindex(STAGE_ORDER)
-    st.dataframe(pivot.rename(columns=lambda a: f"{a} p99 ms").round(2))
+    # A static table: the daily table stays the page's one dataframe.
+    st.table(pivot.rename(columns=lambda a: f"{a} p99 ms").round(2))
 
 
 def main() -> None:
