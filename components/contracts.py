@@ -14,6 +14,23 @@ def _latency_fields() -> list[pa.Field]:
     return [pa.field(f"{stage}_ms", pa.float32(), nullable=False) for stage in STAGES]
 
 
+def _ab_analysis_fields() -> list[pa.Field]:
+    """ab_daily beyond the day's own numbers: the absolute lift of the day (diff*), and the analysis
+    of every day of the experiment so far, users as the unit: plain (cum_*) and with CUPED on the
+    bootstrap day (cuped_*), each with the always-valid mSPRT at this look (*av_*) and its smallest p
+    over all looks so far (*av_min_p_value). Null where they do not apply."""
+    lift = ["lift", "lift_ci_low", "lift_ci_high", "diff", "diff_ci_low", "diff_ci_high", "p_value"]
+    names = ["layer", "diff", "diff_ci_low", "diff_ci_high",
+             "cum_users", "cum_impressions", "cum_clicks", "cum_ctr", "cum_ctr_ci_low", "cum_ctr_ci_high",
+             *(f"cum_{x}" for x in lift), "cum_srm_p", "cum_av_p_value", "cum_av_lift_ci_low",
+             "cum_av_lift_ci_high", "cum_av_min_p_value", "cuped_ctr", "cuped_ctr_ci_low", "cuped_ctr_ci_high",
+             *(f"cuped_{x}" for x in lift), "cuped_variance_reduction", "cuped_av_p_value",
+             "cuped_av_lift_ci_low", "cuped_av_lift_ci_high", "cuped_av_min_p_value"]
+    types = {"layer": pa.string(), "cum_users": pa.int64(), "cum_impressions": pa.int64(),
+             "cum_clicks": pa.int64()}
+    return [pa.field(n, types.get(n, pa.float64())) for n in names]
+
+
 SCHEMAS: dict[str, pa.Schema] = {
     "items": pa.schema([
         pa.field("day", pa.int32(), nullable=False),
@@ -36,6 +53,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("request_id", pa.int64(), nullable=False),
         pa.field("user_id", pa.int64(), nullable=False),
         pa.field("experiment", pa.string(), nullable=False),
+        pa.field("layer", pa.string(), nullable=False),
         pa.field("arm", pa.string(), nullable=False),
     ]),
     # Measured wall-clock time, the one thing a re-run cannot repeat, kept apart so that every
@@ -108,6 +126,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("lift_ci_high", pa.float64()),
         pa.field("p_value", pa.float64()),
         pa.field("srm_p", pa.float64(), nullable=False),
+        *_ab_analysis_fields(),
     ]),
     "latency_daily": pa.schema([
         pa.field("day", pa.int32(), nullable=False),

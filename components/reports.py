@@ -1,50 +1,107 @@
 """Daily reports from the logs: A/B statistics per arm, latency percentiles per arm and stage."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
-from components.ab import compare, ctr_summary, srm_pvalue
-from components.contracts import STAGES
+from components.ab import AnalysisConfig, UserData, always_valid_lift, look
+from components.contracts import SCHEMAS, STAGES
 from components.lake import Lake
 
+LOOK_KEYS = ("lift", "lift_ci_low", "lift_ci_high", "diff", "diff_ci_low", "diff_ci_high", "p_value")
 
-def ab_daily(lake: Lake, day: int, experiment: str, shares: Mapping[str, float], control: str) -> pa.Table:
-    """Per-arm CTR with delta-method intervals, lift over control, and the SRM p-value."""
-    con = lake.connect()
-    per_user = con.sql(f"""
-        SELECT r.arm, r.user_id, count(DISTINCT r.request_id) AS requests,
-               coalesce(sum(i.n), 0) AS impressions, coalesce(sum(i.c), 0) AS clicks
-        FROM (SELECT * FROM requests WHERE day = {day}) r
-        LEFT JOIN (SELECT request_id, count(*) AS n, count(*) FILTER (WHERE clicked) AS c
-                   FROM impressions WHERE day = {day} GROUP BY request_id) i USING (request_id)
-        GROUP BY r.arm, r.user_id
-        ORDER BY r.arm, r.user_id
-    """).fetchnumpy()
-    con.close()
-    arms = per_user["arm"]
-    counts = {a: int((arms == a).sum()) for a in shares}
-    srm = srm_pvalue(counts, shares)
-    summary = {a: ctr_summary(per_user["clicks"][arms == a], per_user["impressions"][arms == a])
-               for a in shares}
-    rows = []
-    for arm, s in summary.items():
-        lo, hi = s.ci
-        row = {"day": day, "experiment": experiment, "arm": arm, "is_control": arm == control,
-               "share": float(shares[arm]), "users": s.users,
-               "requests": int(per_user["requests"][arms == arm].sum()), "impressions": s.impressions,
-               "clicks": s.clicks, "ctr": s.ctr, "ctr_ci_low": lo, "ctr_ci_high": hi,
-               "lift": None, "lift_ci_low": None, "lift_ci_high": None, "p_value": None, "srm_p": srm}
-        if arm != control and s.users and summary[control].users:
-            cmp = compare(summary[control], s)
-            row |= {"lift": cmp.lift, "lift_ci_low": cmp.ci_low, "lift_ci_high": cmp.ci_high,
-                    "p_value": cmp.p_value}
-        rows.append(row)
-    table = pa.Table.from_pylist(rows)
+
+def per_user_days(lake: Lake, day: int, experiment: str, arms: list[str],
+                  exclude_users: Sequence[int] = ()) -> pd.DataFrame:
+    """Requests, impressions and clicks of each user of `experiment` per day and arm, days <= `day`."""
+    arm_list = ", ".join(f"'{a}'" for a in arms)
+    skip = f"AND user_id NOT IN ({', '.join(map(str, map(int, exclude_users)))})" if len(exclude_users) else ""
+    with lake.connect() as con:
+        return con.sql(f"""
+            SELECT r.day, r.arm, r.user_id, count(DISTINCT r.request_id) AS requests,
+                   coalesce(sum(i.n), 0)::BIGINT AS impressions, coalesce(sum(i.c), 0)::BIGINT AS clicks
+            FROM (SELECT * FROM requests WHERE day <= {day} AND experiment = '{experiment}'
+                  AND arm IN ({arm_list}) {skip}) r
+            LEFT JOIN (SELECT request_id, count(*) AS n, count(*) FILTER (WHERE clicked) AS c
+                       FROM impressions WHERE day <= {day} GROUP BY request_id) i USING (request_id)
+            GROUP BY r.day, r.arm, r.user_id
+            ORDER BY r.day, r.arm, r.user_id
+        """).df()
+
+
+def pre_period(lake: Lake, day: int | None) -> pd.DataFrame:
+    """Each user's clicks and impressions on `day` (the bootstrap day): the CUPED covariate."""
+    if day is None or not lake.has("impressions", day):
+        return pd.DataFrame({"user_id": pd.Series([], dtype="int64"), "pre_clicks": pd.Series([], dtype="int64"),
+                             "pre_impressions": pd.Series([], dtype="int64")})
+    with lake.connect() as con:
+        return con.sql(f"""SELECT user_id, count(*) FILTER (WHERE clicked)::BIGINT AS pre_clicks,
+                                  count(*)::BIGINT AS pre_impressions
+                           FROM impressions WHERE day = {day} GROUP BY user_id ORDER BY user_id""").df()
+
+
+def user_data(rows: pd.DataFrame, pre: pd.DataFrame, arms: list[str]) -> dict[str, UserData]:
+    """Per-user totals over `rows` (any days), with the covariate joined (0 for users without one)."""
+    totals = rows.groupby(["arm", "user_id"], as_index=False)[["impressions", "clicks"]].sum()
+    totals = totals.merge(pre, on="user_id", how="left").fillna({"pre_clicks": 0, "pre_impressions": 0})
+    out = {}
+    for arm in arms:
+        t = totals[totals["arm"] == arm]
+        out[arm] = UserData(t["clicks"].to_numpy(float), t["impressions"].to_numpy(float),
+                            t["pre_clicks"].to_numpy(float), t["pre_impressions"].to_numpy(float))
+    return out
+
+
+def ab_daily(lake: Lake, day: int, experiment: str, shares: Mapping[str, float], control: str, *,
+             layer: str = "", exclude_users: Sequence[int] = (), covariate_day: int | None = None,
+             analysis: AnalysisConfig = AnalysisConfig()) -> pa.Table:
+    """Per-arm CTR of the day and of all the experiment's days so far: delta-method intervals, lift
+    over control (relative and absolute), SRM, CUPED on `covariate_day`, and the always-valid mSPRT.
+
+    `exclude_users` (forced users) are not randomised, so they stay out of every statistic.
+    """
+    arms = list(shares)
+    rows = per_user_days(lake, day, experiment, arms, exclude_users)
+    pre = pre_period(lake, covariate_day if covariate_day is not None and covariate_day < day else None)
+    days = sorted(int(d) for d in rows["day"].unique())
+    looks = [look(user_data(rows[rows["day"] <= d], pre, arms), shares, control) for d in days]
+    today = look(user_data(rows[rows["day"] == day], pre, arms), shares, control)
+    cum = looks[-1] if looks and days[-1] == day else today
+    requests = rows[rows["day"] == day].groupby("arm")["requests"].sum()
+    out = []
+    for arm in arms:
+        t, c = today[arm], cum[arm]
+        row = {"day": day, "experiment": experiment, "layer": layer, "arm": arm, "is_control": arm == control,
+               "share": float(shares[arm]), "users": t["users"], "requests": int(requests.get(arm, 0)),
+               "impressions": t["impressions"], "clicks": t["clicks"], "ctr": t["ctr"],
+               "ctr_ci_low": t["ctr_ci_low"], "ctr_ci_high": t["ctr_ci_high"], "srm_p": t["srm_p"],
+               **{k: t.get(k) for k in LOOK_KEYS},
+               "cum_users": c["users"], "cum_impressions": c["impressions"], "cum_clicks": c["clicks"],
+               "cum_ctr": c["ctr"], "cum_ctr_ci_low": c["ctr_ci_low"], "cum_ctr_ci_high": c["ctr_ci_high"],
+               "cum_srm_p": c["srm_p"], **{f"cum_{k}": c.get(k) for k in LOOK_KEYS}}
+        if not pre.empty:
+            row |= {"cuped_ctr": c["cuped_ctr"], "cuped_ctr_ci_low": c["cuped_ctr_ci_low"],
+                    "cuped_ctr_ci_high": c["cuped_ctr_ci_high"],
+                    "cuped_variance_reduction": c.get("cuped_variance_reduction"),
+                    **{f"cuped_{k}": c.get(f"cuped_{k}") for k in LOOK_KEYS}}
+        if arm != control and looks:
+            row |= {f"cum_{k}": v for k, v in always_valid_lift(looks, arm, analysis).items()}
+            if not pre.empty:
+                row |= always_valid_lift(looks, arm, analysis, prefix="cuped_")
+        out.append(row)
+    table = pa.Table.from_pylist([_finite(r) for r in out], schema=SCHEMAS["ab_daily"])
     lake.write("ab_daily", day, table)
     return table
+
+
+def _finite(row: dict) -> dict:
+    """NaN (an undefined statistic, e.g. no users yet) is stored as null in nullable columns."""
+    required = {"ctr", "ctr_ci_low", "ctr_ci_high", "srm_p"}
+    return {k: (None if k not in required and isinstance(v, float) and not np.isfinite(v) else v)
+            for k, v in row.items()}
 
 
 def latency_daily(lake: Lake, day: int) -> pa.Table:

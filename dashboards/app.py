@@ -1,4 +1,4 @@
-"""reclab dashboard: CTR per arm per day against oracle and random, and latency per stage.
+"""reclab dashboard: compare the arms of an A/B experiment, with statistics that can be trusted.
 
 Reads the lake (never writes). Run with `reclab dashboard --data-dir data`.
 """
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -15,7 +16,12 @@ import pandas as pd
 import streamlit as st
 
 from components.contracts import STAGES
+from common.typedconf import ConfigError, from_mapping
+from components.ab import AnalysisConfig, latency_breaches
 from components.lake import Lake, LakeError
+
+STAGE_ORDER = list(STAGES)
+METHODS = {"always_valid": "always-valid (mSPRT)", "fixed_horizon": "fixed horizon (z-test)"}
 
 
 def data_dir() -> Path:
@@ -35,29 +41,123 @@ def load(root: str) -> dict[str, pd.DataFrame]:
     return tables
 
 
-def ctr_chart(ab: pd.DataFrame, world: pd.DataFrame) -> alt.LayerChart:
-    base = alt.Chart(ab).encode(x=alt.X("day:O", title="day"), color=alt.Color("arm:N"))
-    band = base.mark_errorbar(ticks=True).encode(y=alt.Y("ctr_ci_low:Q", title="CTR"), y2="ctr_ci_high:Q")
-    line = base.mark_line(point=True).encode(
-        y="ctr:Q", tooltip=["day", "arm", alt.Tooltip("ctr:Q", format=".4f"),
-                            alt.Tooltip("ctr_ci_low:Q", format=".4f"), alt.Tooltip("ctr_ci_high:Q", format=".4f")])
+def manifest(root: Path) -> dict:
+    path = root / "campaign.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def analysis_config(m: dict) -> AnalysisConfig:
+    """The experiment's analysis settings from the campaign manifest; defaults for older campaigns."""
+    try:
+        return from_mapping(AnalysisConfig, m.get("experiment", {}).get("analysis", {}), "experiment.analysis")
+    except ConfigError:
+        return AnalysisConfig()
+
+
+def value(row: pd.Series, name: str) -> float:
+    """A statistic of the row, NaN when the column is absent (older lakes) or null."""
+    v = row.get(name)
+    return float("nan") if v is None or pd.isna(v) else float(v)
+
+
+def columns(method: str, cuped: bool) -> dict[str, str]:
+    """Which ab_daily columns hold the lift, its interval and the p-value for a method."""
+    est = "cuped_" if cuped else "cum_"
+    seq = f"{est}av_" if method == "always_valid" else est
+    return {"ctr": f"{est}ctr", "lift": f"{est}lift", "p": f"{seq}p_value", "min_p": f"{seq}min_p_value",
+            "lo": f"{seq}lift_ci_low", "hi": f"{seq}lift_ci_high",
+            "ctr_lo": f"{est}ctr_ci_low", "ctr_hi": f"{est}ctr_ci_high"}
+
+
+def verdict(row: pd.Series, cols: dict[str, str], cfg: AnalysisConfig, srm: float, breaches: list) -> tuple[str, str]:
+    """One line for a treatment arm, and its severity: success, error, warning or info."""
+    arm, lift, p = row["arm"], value(row, cols["lift"]), value(row, cols["p"])
+    lo, hi = value(row, cols["lo"]), value(row, cols["hi"])
+    ci = f"95 % CI {lo:+.1%} to {hi:+.1%}" if math.isfinite(lo) else "no interval yet"
+    guard = f"; but it breaks a latency guardrail ({breaches[0]})" if breaches else ""
+    earlier = value(row, cols["min_p"])
+    if math.isfinite(earlier) and earlier < cfg.alpha <= p:
+        guard += f"; an earlier look did differ (p = {earlier:.3g}): the effect changed over the days"
+    if srm < cfg.srm_alpha:
+        return f"{arm}: do not trust this result: sample ratio mismatch (p = {srm:.2g}).", "error"
+    if not math.isfinite(p):
+        return f"{arm}: not enough data to compare with control yet.", "info"
+    if p < cfg.alpha and lift > 0:
+        return f"{arm} beats control: CTR {lift:+.1%} ({ci}), p = {p:.3g}{guard}.", "warning" if breaches else "success"
+    if p < cfg.alpha:
+        return f"{arm} is worse than control: CTR {lift:+.1%} ({ci}), p = {p:.3g}{guard}.", "error"
+    return (f"{arm}: no detectable difference yet: CTR {lift:+.1%} ({ci}), p = {p:.3g}{guard}.",
+            "warning" if breaches else "info")
+
+
+def day_axis(days: pd.Series) -> alt.X:
+    return alt.X("x:Q", title="day", scale=alt.Scale(domain=[days.min() - 0.5, days.max() + 0.5]),
+                 axis=alt.Axis(values=sorted(days.unique().tolist()), format="d"))
+
+
+def ctr_chart(ab: pd.DataFrame, world: pd.DataFrame, cols: dict[str, str], cumulative: bool) -> alt.LayerChart:
+    y, lo, hi = (cols["ctr"], cols["ctr_lo"], cols["ctr_hi"]) if cumulative else ("ctr", "ctr_ci_low", "ctr_ci_high")
+    arms = sorted(ab["arm"].unique())
+    # Arms side by side within a day, so their intervals do not hide each other.
+    offset = {a: (i - (len(arms) - 1) / 2) * 0.12 for i, a in enumerate(arms)}
+    data = ab.assign(ctr_shown=ab[y], low=ab[lo], high=ab[hi], x=ab["day"] + ab["arm"].map(offset))
+    x = day_axis(ab["day"])
+    base = alt.Chart(data).encode(x=x, color=alt.Color("arm:N"))
+    band = base.mark_rule(strokeWidth=2).encode(y=alt.Y("low:Q", title="CTR"), y2="high:Q")
+    line = base.mark_point(filled=True, size=40).encode(
+        y="ctr_shown:Q", tooltip=["day", "arm", alt.Tooltip("ctr_shown:Q", title="CTR", format=".4f"),
+                                  alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f")])
     ref = (world.groupby("day", as_index=False)[["ctr_oracle", "ctr_random"]].mean()
            .melt("day", var_name="reference", value_name="ctr"))
     ref["reference"] = ref["reference"].map({"ctr_oracle": "oracle", "ctr_random": "random"})
-    refs = alt.Chart(ref).mark_line(strokeDash=[6, 4], color="grey").encode(
-        x="day:O", y="ctr:Q", detail="reference:N", tooltip=["day", "reference", alt.Tooltip("ctr:Q", format=".4f")])
-    labels = alt.Chart(ref[ref["day"] == ref["day"].max()]).mark_text(align="left", dx=6, color="grey").encode(
-        x="day:O", y="ctr:Q", text="reference:N")
-    return (refs + labels + band + line).properties(height=320)
+    ref["x"] = ref["day"]
+    refs = alt.Chart(ref).mark_line(strokeDash=[6, 4], color="grey", point=alt.OverlayMarkDef(color="grey")).encode(
+        x=x, y="ctr:Q", detail="reference:N", tooltip=["day", "reference", alt.Tooltip("ctr:Q", format=".4f")])
+    labels = alt.Chart(ref[ref["day"] == ref["day"].max()]).mark_text(align="left", dx=8, color="grey").encode(
+        x=x, y="ctr:Q", text="reference:N")
+    return (refs + labels + band + line).properties(height=300)
+
+
+def lift_chart(treat: pd.DataFrame, cols: dict[str, str]) -> alt.LayerChart:
+    data = treat.assign(lift=treat[cols["lift"]], low=treat[cols["lo"]], high=treat[cols["hi"]], x=treat["day"])
+    values = pd.concat([data["low"], data["high"], data["lift"], pd.Series([0.0])]).dropna()
+    y = alt.Y("low:Q", title="lift over control", axis=alt.Axis(format="%"),
+              scale=alt.Scale(domain=[float(values.min()), float(values.max())], nice=True))
+    base = alt.Chart(data).encode(x=day_axis(data["day"]), color=alt.Color("arm:N"))
+    band = base.mark_area(opacity=0.2).encode(y=y, y2="high:Q")
+    line = base.mark_line(point=True).encode(y="lift:Q", tooltip=[
+        "day", "arm", alt.Tooltip("lift:Q", format="+.2%"), alt.Tooltip("low:Q", format="+.2%"),
+        alt.Tooltip("high:Q", format="+.2%"), alt.Tooltip(f"{cols['p']}:Q", title="p", format=".3g")])
+    zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(color="grey").encode(y="y:Q")
+    return (zero + band + line).properties(height=260)
+
+
+def latency_section(lat: pd.DataFrame, control: str, cfg: AnalysisConfig, last_day: int) -> None:
+    stage_rows = lat.melt(["day", "arm", "stage"], ["p50", "p99"], var_name="percentile", value_name="ms")
+    chart = alt.Chart(stage_rows).mark_line(point=True).encode(
+        x="day:O", y=alt.Y("ms:Q", title="ms"), color="arm:N", strokeDash="percentile:N",
+        tooltip=["day", "arm", "stage", "percentile", alt.Tooltip("ms:Q", format=".2f")],
+    ).properties(height=180, width=230).facet(column=alt.Column("stage:N", sort=STAGE_ORDER))
+    st.altair_chart(chart)
+    today = lat[lat["day"] == last_day]
+    breaches = latency_breaches(today.to_dict("records"), control, cfg)
+    if breaches:
+        st.error("Latency guardrail broken on day {}: {}".format(last_day, "; ".join(map(str, breaches))))
+    else:
+        st.caption(f"Latency guardrail on day {last_day}: no treatment stage's p99 is more than "
+                   f"{cfg.p99_max_increase:.0%} and {cfg.p99_min_ms:g} ms above control's.")
+    pivot = today.pivot_table(index="stage", columns="arm", values="p99").reindex(STAGE_ORDER)
+    # A static table: the daily table stays the page's one dataframe.
+    st.table(pivot.rename(columns=lambda a: f"{a} p99 ms").round(2))
 
 
 def main() -> None:
-    st.set_page_config(page_title="reclab", layout="wide")
+    st.set_page_config(page_title="reclab: compare arms", layout="wide")
     root = data_dir()
-    manifest = root / "campaign.json"
-    title = json.loads(manifest.read_text())["name"] if manifest.is_file() else str(root)
-    st.title("reclab: A/B arms")
-    st.caption(f"campaign **{title}** · data in `{root.resolve()}`")
+    m = manifest(root)
+    cfg = analysis_config(m)
+    st.title("reclab: compare A/B arms")
+    st.caption(f"campaign **{m.get('name', root)}** · data in `{root.resolve()}`")
     try:
         tables = load(str(root))
     except LakeError as exc:
@@ -69,42 +169,73 @@ def main() -> None:
         return
 
     experiments = [e for e in ab["experiment"].unique() if e != "bootstrap"] or list(ab["experiment"].unique())
-    experiment = st.selectbox("experiment", experiments)
-    with_bootstrap = st.checkbox("show the bootstrap day (logging policy)", value=False)
-    shown = ab[(ab["experiment"] == experiment) | (with_bootstrap & (ab["experiment"] == "bootstrap"))]
-    days = sorted(shown["day"].unique())
-    w = world[world["day"].isin(days)]
+    left, mid, right = st.columns([2, 2, 2])
+    experiment = left.selectbox("experiment", experiments)
+    method = mid.radio("statistics", list(METHODS), index=list(METHODS).index(cfg.method),
+                       format_func=METHODS.get, horizontal=True)
+    rows = ab[ab["experiment"] == experiment]
+    has_cuped = "cuped_ctr" in rows and rows["cuped_ctr"].notna().any()
+    cuped = right.toggle("CUPED (bootstrap day as covariate)", value=cfg.cuped and has_cuped, disabled=not has_cuped)
+    cols = columns(method, cuped)
+    days = sorted(rows["day"].unique())
+    last_day = max(days)
+    last = rows[rows["day"] == last_day]
+    control_rows = last[last["is_control"]]
+    control = control_rows["arm"].iloc[0] if len(control_rows) else last["arm"].iloc[0]
+    treat_last = last[~last["is_control"]]
+    layer = last["layer"].iloc[0] if "layer" in last and pd.notna(last["layer"].iloc[0]) else "default"
 
-    st.subheader("CTR per arm per day")
-    st.caption("Points: observed CTR with 95 % intervals (delta method, users as the unit). "
-               "Dashed: the world's oracle (best possible slates) and random slates, as references.")
-    st.altair_chart(ctr_chart(shown, w), width="stretch")
+    lat_days = lat[lat["day"].isin(days)] if not lat.empty else lat
+    breaches = latency_breaches(lat_days[lat_days["day"] == last_day].to_dict("records"), control, cfg) \
+        if not lat_days.empty else []
+    srm = value(last.iloc[0], "cum_srm_p") if "cum_srm_p" in last else value(last.iloc[0], "srm_p")
 
-    last = shown[shown["day"] == max(days)]
-    cols = st.columns(len(last))
-    for col, (_, row) in zip(cols, last.iterrows()):
-        delta = None if pd.isna(row["lift"]) else f"{row['lift']:+.1%} vs control (p={row['p_value']:.3g})"
-        col.metric(f"{row['arm']} · day {row['day']}", f"{row['ctr']:.4f}", delta)
-    srm = last["srm_p"].iloc[0]
-    if srm < 0.001:
-        st.error(f"Sample ratio mismatch on day {max(days)}: p = {srm:.2g}; do not trust these results.")
+    st.subheader("Verdict")
+    for _, row in treat_last.iterrows():
+        text, level = verdict(row, cols, cfg, srm, [b for b in breaches if b.arm == row["arm"]])
+        getattr(st, level)(text)
+    reduction = [value(r, "cuped_variance_reduction") for _, r in treat_last.iterrows()]
+    method_line = (f"always-valid mSPRT (mixture τ = {cfg.msprt_tau:.0%} relative lift), valid at every daily look"
+                   if method == "always_valid" else "fixed-horizon z-test, valid only at the planned last day")
+    cuped_line = (f"CUPED on (variance of the difference −{reduction[0]:.0%})" if cuped and reduction
+                  and math.isfinite(reduction[0]) else "CUPED off")
+    st.caption(f"Experiment **{experiment}** in layer **{layer}**, days {days[0]}–{last_day}, users as the "
+               f"unit, α = {cfg.alpha:g}. Statistics: {method_line}; {cuped_line}; delta-method intervals.")
+
+    metric_cols = st.columns(len(last))
+    for col, (_, row) in zip(metric_cols, last.iterrows()):
+        lift, p = value(row, cols["lift"]), value(row, cols["p"])
+        delta = None if row["is_control"] or not math.isfinite(lift) else f"{lift:+.2%} vs control (p={p:.3g})"
+        col.metric(f"{row['arm']} · day {last_day} (days {days[0]}–{last_day} pooled)",
+                   f"{value(row, cols['ctr']):.4f}", delta,
+                   help=f"{int(value(row, 'cum_users')) if 'cum_users' in row else row['users']} users")
+    if srm < cfg.srm_alpha:
+        st.error(f"Sample ratio mismatch: p = {srm:.2g} (users per arm against the configured shares); "
+                 "the assignment is broken, do not trust these results.")
     else:
-        st.caption(f"Sample ratio check on day {max(days)}: p = {srm:.3g} (flagged below 0.001).")
+        st.caption(f"Sample ratio check on all days so far: p = {srm:.3g}, flagged below {cfg.srm_alpha:g}.")
+
+    view = st.radio("CTR per day", ["cumulative (all days so far)", "each day alone"], horizontal=True)
+    w = world[world["day"].isin(days)]
+    st.subheader("CTR per arm per day")
+    st.caption("Points: CTR with 95 % intervals (delta method, users as the unit). Dashed: the world's oracle "
+               "(best possible slates) and random slates, as references.")
+    st.altair_chart(ctr_chart(rows, w, cols, view.startswith("cumulative")), width="stretch")
+    treat = rows[~rows["is_control"]]
+    if not treat.empty:
+        st.subheader("Lift over control, all days so far")
+        st.altair_chart(lift_chart(treat, cols), width="stretch")
 
     st.subheader("Latency per stage per arm (wall clock, ms)")
-    lat = lat[lat["day"].isin(days)]
-    stage_rows = lat.melt(["day", "arm", "stage"], ["p50", "p99"], var_name="percentile", value_name="ms")
-    chart = alt.Chart(stage_rows).mark_line(point=True).encode(
-        x="day:O", y=alt.Y("ms:Q", title="ms"), color="arm:N", strokeDash="percentile:N",
-        tooltip=["day", "arm", "stage", "percentile", alt.Tooltip("ms:Q", format=".2f")],
-    ).properties(height=180, width=260).facet(column=alt.Column("stage:N", sort=list(STAGES)))
-    st.altair_chart(chart)
+    if not lat_days.empty:
+        latency_section(lat_days, control, cfg, last_day)
 
     st.subheader("Daily table")
-    table = shown.merge(w, on=["day", "arm", "requests"], how="left")
-    st.dataframe(table[["day", "arm", "users", "requests", "impressions", "clicks", "ctr", "ctr_ci_low",
-                        "ctr_ci_high", "lift", "lift_ci_low", "lift_ci_high", "p_value", "srm_p",
-                        "ctr_expected", "ctr_oracle", "ctr_random"]], hide_index=True)
+    table = rows.merge(w, on=["day", "arm", "requests"], how="left")
+    shown = ["day", "arm", "users", "requests", "impressions", "clicks", "ctr", "ctr_ci_low", "ctr_ci_high",
+             "lift", "lift_ci_low", "lift_ci_high", "p_value", "srm_p", cols["lift"], cols["lo"], cols["hi"],
+             cols["p"], "ctr_expected", "ctr_oracle", "ctr_random"]
+    st.dataframe(table[[c for c in dict.fromkeys(shown) if c in table]], hide_index=True)
 
 
 main()

@@ -57,6 +57,9 @@ def prepare_campaign(data_dir: str, scenario: str, experiment: str, seed: int | 
     if seed is not None:
         world = replace(world, seed=seed)
     exp = load_experiment(experiment)
+    if world.effect.arm and world.effect.arm not in exp.arms:
+        raise ConfigError(f"scenario.effect.arm: unknown arm '{world.effect.arm}'; the experiment's arms "
+                          f"are {sorted(exp.arms)}")
     campaign_name = name or f"{exp.name}@{world.name}-seed{world.seed}"
     return create_campaign(Path(data_dir), campaign_name, world, exp, None).name
 

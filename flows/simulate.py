@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
-from components.ab import Splitter
+from components.ab import Assigner
 from components.contracts import STAGES
 from components.lake import MissingPartitionError
 from components.features.store import FeatureStore, load_catalog
@@ -17,7 +18,7 @@ from components.serving import ArmConfig, Pipeline
 from components.types import TrainData
 from flows import progress
 from flows.campaign_state import Campaign
-from sim import behavior
+from sim import behavior, effects
 from sim.rng import shard_of, stream
 from sim.state import DayLog, WorldState, advance, initial_state, load_state, save_state, state_path
 from sim.traffic import Traffic, traffic
@@ -103,15 +104,27 @@ def load_pipelines(c: Campaign, day: int, arms: dict[str, ArmConfig]) -> dict[st
             for name, a in arms.items()}
 
 
-def day_traffic(c: Campaign, day: int, state: WorldState) -> tuple[Traffic, str, dict[str, ArmConfig], np.ndarray]:
+class Day(NamedTuple):
+    traffic: Traffic
+    experiment: str
+    arms: dict[str, ArmConfig]
+    assigned: np.ndarray   # [R] arm of each request (or holdout / default)
+    enrolled: np.ndarray   # [R] experiment each request counts for
+    layer: str
+
+
+def day_traffic(c: Campaign, day: int, state: WorldState) -> Day:
     """The day's requests and the arm of each; a pure function of the seed and the day's state."""
     tr = traffic(world_of(c, day), state, day, stream(c.scenario.seed, day, "traffic"))
     experiment, arms = arms_of_day(c, day)
     if day == 0:
         assigned = np.full(len(tr.user_id), BOOTSTRAP_ARM, dtype=object)
+        enrolled, layer = np.full(len(tr.user_id), experiment, dtype=object), BOOTSTRAP_EXPERIMENT
     else:
-        assigned = Splitter(c.experiment.effective_salt, {n: a.share for n, a in arms.items()}).assign(tr.user_id)
-    return tr, experiment, arms, np.asarray(assigned, dtype=object)
+        exp = c.experiment
+        a = Assigner([exp.allocation()], exp.holdout).assign(tr.user_id, exp.layer)
+        assigned, enrolled, layer = a.arm, a.experiment, exp.layer
+    return Day(tr, experiment, arms, np.asarray(assigned, dtype=object), np.asarray(enrolled, dtype=object), layer)
 
 
 def shard_path(c: Campaign, day: int, index: int, n_shards: int) -> Path:
@@ -126,12 +139,16 @@ def serve_shard(c: Campaign, day: int, index: int, n_shards: int,
     from the campaign's models folder."""
     exp, seed = c.experiment, c.scenario.seed
     world, state = world_of(c, day), state_of(c, day)
-    tr_all, _, arms, assigned_all = day_traffic(c, day, state)
-    rows = np.flatnonzero(shard_of(tr_all.user_id, n_shards) == index)           # [n] rows of the whole day
-    tr, assigned = tr_all.select(rows), assigned_all[rows]
+    d = day_traffic(c, day, state)
+    rows = np.flatnonzero(shard_of(d.traffic.user_id, n_shards) == index)        # [n] rows of the whole day
+    tr, assigned, arms = d.traffic.select(rows), d.assigned[rows], d.arms
     store = FeatureStore.load(c.lake, day)
     if day == 0 or pipelines is None:
         pipelines = load_pipelines(c, day, arms)
+    # Held-out users and users outside the experiment's buckets get what control serves.
+    pipelines = dict(pipelines)
+    for arm in sorted(set(assigned.tolist()) - set(pipelines)):
+        pipelines[arm] = pipelines[exp.control]
 
     n, k, bs = len(rows), exp.slate_size, exp.serve_batch_size
     slates = np.full((n, k), -1, np.int64)
@@ -139,7 +156,7 @@ def serve_shard(c: Campaign, day: int, index: int, n_shards: int,
     origin = np.full((n, k), "", dtype=object)
     stage_ms = {s: np.zeros(n, np.float32) for s in STAGES}
     batch_size = np.zeros(n, np.int32)
-    batches = [(arm, idx[s:s + bs]) for arm in arms for idx in [np.flatnonzero(assigned == arm)]
+    batches = [(arm, idx[s:s + bs]) for arm in pipelines for idx in [np.flatnonzero(assigned == arm)]
                for s in range(0, len(idx), bs)]
     label = f"day {day}: serving {n} requests" + (f" (shard {index + 1}/{n_shards})" if n_shards > 1 else "")
     for arm, idx in progress.track(batches, len(batches), label):
@@ -151,6 +168,8 @@ def serve_shard(c: Campaign, day: int, index: int, n_shards: int,
         batch_size[idx] = len(idx)
 
     prob = behavior.click_probability(world, state, tr.user_id, slates)           # [n, K]
+    effect = c.scenario.effect
+    prob = effects.favour(prob, assigned == effect.arm, effect.logit)              # [n, K]
     clicked = behavior.choose(prob, behavior.request_uniform(seed, day, tr.request_id))
     path = shard_path(c, day, index, n_shards)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +186,7 @@ def finish_day(c: Campaign, day: int, n_shards: int) -> dict[str, float]:
     """Gather the shards in request order, write requests, impressions and world_daily, and move
     the world on to the next day; the tables do not depend on the number of shards."""
     state = state_of(c, day)
-    tr, experiment, arms, assigned = day_traffic(c, day, state)
+    tr, experiment, arms, assigned, enrolled, layer = day_traffic(c, day, state)
     n, k = len(tr.user_id), c.experiment.slate_size
     out = {"slates": np.full((n, k), -1, np.int64), "scores": np.zeros((n, k), np.float32),
            "origin": np.full((n, k), "", dtype=object), "batch_size": np.zeros(n, np.int32),
@@ -190,7 +209,7 @@ def finish_day(c: Campaign, day: int, n_shards: int) -> dict[str, float]:
     shown = slates >= 0
     c.lake.write("requests", day, pa.table({
         "day": np.full(n, day, np.int32), "ts": tr.ts, "request_id": tr.request_id, "user_id": tr.user_id,
-        "experiment": [experiment] * n, "arm": assigned.astype(str),
+        "experiment": enrolled.astype(str), "layer": [layer] * n, "arm": assigned.astype(str),
     }))
     c.lake.write("request_latency", day, pa.table({
         "day": np.full(n, day, np.int32), "request_id": tr.request_id, "arm": assigned.astype(str),
@@ -205,7 +224,8 @@ def finish_day(c: Campaign, day: int, n_shards: int) -> dict[str, float]:
         "score": out["scores"][r, pos], "clicked": clicked[r, pos],
     }))
     rows = []
-    for arm in arms:
+    # The arms, then held-out and unenrolled users, who are served what control serves.
+    for arm in [*arms, *sorted(set(assigned.tolist()) - set(arms))]:
         m, ms = assigned == arm, (assigned == arm) & sampled
         rows.append({"day": day, "arm": arm, "requests": int(m.sum()),
                      # Rounded far below any reported digit: BLAS may split the world's matrix

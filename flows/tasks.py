@@ -159,8 +159,11 @@ def report_day(data_dir: str, day: int) -> list[dict]:
     """Write ab_daily and latency_daily for `day`; return the day's summary rows."""
     c = open_campaign(data_dir)
     experiment, arms = simulate.arms_of_day(c, day)
-    control = c.experiment.control if day > 0 else simulate.BOOTSTRAP_ARM
-    reports.ab_daily(c.lake, day, experiment, {n: a.share for n, a in arms.items()}, control)
+    exp = c.experiment
+    control = exp.control if day > 0 else simulate.BOOTSTRAP_ARM
+    layer = exp.layer if day > 0 else simulate.BOOTSTRAP_EXPERIMENT
+    reports.ab_daily(c.lake, day, experiment, {n: a.share for n, a in arms.items()}, control, layer=layer,
+                     exclude_users=exp.forced_users(), covariate_day=0, analysis=exp.analysis)
     reports.latency_daily(c.lake, day)
     c.lake.refresh_catalog()
     return reports.summary_rows(c.lake, [day])

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from common.typedconf import load_preset, require
+from sim.effects import EffectConfig
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "configs" / "scenarios"
 
@@ -137,6 +138,7 @@ class WorldConfig:
     behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
     traffic: TrafficConfig = field(default_factory=TrafficConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
+    effect: EffectConfig = field(default_factory=EffectConfig)  # a known effect, for validating A/B
 
     def validate(self, where: str) -> None:
         require(self.latent_dim >= 2, f"{where}.latent_dim", f"must be at least 2, got {self.latent_dim}")

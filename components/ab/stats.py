@@ -1,4 +1,4 @@
-"""CTR as a ratio metric over user-randomised traffic: delta-method intervals, lift, SRM."""
+"""CTR as a ratio metric over user-randomised traffic: delta-method intervals, lift, SRM, power."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -48,17 +48,32 @@ class Comparison:
     ci_low: float
     ci_high: float
     p_value: float
+    diff: float = float("nan")       # absolute: treatment CTR - control CTR
+    diff_ci_low: float = float("nan")
+    diff_ci_high: float = float("nan")
+    se_lift: float = float("nan")
+    se_diff: float = float("nan")
 
 
 def compare(control: ArmSummary, treatment: ArmSummary) -> Comparison:
-    """Relative lift with a delta-method interval; the p-value tests equal CTRs (arms independent)."""
+    """Relative and absolute lift with delta-method intervals; p tests equal CTRs (arms independent)."""
     rc, rt = control.ctr, treatment.ctr
     lift = rt / rc - 1.0
     se_lift = np.sqrt(treatment.se**2 / rc**2 + rt**2 * control.se**2 / rc**4)
     se_diff = np.sqrt(treatment.se**2 + control.se**2)
-    p = float(2 * stats.norm.sf(abs(rt - rc) / se_diff)) if se_diff > 0 else float("nan")
+    diff = rt - rc
+    p = float(2 * stats.norm.sf(abs(diff) / se_diff)) if se_diff > 0 else float("nan")
     return Comparison(lift=float(lift), ci_low=float(lift - Z95 * se_lift),
-                      ci_high=float(lift + Z95 * se_lift), p_value=p)
+                      ci_high=float(lift + Z95 * se_lift), p_value=p, diff=float(diff),
+                      diff_ci_low=float(diff - Z95 * se_diff), diff_ci_high=float(diff + Z95 * se_diff),
+                      se_lift=float(se_lift), se_diff=float(se_diff))
+
+
+def power(effect: float, se: float, alpha: float = 0.05) -> float:
+    """Chance that a two-sided z-test at `alpha` rejects when the estimate ~ N(effect, se^2)."""
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    shift = abs(effect) / se
+    return float(stats.norm.sf(z - shift) + stats.norm.cdf(-z - shift))
 
 
 def srm_pvalue(counts: Mapping[str, int], shares: Mapping[str, float]) -> float:

@@ -5,10 +5,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.typedconf import load_preset, require
+from common.typedconf import ConfigError, load_preset, require
+from components.ab import BUCKETS, HOLDOUT, UNENROLLED, Allocation, AnalysisConfig, SplitError, check_layers
 from components.ranking import RANKERS, CoarseConfig, DeepFMConfig, DINConfig, MLPConfig
-from components.recall import (CHANNELS, ColdStartConfig, ExploreConfig, GenerativeConfig, ItemCFConfig, PopularCategoryConfig,
-                               PopularConfig, SASRecConfig, SwingConfig, TwoTowerConfig)
+from components.recall import (CHANNELS, ColdStartConfig, ExploreConfig, GenerativeConfig, ItemCFConfig,
+                               PopularCategoryConfig, PopularConfig, SASRecConfig, SwingConfig, TwoTowerConfig)
 
 EXPERIMENT_DIR = Path(__file__).resolve().parents[2] / "configs" / "experiments"
 ARM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -91,6 +92,11 @@ class ExperimentConfig:
     logging_policy: ArmConfig = field(
         default_factory=lambda: ArmConfig(channels={"popular": 20, "explore": 20}, share=100.0))
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    layer: str = "default"            # experiments of one layer are exclusive, of two layers orthogonal
+    buckets: tuple[int, int] = (0, BUCKETS)  # the layer's buckets [start, end) this experiment owns
+    holdout: float = 0.0              # percent of all users kept out of every experiment (served control)
+    forced: dict[str, list[int]] = field(default_factory=dict)  # arm -> user ids always served it
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
     def validate(self, where: str) -> None:
         require(bool(self.arms), f"{where}.arms", "an experiment needs at least one arm")
@@ -110,6 +116,31 @@ class ExperimentConfig:
             quota = sum(arm.channels.values())
             require(quota >= self.slate_size, f"{where}.arms.{name}.channels",
                     f"quotas sum to {quota}, fewer than slate_size {self.slate_size}")
+        for name in set(self.arms) & {HOLDOUT, UNENROLLED}:
+            require(False, f"{where}.arms.{name}", f"'{name}' is reserved for users outside the experiment")
+        require(bool(self.layer.strip()), f"{where}.layer", "must be a non-empty name")
+        require(len(self.buckets) == 2 and 0 <= self.buckets[0] < self.buckets[1] <= BUCKETS,
+                f"{where}.buckets", f"must be [start, end] with 0 <= start < end <= {BUCKETS}, got "
+                f"{list(self.buckets)}")
+        require(0 <= self.holdout < 100, f"{where}.holdout",
+                f"must be a percent at least 0 and below 100, got {self.holdout:g}")
+        seen: dict[int, str] = {}
+        for arm, users in self.forced.items():
+            require(arm in self.arms, f"{where}.forced.{arm}",
+                    f"unknown arm '{arm}'; arms are {sorted(self.arms)}")
+            for user in users:
+                other = seen.setdefault(user, arm)
+                require(other == arm, f"{where}.forced", f"user {user} is forced into both '{other}' and '{arm}'")
+
+    def allocation(self) -> Allocation:
+        """This experiment's place in its layer, for the splitter."""
+        return Allocation(experiment=self.name, layer=self.layer,
+                          shares={n: a.share for n, a in self.arms.items()},
+                          start=self.buckets[0], end=self.buckets[1], salt=self.effective_salt,
+                          forced={u: arm for arm, users in self.forced.items() for u in users})
+
+    def forced_users(self) -> list[int]:
+        return sorted(u for users in self.forced.values() for u in users)
 
     @property
     def effective_salt(self) -> str:
@@ -122,6 +153,14 @@ class ExperimentConfig:
     def rankers_needed(self) -> list[str]:
         arms = (*self.arms.values(), self.logging_policy)
         return sorted({r for a in arms for r in (a.fine_ranker, a.coarse)} - {"none"})
+
+
+def check_presets(experiments: list[ExperimentConfig]) -> None:
+    """Refuse experiments that cannot run side by side: overlapping bucket ranges in one layer."""
+    try:
+        check_layers([e.allocation() for e in experiments])
+    except SplitError as exc:
+        raise ConfigError(f"experiments: {exc}") from None
 
 
 def load_experiment(name_or_path: str) -> ExperimentConfig:

@@ -89,19 +89,88 @@ def test_mlflow_holds_runs_with_params_metrics_models(campaign_dir):
         assert f"{arm}.ctr" in by_name[f"day-{AB_DAYS}/report"].data.metrics
 
 
-def test_dashboard_renders_both_arms(campaign_dir, monkeypatch):
+def test_requests_record_experiment_layer_and_a_sticky_arm(campaign_dir):
+    c = open_campaign(campaign_dir)
+    con = c.lake.connect()
+    rows = con.sql("SELECT DISTINCT experiment, layer, arm FROM requests WHERE day >= 1").fetchall()
+    assert {(e, layer) for e, layer, _ in rows} == {(c.experiment.name, c.experiment.layer)}
+    assert {arm for *_, arm in rows} == set(c.experiment.arms)
+    moved = con.execute("SELECT count(*) FROM (SELECT user_id FROM requests WHERE day >= 1 "
+                    "GROUP BY user_id HAVING count(DISTINCT arm) > 1)").fetchone()[0]
+    assert moved == 0                              # a user keeps their arm from day to day
+
+
+def test_ab_daily_holds_cumulative_cuped_and_always_valid_statistics(campaign_dir):
+    con = Lake(campaign_dir / "lake").connect()
+    t = con.sql(f"SELECT * FROM ab_daily WHERE day = {AB_DAYS} AND NOT is_control").df().iloc[0]
+    first = con.sql("SELECT * FROM ab_daily WHERE day = 1 AND NOT is_control").df().iloc[0]
+    assert t["cum_users"] >= t["users"] and t["cum_impressions"] > t["impressions"]
+    for prefix in ("cum_", "cuped_"):
+        assert t[f"{prefix}lift_ci_low"] < t[f"{prefix}lift"] < t[f"{prefix}lift_ci_high"]
+        # the always-valid interval is wider than the fixed-horizon one, and its p larger
+        assert t[f"{prefix}av_lift_ci_low"] <= t[f"{prefix}lift_ci_low"]
+        assert t[f"{prefix}av_p_value"] >= t[f"{prefix}p_value"]
+        assert t[f"{prefix}av_min_p_value"] <= t[f"{prefix}av_p_value"]
+    assert -1 < t["cuped_variance_reduction"] < 1
+    assert first["cum_ctr"] == pytest.approx(first["ctr"])       # day 1: cumulative is the day itself
+
+
+def dashboard(campaign_dir, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("RECLAB_DATA_DIR", str(campaign_dir))
     app = Path(__file__).resolve().parents[2] / "dashboards" / "app.py"
-    at = AppTest.from_file(str(app), default_timeout=120).run()
+    return AppTest.from_file(str(app), default_timeout=120).run()
+
+
+def test_dashboard_renders_both_arms(campaign_dir, monkeypatch):
+    at = dashboard(campaign_dir, monkeypatch)
     assert not at.exception
     labels = [m.label for m in at.metric]
     assert any(label.startswith("control") for label in labels)
     assert any(label.startswith("treatment") for label in labels)
-    table = at.dataframe[0].value
+    table = at.dataframe[-1].value
     assert set(table["arm"]) == {"control", "treatment"}
     assert np.isfinite(table["ctr"]).all()
+
+
+def test_comparison_page_verdict_methods_and_cuped(campaign_dir, monkeypatch):
+    at = dashboard(campaign_dir, monkeypatch)
+    lines = [e.value for kind in ("success", "info", "warning", "error") for e in getattr(at, kind)]
+    assert any(line.startswith("treatment") for line in lines), lines       # the one-line verdict
+    captions = " ".join(c.value for c in at.caption)
+    assert "always-valid mSPRT" in captions and "CUPED on" in captions
+    assert "Sample ratio check" in captions or any("Sample ratio mismatch" in x for x in lines)
+    delta_cuped = [m.delta for m in at.metric if m.label.startswith("treatment")]
+    at.toggle[0].set_value(False).run()
+    assert "CUPED off" in " ".join(c.value for c in at.caption)
+    delta_plain = [m.delta for m in at.metric if m.label.startswith("treatment")]
+    assert delta_plain != delta_cuped                    # the lift and p shown follow the toggle
+    at.radio[0].set_value("fixed_horizon").run()
+    assert not at.exception
+    assert "fixed-horizon z-test" in " ".join(c.value for c in at.caption)
+
+
+def test_comparison_page_in_a_real_browser(campaign_dir, tmp_path):
+    from tests.e2e import browser
+
+    if not browser.chromium_available():
+        pytest.skip("playwright or chromium is not installed (.ci/run installs both)")
+    app = Path(__file__).resolve().parents[2] / "dashboards" / "app.py"
+    shots = Path(os.environ.get("RECLAB_TEST_ARTIFACTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    with browser.streamlit_server(app, {"RECLAB_DATA_DIR": str(campaign_dir)}, log=tmp_path / "streamlit.log") as url:
+        with browser.chromium_page() as page:
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_text("Daily table").wait_for(timeout=90_000)
+            page.get_by_text(f"treatment · day {AB_DAYS}").first.wait_for(timeout=30_000)
+            metrics = page.locator('[data-testid="stMetric"]').all_inner_texts()
+            assert any(m.startswith(f"control · day {AB_DAYS}") for m in metrics), metrics
+            assert any(m.startswith(f"treatment · day {AB_DAYS}") and "vs control" in m for m in metrics), metrics
+            assert page.get_by_text("Verdict").count() == 1
+            page.wait_for_timeout(2000)              # let the charts draw before the screenshot
+            page.screenshot(path=str(shots / "comparison.png"), full_page=True)
+    assert (shots / "comparison.png").stat().st_size > 10_000
 
 
 def test_rerunning_a_day_gives_the_same_bytes_and_metrics(campaign_dir):
