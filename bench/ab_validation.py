@@ -20,6 +20,7 @@ from components.ab import Allocation, AnalysisConfig, Assigner, UserData, always
 from sim import behavior, effects
 from sim.config import load_scenario
 from sim.rng import stream
+from sim.state import initial_state
 from sim.traffic import traffic
 from sim.world import World, make_world
 
@@ -43,9 +44,10 @@ class Experiment:
 
 def day_of(world: World, day: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Requests' users [R] and their click probabilities [R, K] under random slates."""
-    tr = traffic(world, day, stream(seed, day, "traffic"))
+    state = initial_state(world)   # a fixed world: the checks are about the statistics
+    tr = traffic(world, state, day, stream(seed, day, "traffic"))
     slates = stream(seed, day, "slates").integers(0, world.n_items, (len(tr.user_id), SLATE))  # [R, K]
-    return tr.user_id, behavior.click_probability(world, tr.user_id, slates)
+    return tr.user_id, behavior.click_probability(world, state, tr.user_id, slates)
 
 
 def per_user(users: np.ndarray, prob: np.ndarray, clicks: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
