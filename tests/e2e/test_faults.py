@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -143,6 +144,14 @@ def test_killed_campaign_resumes_byte_identical_and_its_runs_fail(scene, capsys)
     reference = _partitions(clean)
     assert after.keys() == reference.keys()
     differ = sorted(k for k in after if after[k] != reference[k] and k.split("/")[1] not in MEASURED)
+    # The world's reference CTRs come from matrix products whose last bits may differ between a
+    # subprocess and this one; they must agree far below any reported digit, the rest exactly.
+    for key in [k for k in differ if k.split("/")[1] == "world_daily"]:
+        got, want = (pq.read_table(root / key).to_pylist() for root in (killed, clean))
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert g.keys() == w.keys() and all(g[f] == pytest.approx(w[f], rel=1e-9) for f in g), key
+        differ.remove(key)
     assert differ == []
 
     client = MlflowClient(c.tracking_uri)
