@@ -2,6 +2,7 @@
 loop with a position-bias term, and checkpoints that carry their config and feature names."""
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,7 @@ class PositionBias(nn.Module):
         return self.bias(position.clamp(max=MAX_POSITION - 1)).squeeze(-1)
 
 
-class TorchRanker:
+class TorchRanker(abc.ABC):
     """Subclasses set `name`, `config_cls` and implement `build_net(n_features)`."""
 
     name: str
@@ -51,8 +52,9 @@ class TorchRanker:
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.config_cls()
 
+    @abc.abstractmethod
     def build_net(self, n_features: int) -> nn.Module:
-        raise NotImplementedError
+        """The model's network for feature vectors of width `n_features`."""
 
     # ---- inputs --------------------------------------------------------------------------------
     def _inputs(self, x: np.ndarray, items: np.ndarray, recent: np.ndarray, catalog: Catalog) -> Inputs:
