@@ -22,6 +22,7 @@ class ItemCFConfig:
 
 class ItemCFRecaller:
     name = "itemcf"
+    config_cls: type = ItemCFConfig   # subclasses (Swing) change only how `sim_` is computed
 
     def __init__(self, config: ItemCFConfig = ItemCFConfig()):
         self.config = config
@@ -75,6 +76,6 @@ class ItemCFRecaller:
     @classmethod
     def load(cls, path: Path) -> Self:
         config, a = read_state(path)
-        obj = cls(ItemCFConfig(**config))
+        obj = cls(cls.config_cls(**config))
         obj.sim_ = sp.csr_matrix((a["data"], a["indices"], a["indptr"]), shape=tuple(a["shape"]))
         return obj

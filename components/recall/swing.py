@@ -2,14 +2,12 @@
 little else; a pair of users with a narrow overlap is stronger evidence than two heavy users."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Self
 
 import numpy as np
 import scipy.sparse as sp
 
-from components.recall.base import read_state, write_state
 from components.recall.itemcf import ItemCFRecaller
 from components.types import TrainData
 
@@ -52,6 +50,7 @@ class SwingRecaller(ItemCFRecaller):
     """Serving is item-CF's (sum the neighbours of the recent clicks); only the similarity differs."""
 
     name = "swing"
+    config_cls = SwingConfig
 
     def __init__(self, config: SwingConfig = SwingConfig()):
         self.config = config
@@ -71,15 +70,3 @@ class SwingRecaller(ItemCFRecaller):
         clicks.data[:] = 1.0
         self.sim_ = self._keep_top(swing_similarity(clicks, cfg), cfg.neighbours).astype(np.float32)
         return self
-
-    def save(self, path: Path) -> None:
-        s = self.sim_
-        write_state(path, asdict(self.config), data=s.data, indices=s.indices, indptr=s.indptr,
-                    shape=np.array(s.shape))
-
-    @classmethod
-    def load(cls, path: Path) -> Self:
-        config, a = read_state(path)
-        obj = cls(SwingConfig(**config))
-        obj.sim_ = sp.csr_matrix((a["data"], a["indices"], a["indptr"]), shape=tuple(a["shape"]))
-        return obj
