@@ -31,6 +31,14 @@ def _ab_analysis_fields() -> list[pa.Field]:
     return [pa.field(n, types.get(n, pa.float64())) for n in names]
 
 
+def _feature_fields(table: str) -> list[pa.Field]:
+    """The stored feature columns of `table`, as components/features/columns.py defines them."""
+    from components.features.columns import columns_of
+
+    types = {"int64": pa.int64(), "int32": pa.int32(), "list<int64>": pa.list_(pa.int64())}
+    return [pa.field(c.name, types[c.dtype], nullable=False) for c in columns_of(table)]
+
+
 SCHEMAS: dict[str, pa.Schema] = {
     "items": pa.schema([
         pa.field("day", pa.int32(), nullable=False),
@@ -81,16 +89,13 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("day", pa.int32(), nullable=False),      # partition: valid for serving this day
         pa.field("user_id", pa.int64(), nullable=False),
         pa.field("as_of", pa.int64(), nullable=False),    # ts up to which events were counted
-        pa.field("u_impressions", pa.int64(), nullable=False),
-        pa.field("u_clicks", pa.int64(), nullable=False),
-        pa.field("u_recent", pa.list_(pa.int64()), nullable=False),  # last clicked items, newest first
+        *_feature_fields("features_user"),
     ]),
     "features_item": pa.schema([
         pa.field("day", pa.int32(), nullable=False),
         pa.field("item_id", pa.int64(), nullable=False),
         pa.field("as_of", pa.int64(), nullable=False),
-        pa.field("i_impressions", pa.int64(), nullable=False),
-        pa.field("i_clicks", pa.int64(), nullable=False),
+        *_feature_fields("features_item"),
     ]),
     "samples": pa.schema([
         pa.field("day", pa.int32(), nullable=False),
@@ -101,12 +106,40 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("position", pa.int32(), nullable=False),
         pa.field("label", pa.int8(), nullable=False),
         pa.field("u_as_of", pa.int64(), nullable=False),
-        pa.field("u_impressions", pa.int64(), nullable=False),
-        pa.field("u_clicks", pa.int64(), nullable=False),
-        pa.field("u_recent", pa.list_(pa.int64()), nullable=False),
+        *_feature_fields("features_user"),
         pa.field("i_as_of", pa.int64(), nullable=False),
-        pa.field("i_impressions", pa.int64(), nullable=False),
-        pa.field("i_clicks", pa.int64(), nullable=False),
+        *_feature_fields("features_item"),
+        *_feature_fields("stream"),
+    ]),
+    # The feature vector served online for a sample of requests (one row per shown item), and
+    # how many of them the samples reproduce: offline/online consistency.
+    "features_online": pa.schema([
+        pa.field("day", pa.int32(), nullable=False),
+        pa.field("request_id", pa.int64(), nullable=False),
+        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("position", pa.int32(), nullable=False),
+        pa.field("features", pa.list_(pa.float32()), nullable=False),   # in the order of FEATURES
+        pa.field("features_version", pa.string(), nullable=False),
+    ]),
+    "features_consistency": pa.schema([
+        pa.field("day", pa.int32(), nullable=False),
+        pa.field("compared", pa.int64(), nullable=False),     # logged rows found in the samples
+        pa.field("matched", pa.int64(), nullable=False),      # rows whose every feature agrees
+        pa.field("match_rate", pa.float64()),                 # null when nothing was compared
+        pa.field("logged", pa.int64(), nullable=False),       # logged rows, found or not
+        pa.field("worst_feature", pa.string(), nullable=False),  # most often disagreeing ('' if none)
+        pa.field("max_abs_diff", pa.float64(), nullable=False),
+    ]),
+    # What each arm's models of a training day were built from: features with their definitions'
+    # hashes, and source tables with their partition days.
+    "model_lineage": pa.schema([
+        pa.field("day", pa.int32(), nullable=False),
+        pa.field("arm", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),        # feature or source
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("detail", pa.string(), nullable=False),      # definition hash, or partition days
+        pa.field("features_version", pa.string(), nullable=False),
     ]),
     "ab_daily": pa.schema([
         pa.field("day", pa.int32(), nullable=False),

@@ -3,15 +3,35 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from components.features.columns import columns_of, stream_sql
 from components.lake import Lake, MissingPartitionError
 
 
-def build_samples(lake: Lake, day: int) -> pa.Table:
-    """Write and return the samples of `day`.
+def samples_sql(day: int) -> str:
+    """The samples of `day`, every column named by the feature definitions.
 
-    ASOF JOIN picks, per impression, the latest feature row with as_of <= the request's ts, so a
-    feature can never carry information from after its request.
+    ASOF JOIN picks, per impression, the latest daily feature row with as_of <= the request's ts;
+    the stream columns count only events of micro-batches closed before the request's own began.
+    Neither can carry information from after its request."""
+    user = ", ".join(f"fu.{c.name}" for c in columns_of("features_user"))
+    item = ", ".join(f"fi.{c.name}" for c in columns_of("features_item"))
+    stream = ", ".join(f"rt.{c.name}" for c in columns_of("stream"))
+    requests = f"(SELECT DISTINCT request_id, user_id, ts FROM impressions WHERE day = {day})"
+    events = f"(SELECT user_id, ts, clicked FROM impressions WHERE day BETWEEN {day - 1} AND {day})"
+    return f"""
+        SELECT i.day, i.ts, i.request_id, i.user_id, i.item_id, i.position,
+               i.clicked::TINYINT AS label,
+               fu.as_of AS u_as_of, {user}, fi.as_of AS i_as_of, {item}, {stream}
+        FROM (SELECT * FROM impressions WHERE day = {day}) i
+        ASOF JOIN features_user fu ON i.user_id = fu.user_id AND fu.as_of <= i.ts
+        ASOF JOIN features_item fi ON i.item_id = fi.item_id AND fi.as_of <= i.ts
+        JOIN ({stream_sql(requests, events)}) rt ON rt.request_id = i.request_id
+        ORDER BY i.ts, i.request_id, i.position
     """
+
+
+def build_samples(lake: Lake, day: int) -> pa.Table:
+    """Write and return the samples of `day`."""
     for table in ("impressions", "features_user", "features_item"):
         if not lake.has(table, day):
             raise MissingPartitionError(
@@ -19,16 +39,7 @@ def build_samples(lake: Lake, day: int) -> pa.Table:
                 f"day in {lake.root}; simulate the day (and build its features) first"
             )
     con = lake.connect()
-    samples = con.sql(f"""
-        SELECT i.day, i.ts, i.request_id, i.user_id, i.item_id, i.position,
-               i.clicked::TINYINT AS label,
-               fu.as_of AS u_as_of, fu.u_impressions, fu.u_clicks, fu.u_recent,
-               fi.as_of AS i_as_of, fi.i_impressions, fi.i_clicks
-        FROM (SELECT * FROM impressions WHERE day = {day}) i
-        ASOF JOIN features_user fu ON i.user_id = fu.user_id AND fu.as_of <= i.ts
-        ASOF JOIN features_item fi ON i.item_id = fi.item_id AND fi.as_of <= i.ts
-        ORDER BY i.ts, i.request_id, i.position
-    """).to_arrow_table()
+    samples = con.sql(samples_sql(day)).to_arrow_table()
     con.close()
     lake.write("samples", day, samples)
     return samples

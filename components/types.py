@@ -1,7 +1,8 @@
 """The values that pass between recall, ranking and serving."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 
@@ -27,6 +28,8 @@ class ItemFeatures:
     catalog: Catalog
     impressions: np.ndarray  # [I] int64
     clicks: np.ndarray       # [I] int64
+    # The other daily item columns the rankers' features read (components/features/columns.py), [I] each.
+    columns: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,9 @@ class UserBatch:
     recent: np.ndarray       # [B, H] int64 clicked items, newest first, -1 padded
     items: ItemFeatures
     request_ids: np.ndarray | None = None  # [B] when serving; seeds per-request randomness
+    # The other user and real-time columns the rankers' features read, [B] each, and the serving day.
+    features: Mapping[str, np.ndarray] = field(default_factory=dict)
+    day: int = 0
 
     def __len__(self) -> int:
         return len(self.user_ids)

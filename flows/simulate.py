@@ -11,7 +11,10 @@ import pyarrow as pa
 from components.ab import Assigner
 from components.contracts import STAGES
 from components.lake import MissingPartitionError
-from components.features.store import FeatureStore, load_catalog
+from components.features import consistency
+from components.features.definitions import FEATURES
+from components.features.store import FeatureStore, load_catalog, online_vectors
+from components.features.stream import StreamProcessor
 from components.ranking import RANKERS
 from components.recall import CHANNELS
 from components.serving import ArmConfig, Pipeline
@@ -127,6 +130,15 @@ def day_traffic(c: Campaign, day: int, state: WorldState) -> Day:
     return Day(tr, experiment, arms, np.asarray(assigned, dtype=object), np.asarray(enrolled, dtype=object), layer)
 
 
+def respond(c: Campaign, day: int, world: World, state: WorldState, tr: Traffic, slates: np.ndarray,
+            favoured: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The world's click probabilities [n, K] and clicks [n, K] for served slates; each request's
+    draw is fixed by its id, so the clicks do not depend on how requests were batched."""
+    prob = behavior.click_probability(world, state, tr.user_id, slates)            # [n, K]
+    prob = effects.favour(prob, favoured, c.scenario.effect.logit)                 # [n, K]
+    return prob, behavior.choose(prob, behavior.request_uniform(c.scenario.seed, day, tr.request_id))
+
+
 def shard_path(c: Campaign, day: int, index: int, n_shards: int) -> Path:
     return world_dir(c) / f"shards-day={day:05d}" / f"shard-{index}-of-{n_shards}.npz"
 
@@ -137,7 +149,7 @@ def serve_shard(c: Campaign, day: int, index: int, n_shards: int,
 
     `pipelines` are the arms' pipelines (as the registry serves them); by default they are loaded
     from the campaign's models folder."""
-    exp, seed = c.experiment, c.scenario.seed
+    exp = c.experiment
     world, state = world_of(c, day), state_of(c, day)
     d = day_traffic(c, day, state)
     rows = np.flatnonzero(shard_of(d.traffic.user_id, n_shards) == index)        # [n] rows of the whole day
@@ -156,27 +168,42 @@ def serve_shard(c: Campaign, day: int, index: int, n_shards: int,
     origin = np.full((n, k), "", dtype=object)
     stage_ms = {s: np.zeros(n, np.float32) for s in STAGES}
     batch_size = np.zeros(n, np.int32)
-    batches = [(arm, idx[s:s + bs]) for arm in pipelines for idx in [np.flatnonzero(assigned == arm)]
-               for s in range(0, len(idx), bs)]
+    prob, clicked = np.zeros((n, k), np.float32), np.zeros((n, k), bool)
+    log = consistency.logged(tr.request_id, exp.feature_log_rate)                  # [n]
+    log_x = np.zeros((n, k, len(FEATURES)), np.float32)
+    # Time-ordered micro-batches: every request of one is served, then the world answers them and
+    # the stream processor takes their events, visible from the next micro-batch on.
+    stream = StreamProcessor.for_day(c.lake, day)
+    micro = tr.ts // stream.micro_batch_seconds                                    # [n]
+    of_arm = {arm: assigned == arm for arm in pipelines}
+    batches = [(m, arm, idx[s:s + bs]) for m in np.unique(micro).tolist() for arm in pipelines
+               for idx in [np.flatnonzero(of_arm[arm] & (micro == m))] for s in range(0, len(idx), bs)]
     label = f"day {day}: serving {n} requests" + (f" (shard {index + 1}/{n_shards})" if n_shards > 1 else "")
-    for arm, idx in progress.track(batches, len(batches), label):
-        res = pipelines[arm].serve(store.user_batch(tr.user_id[idx], tr.request_id[idx]))
+    for i, (m, arm, idx) in enumerate(progress.track(batches, len(batches), label)):
+        if i == 0 or batches[i - 1][0] != m:
+            stream.close_until(m * stream.micro_batch_seconds)
+        batch = store.user_batch(tr.user_id[idx], tr.request_id[idx], stream.lookup(tr.user_id[idx], tr.ts[idx]))
+        res = pipelines[arm].serve(batch)
         slates[idx], scores[idx] = res.items, res.scores
         origin[idx] = [["|".join(slot) for slot in row] for row in res.channels]
         for s, v in res.timings_ms.items():
             stage_ms[s][idx] = v
         batch_size[idx] = len(idx)
+        if log[idx].any():
+            log_x[idx[log[idx]]] = online_vectors(batch, res.items)[log[idx]]       # [m, K, F]
+        if i + 1 == len(batches) or batches[i + 1][0] != m:
+            done = np.flatnonzero(micro == m)
+            prob[done], clicked[done] = respond(c, day, world, state, tr.select(done), slates[done],
+                                                assigned[done] == c.scenario.effect.arm)
+            r, pos = np.nonzero(slates[done] >= 0)
+            stream.ingest(tr.user_id[done][r], tr.ts[done][r], clicked[done][r, pos])
 
-    prob = behavior.click_probability(world, state, tr.user_id, slates)           # [n, K]
-    effect = c.scenario.effect
-    prob = effects.favour(prob, assigned == effect.arm, effect.logit)              # [n, K]
-    clicked = behavior.choose(prob, behavior.request_uniform(seed, day, tr.request_id))
     path = shard_path(c, day, index, n_shards)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         np.savez(f, rows=rows, slates=slates, scores=scores, origin=origin.astype(str), batch_size=batch_size,
-                 prob=prob, clicked=clicked,
+                 prob=prob, clicked=clicked, log=log, log_x=log_x,
                  **{f"{s}_ms": v for s, v in stage_ms.items()})
     tmp.replace(path)
     return str(path)
@@ -191,6 +218,7 @@ def finish_day(c: Campaign, day: int, n_shards: int) -> dict[str, float]:
     out = {"slates": np.full((n, k), -1, np.int64), "scores": np.zeros((n, k), np.float32),
            "origin": np.full((n, k), "", dtype=object), "batch_size": np.zeros(n, np.int32),
            "prob": np.zeros((n, k), np.float32), "clicked": np.zeros((n, k), bool),
+           "log": np.zeros(n, bool), "log_x": np.zeros((n, k, len(FEATURES)), np.float32),
            **{f"{s}_ms": np.zeros(n, np.float32) for s in STAGES}}
     for index in range(n_shards):
         with np.load(shard_path(c, day, index, n_shards)) as z:
@@ -223,6 +251,9 @@ def finish_day(c: Campaign, day: int, n_shards: int) -> dict[str, float]:
         "arm": assigned[r].astype(str), "channels": [o.split("|") if o else [] for o in out["origin"][r, pos]],
         "score": out["scores"][r, pos], "clicked": clicked[r, pos],
     }))
+    logged = out["log"]
+    c.lake.write("features_online", day, consistency.online_table(
+        day, tr.request_id[logged], slates[logged], out["log_x"][logged]))
     rows = []
     # The arms, then held-out and unenrolled users, who are served what control serves.
     for arm in [*arms, *sorted(set(assigned.tolist()) - set(arms))]:

@@ -32,7 +32,9 @@ def build_samples(data_dir: str = "data", day: int = 0, parent_run_id: str | Non
         c = open_campaign(data_dir)
         with tracking.run(c, f"day-{day}/build_samples", parent_run_id, {"day": day}) as run_id:
             rows = tasks.build_samples(data_dir, day)
-            tracking.log_metrics(c, run_id, {"samples": rows}, step=day)
+            match = tasks.check_consistency(data_dir, day)
+            tracking.log_metrics(c, run_id, {"samples": rows, **{f"features.{k}": v for k, v in match.items()}},
+                                 step=day)
     return rows
 
 

@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from components import reports, samples, training
-from components.features import build_features
+from components.features import build_features, consistency
 from common.typedconf import to_mapping
 from flows import simulate, tracking
 from flows.campaign_state import Campaign, open_campaign
@@ -55,9 +55,10 @@ SAMPLE_INPUTS = ("impressions", "features_user", "features_item")
 def _fingerprint(c: Campaign, day: int) -> str:
     """Content hash of the partitions the day's samples are built from."""
     h = hashlib.sha256()
-    for table in SAMPLE_INPUTS:
-        path = c.lake.path(table, day)
-        h.update(path.read_bytes() if path.is_file() else b"missing")
+    # The real-time columns also count the previous day's last hour of impressions.
+    for table, d in [*((t, day) for t in SAMPLE_INPUTS), ("impressions", day - 1)]:
+        path = c.lake.path(table, d)
+        h.update(path.read_bytes() if d >= 0 and path.is_file() else b"missing")
     return h.hexdigest()
 
 
@@ -83,6 +84,12 @@ def build_samples(data_dir: str, day: int) -> int:
     rows = samples.build_samples(c.lake, day).num_rows
     _sidecar(c, day).write_text(fingerprint)
     return rows
+
+
+@task(**TASK)
+def check_consistency(data_dir: str, day: int) -> dict[str, float]:
+    """Compare the feature vectors logged online on `day` with the same rows rebuilt from its samples."""
+    return consistency.check(open_campaign(data_dir).lake, day)
 
 
 def staging_dir(c: Campaign, day: int) -> Path:

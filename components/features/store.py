@@ -1,46 +1,35 @@
-"""Feature tables: built offline in DuckDB per serving day, looked up online by id."""
+"""Feature tables: built offline in DuckDB per serving day from the column definitions, looked up
+online by id; the raw columns of a served batch or of sample rows, the input of `vectorize`."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 import pyarrow as pa
 
+from components.features.columns import RECENT_CLICKS, SECONDS_PER_DAY, columns_of, daily_sql
+from components.features.definitions import vectorize
 from components.lake import Lake
 from components.types import Catalog, ItemFeatures, UserBatch, pad_rows
 
-SECONDS_PER_DAY = 86_400
-RECENT_CLICKS = 20
+# Columns UserBatch and ItemFeatures carry as named fields, for recall channels as much as rankers.
+USER_FIELDS = {"u_impressions": "impressions", "u_clicks": "clicks", "u_recent": "recent"}
+ITEM_FIELDS = {"i_impressions": "impressions", "i_clicks": "clicks"}
+NO_EVENTS = ("(SELECT NULL::BIGINT user_id, NULL::BIGINT item_id, NULL::BIGINT ts, "
+             "NULL::INT position, NULL::BOOLEAN clicked WHERE false)")
 
 
 def build_features(lake: Lake, day: int) -> None:
     """Write features_user and features_item valid for serving `day`: events of days < day only."""
-    as_of = day * SECONDS_PER_DAY
     con = lake.connect()
     has_logs = lake.days("impressions") and min(lake.days("impressions")) < day
-    events = (f"(SELECT * FROM impressions WHERE day < {day})" if has_logs else
-              "(SELECT NULL::BIGINT user_id, NULL::BIGINT item_id, NULL::BIGINT ts, "
-              "NULL::INT position, NULL::BOOLEAN clicked WHERE false)")
-    users = con.sql(f"""
-        SELECT {day}::INT AS day, u.user_id, {as_of}::BIGINT AS as_of,
-               coalesce(e.n, 0)::BIGINT AS u_impressions, coalesce(e.c, 0)::BIGINT AS u_clicks,
-               coalesce(e.recent, []::BIGINT[]) AS u_recent
-        FROM (SELECT DISTINCT user_id FROM users WHERE created_day <= {day}) u
-        LEFT JOIN (
-            SELECT user_id, count(*) AS n, count(*) FILTER (WHERE clicked) AS c,
-                   list(item_id ORDER BY ts DESC, position) FILTER (WHERE clicked)[1:{RECENT_CLICKS}] AS recent
-            FROM {events} GROUP BY user_id
-        ) e USING (user_id)
-        ORDER BY u.user_id
-    """).to_arrow_table()
-    items = con.sql(f"""
-        SELECT {day}::INT AS day, i.item_id, {as_of}::BIGINT AS as_of,
-               coalesce(e.n, 0)::BIGINT AS i_impressions, coalesce(e.c, 0)::BIGINT AS i_clicks
-        FROM (SELECT DISTINCT item_id FROM items WHERE created_day <= {day}) i
-        LEFT JOIN (SELECT item_id, count(*) AS n, count(*) FILTER (WHERE clicked) AS c
-                   FROM {events} GROUP BY item_id) e USING (item_id)
-        ORDER BY i.item_id
-    """).to_arrow_table()
+    events = f"(SELECT * FROM impressions WHERE day < {day})" if has_logs else NO_EVENTS
+    users = con.sql(daily_sql("features_user", day, events,
+                              f"(SELECT DISTINCT user_id FROM users WHERE created_day <= {day})")).to_arrow_table()
+    items = con.sql(daily_sql("features_item", day, events,
+                              f"(SELECT item_id, min(created_day) AS created_day FROM items "
+                              f"WHERE created_day <= {day} GROUP BY item_id)")).to_arrow_table()
     con.close()
     lake.write("features_user", day, users)
     lake.write("features_item", day, items)
@@ -60,49 +49,91 @@ def load_catalog(lake: Lake, day: int) -> Catalog:
                    title=np.asarray(table.column("title").to_pylist(), dtype=object))
 
 
+def blank_columns(table: str, n: int) -> dict[str, np.ndarray]:
+    """Zeros for the scalar columns of `table` not carried as named fields: an entity with no
+    history, created on day 0. For batches built by hand (tests, benchmarks)."""
+    named = USER_FIELDS | ITEM_FIELDS
+    return {c.name: np.zeros(n, np.int64) for c in columns_of(table) if c.name not in named}
+
+
 @dataclass(frozen=True)
 class FeatureStore:
-    """Online lookups for one serving day, from the same tables the samples are joined with."""
+    """Online lookups for one serving day: every daily column the definitions declare, by id."""
 
     day: int
     items: ItemFeatures
     user_index: dict[int, int]
-    u_impressions: np.ndarray
-    u_clicks: np.ndarray
-    u_recent: list[np.ndarray]
+    user_columns: dict[str, np.ndarray]     # [U] each, in user_index order
+    u_recent: list[np.ndarray] = field(default_factory=list)
 
     @classmethod
     def load(cls, lake: Lake, day: int) -> "FeatureStore":
         users = lake.read("features_user", day)
         items = lake.read("features_item", day)
         catalog = load_catalog(lake, day)
-        n = catalog.n_items
-        i_imp, i_clk = np.zeros(n, np.int64), np.zeros(n, np.int64)
         ids = items.column("item_id").to_numpy()
-        i_imp[ids] = items.column("i_impressions").to_numpy()
-        i_clk[ids] = items.column("i_clicks").to_numpy()
+        item_cols = {}
+        for c in columns_of("features_item"):
+            col = np.zeros(catalog.n_items, np.int64)
+            col[ids] = items.column(c.name).to_numpy()
+            item_cols[c.name] = col
         user_ids = users.column("user_id").to_numpy()
         return cls(
             day=day,
-            items=ItemFeatures(catalog=catalog, impressions=i_imp, clicks=i_clk),
+            items=ItemFeatures(catalog=catalog, impressions=item_cols["i_impressions"],
+                               clicks=item_cols["i_clicks"],
+                               columns={k: v for k, v in item_cols.items() if k not in ITEM_FIELDS}),
             user_index={int(u): i for i, u in enumerate(user_ids)},
-            u_impressions=users.column("u_impressions").to_numpy(),
-            u_clicks=users.column("u_clicks").to_numpy(),
+            user_columns={c.name: users.column(c.name).to_numpy() for c in columns_of("features_user")
+                          if c.name != "u_recent"},
             u_recent=[np.asarray(r, np.int64) for r in users.column("u_recent").to_pylist()],
         )
 
-    def user_batch(self, user_ids: np.ndarray, request_ids: np.ndarray | None = None) -> UserBatch:
-        """Features for these users; an unknown user gets the features of a new one."""
-        rows = [self.user_index.get(int(u), -1) for u in user_ids]
+    def user_batch(self, user_ids: np.ndarray, request_ids: np.ndarray | None = None,
+                   realtime: Mapping[str, np.ndarray] | None = None) -> UserBatch:
+        """Features for these users; an unknown user gets the features of a new one. `realtime`:
+        the stream columns of these requests (StreamProcessor.lookup); none seen when omitted."""
+        rows = np.array([self.user_index.get(int(u), -1) for u in user_ids], np.int64)
+        known = rows >= 0
+
+        def take(col: np.ndarray) -> np.ndarray:
+            return np.where(known, col[np.where(known, rows, 0)] if len(col) else 0, 0).astype(np.int64)
+
         empty = np.zeros(0, np.int64)
+        cols = {name: take(col) for name, col in self.user_columns.items()}
+        rt = blank_columns("stream", len(rows)) if realtime is None else dict(realtime)
         return UserBatch(
             user_ids=np.asarray(user_ids, np.int64),
-            impressions=np.array([self.u_impressions[r] if r >= 0 else 0 for r in rows], np.int64),
-            clicks=np.array([self.u_clicks[r] if r >= 0 else 0 for r in rows], np.int64),
+            impressions=cols.pop("u_impressions"), clicks=cols.pop("u_clicks"),
             recent=pad_rows([self.u_recent[r] if r >= 0 else empty for r in rows], RECENT_CLICKS, -1, np.int64),
             items=self.items,
             request_ids=None if request_ids is None else np.asarray(request_ids, np.int64),
+            features=cols | rt, day=self.day,
         )
+
+
+def online_vectors(users: UserBatch, items: np.ndarray) -> np.ndarray:
+    """Features of served users [B] x candidate items [B, n] -> [B, n, F]."""
+    safe = np.where(items >= 0, items, 0)
+    item_cols = {k: getattr(users.items, f) for k, f in ITEM_FIELDS.items()} | dict(users.items.columns)
+    raw = {k: getattr(users, f) for k, f in USER_FIELDS.items()} | dict(users.features) | \
+        {k: np.asarray(v)[safe] for k, v in item_cols.items()}
+    return vectorize(raw, items, np.full(len(users), users.day), users.items.catalog)
+
+
+def offline_vectors(table: pa.Table, catalog: Catalog) -> np.ndarray:
+    """Features of sample rows (one item each, every column of the definitions) -> [N, F]."""
+    raw = {name: table.column(name).to_numpy() for name in table.column_names
+           if name != "u_recent" and name.startswith(("u_", "i_", "rt_"))}
+    raw["u_recent"] = recent_of(table)
+    raw = {k: (v[:, None] if k.startswith("i_") else v) for k, v in raw.items()}              # items: [N, 1]
+    items = table.column("item_id").to_numpy()[:, None]
+    return vectorize(raw, items, table.column("day").to_numpy(), catalog)[:, 0, :]
+
+
+def recent_of(table: pa.Table) -> np.ndarray:
+    return pad_rows([np.asarray(r, np.int64) for r in table.column("u_recent").to_pylist()],
+                    RECENT_CLICKS, -1, np.int64)
 
 
 def user_batch_from_table(table: pa.Table, items: ItemFeatures) -> UserBatch:
@@ -111,7 +142,10 @@ def user_batch_from_table(table: pa.Table, items: ItemFeatures) -> UserBatch:
         user_ids=table.column("user_id").to_numpy(),
         impressions=table.column("u_impressions").to_numpy(),
         clicks=table.column("u_clicks").to_numpy(),
-        recent=pad_rows([np.asarray(r, np.int64) for r in table.column("u_recent").to_pylist()],
-                        RECENT_CLICKS, -1, np.int64),
+        recent=recent_of(table),
         items=items,
     )
+
+
+__all__ = ["SECONDS_PER_DAY", "FeatureStore", "build_features", "load_catalog", "online_vectors",
+           "offline_vectors", "blank_columns", "user_batch_from_table"]

@@ -7,9 +7,8 @@ from typing import Protocol, Self
 import numpy as np
 import pyarrow as pa
 
-from components.features.definitions import vectorize
-from components.features.store import user_batch_from_table
-from components.types import Catalog, ItemFeatures, UserBatch
+from components.features.store import offline_vectors, online_vectors, recent_of
+from components.types import Catalog, UserBatch
 
 
 @dataclass(frozen=True)
@@ -33,23 +32,18 @@ class Samples:
 
     @classmethod
     def from_table(cls, table: pa.Table, catalog: Catalog) -> "Samples":
-        items = table.column("item_id").to_numpy()[:, None]                              # [N, 1]
-        users = user_batch_from_table(table, ItemFeatures(catalog, np.zeros(0), np.zeros(0)))
-        x = vectorize(users.impressions, users.clicks, users.recent, items,
-                      table.column("i_impressions").to_numpy()[:, None],
-                      table.column("i_clicks").to_numpy()[:, None], catalog)[:, 0, :]   # [N, F]
+        x = offline_vectors(table, catalog)                                              # [N, F]
         return cls(x=x, label=table.column("label").to_numpy().astype(np.float32),
                    position=table.column("position").to_numpy().astype(np.int64),
                    request_id=table.column("request_id").to_numpy(),
-                   item_id=items[:, 0].astype(np.int64), user_id=users.user_ids.astype(np.int64),
-                   recent=users.recent, catalog=catalog)
+                   item_id=table.column("item_id").to_numpy().astype(np.int64),
+                   user_id=table.column("user_id").to_numpy().astype(np.int64),
+                   recent=recent_of(table), catalog=catalog)
 
 
 def serving_features(users: UserBatch, items: np.ndarray) -> np.ndarray:
     """The online twin of Samples.from_table: features of users [B] x items [B, n] -> [B, n, F]."""
-    safe = np.where(items >= 0, items, 0)
-    return vectorize(users.impressions, users.clicks, users.recent, items,
-                     users.items.impressions[safe], users.items.clicks[safe], users.items.catalog)
+    return online_vectors(users, items)
 
 
 class Ranker(Protocol):

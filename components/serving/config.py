@@ -97,6 +97,9 @@ class ExperimentConfig:
     holdout: float = 0.0              # percent of all users kept out of every experiment (served control)
     forced: dict[str, list[int]] = field(default_factory=dict)  # arm -> user ids always served it
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    # Share of served requests whose online feature vectors are logged (features_online) and
+    # checked against the samples: offline/online consistency.
+    feature_log_rate: float = 0.05
 
     def validate(self, where: str) -> None:
         require(bool(self.arms), f"{where}.arms", "an experiment needs at least one arm")
@@ -112,6 +115,8 @@ class ExperimentConfig:
                 f"traffic shares must sum to 100, got {total:g} ({shares})")
         require(1 <= self.slate_size <= 100, f"{where}.slate_size", "must be between 1 and 100")
         require(self.serve_batch_size >= 1, f"{where}.serve_batch_size", "must be at least 1")
+        require(0.0 <= self.feature_log_rate <= 1.0, f"{where}.feature_log_rate",
+                f"must be between 0 and 1, got {self.feature_log_rate}")
         for name, arm in {**self.arms, "logging_policy": self.logging_policy}.items():
             quota = sum(arm.channels.values())
             require(quota >= self.slate_size, f"{where}.arms.{name}.channels",

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from components.features.store import blank_columns
 from components.types import Catalog, ItemFeatures, TrainData, UserBatch, pad_rows
 
 
@@ -32,6 +33,7 @@ def make_users(catalog):
             catalog=catalog,
             impressions=np.zeros(n, np.int64) if item_impressions is None else np.asarray(item_impressions),
             clicks=np.zeros(n, np.int64) if item_clicks is None else np.asarray(item_clicks),
+            columns=blank_columns("features_item", n),
         )
         return UserBatch(
             user_ids=user_ids,
@@ -39,6 +41,7 @@ def make_users(catalog):
             clicks=np.zeros(b, np.int64) if clicks is None else np.asarray(clicks, np.int64),
             recent=pad_rows([np.asarray(r, np.int64) for r in recent], width, -1, np.int64),
             items=items,
+            features=blank_columns("features_user", b) | blank_columns("stream", b),
         )
 
     return make

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from components.ranking import MLPConfig, MLPRanker, Samples
+from components.features.definitions import FEATURES
 from components.ranking.base import serving_features
 from components.recall import ExploreRecaller, ItemCFRecaller, PopularRecaller
 from components.serving import ArmConfig, Pipeline
@@ -141,11 +142,12 @@ def _users_for_batches(make_users):
 def _rows(users, i):
     from components.types import UserBatch
     return UserBatch(user_ids=users.user_ids[i:i + 1], impressions=users.impressions[i:i + 1],
-                     clicks=users.clicks[i:i + 1], recent=users.recent[i:i + 1], items=users.items)
+                     clicks=users.clicks[i:i + 1], recent=users.recent[i:i + 1], items=users.items,
+                     features={k: v[i:i + 1] for k, v in users.features.items()}, day=users.day)
 
 
 def _small_ranker(seed=0):
-    users_x = np.random.default_rng(seed).standard_normal((400, 7)).astype(np.float32)
+    users_x = np.random.default_rng(seed).standard_normal((400, len(FEATURES))).astype(np.float32)
     label = (users_x[:, 5] + 0.3 * np.random.default_rng(seed + 1).standard_normal(400) > 0).astype(np.float32)
     return MLPRanker(MLPConfig(hidden=8, epochs=2, batch_size=100)).fit(
         Samples(x=users_x, label=label, position=np.zeros(400, np.int64), request_id=np.arange(400)))

@@ -6,7 +6,8 @@ import pyarrow as pa
 import pytest
 
 from components.features import build_features
-from components.features.store import FeatureStore, load_catalog
+from components.features.definitions import FEATURES
+from components.features.store import FeatureStore, blank_columns, load_catalog
 from components.lake import Lake
 from components.ranking import MLPConfig, MLPRanker, Samples
 from components.recall import CHANNELS
@@ -18,7 +19,7 @@ ARMS = {**EXP.arms, "logging": EXP.logging_policy}
 
 
 def _ranker() -> MLPRanker:
-    x = np.random.default_rng(0).standard_normal((200, 7)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((200, len(FEATURES))).astype(np.float32)
     return MLPRanker(MLPConfig(hidden=4, epochs=1, batch_size=50)).fit(
         Samples(x=x, label=(x[:, 0] > 0).astype(np.float32), position=np.zeros(200, np.int64),
                 request_id=np.arange(200)))
@@ -37,9 +38,11 @@ def _pipelines(data: TrainData, tmp_path) -> dict[str, Pipeline]:
 
 def test_unknown_users_are_served_as_new_by_the_fallback_channels(co_click_data, catalog, tmp_path):
     n = catalog.n_items
-    items = ItemFeatures(catalog=catalog, impressions=np.zeros(n, np.int64), clicks=np.zeros(n, np.int64))
-    store = FeatureStore(day=5, items=items, user_index={0: 0}, u_impressions=np.array([9]),
-                         u_clicks=np.array([2]), u_recent=[np.array([1, 2], np.int64)])
+    items = ItemFeatures(catalog=catalog, impressions=np.zeros(n, np.int64), clicks=np.zeros(n, np.int64),
+                         columns=blank_columns("features_item", n))
+    user_columns = blank_columns("features_user", 1) | {"u_impressions": np.array([9]), "u_clicks": np.array([2])}
+    store = FeatureStore(day=5, items=items, user_index={0: 0}, user_columns=user_columns,
+                         u_recent=[np.array([1, 2], np.int64)])
     batch = store.user_batch(np.array([0, 123456, -7]), np.array([10, 11, 12]))
     assert batch.impressions.tolist() == [9, 0, 0] and (batch.recent[1:] == -1).all()
     for arm, pipe in _pipelines(co_click_data, tmp_path).items():

@@ -1,0 +1,145 @@
+"""Stored feature columns, each defined once with what produces it.
+
+A column's producer writes the DuckDB expression that computes it offline (the daily feature
+tables and the samples) and tells the online side what to keep: the FeatureStore loads the daily
+columns by name, the StreamProcessor counts the stream columns. No column is written twice.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SECONDS_PER_DAY = 86_400
+RECENT_CLICKS = 20
+# The stream: events become visible when the micro-batch they belong to closes; a real-time
+# count covers the last REALTIME_BATCHES closed micro-batches (one hour).
+MICRO_BATCH_SECONDS = 900
+REALTIME_BATCHES = 4
+
+
+@dataclass(frozen=True)
+class EventCount:
+    """Impressions (or clicks) of the entity over the `days` days before as_of; None: all earlier days."""
+
+    clicks: bool
+    days: int | None
+    empty = "0"
+
+    def aggregate(self, as_of: int) -> str:
+        cond = (["clicked"] if self.clicks else []) + \
+            ([f"ts >= {as_of - self.days * SECONDS_PER_DAY}"] if self.days is not None else [])
+        return f"count(*) FILTER (WHERE {' AND '.join(cond)})" if cond else "count(*)"
+
+
+@dataclass(frozen=True)
+class LastClicks:
+    """The entity's last `n` clicked items, newest first; within a request, by position."""
+
+    n: int
+    empty = "[]::BIGINT[]"
+
+    def aggregate(self, as_of: int) -> str:
+        return f"list(item_id ORDER BY ts DESC, position) FILTER (WHERE clicked)[1:{self.n}]"
+
+
+@dataclass(frozen=True)
+class CatalogField:
+    """A field of the entity's catalog row (the items table), as published."""
+
+    field: str
+
+
+@dataclass(frozen=True)
+class StreamCount:
+    """Impressions (or clicks) of the entity in the micro-batches closed within the last hour.
+
+    At request time t the visible micro-batches are those ending at or before the start of t's own
+    micro-batch m = t - t % MICRO_BATCH_SECONDS, so the window is [m - REALTIME_BATCHES *
+    MICRO_BATCH_SECONDS, m)."""
+
+    clicks: bool
+
+    def aggregate(self, event: str) -> str:
+        return f"count({event}.ts) FILTER (WHERE {event}.clicked)" if self.clicks else f"count({event}.ts)"
+
+
+Producer = EventCount | LastClicks | CatalogField | StreamCount
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    table: str                  # features_user, features_item (daily) or stream (per request)
+    entity: str                 # user or item
+    sources: tuple[str, ...]    # lake tables it is computed from
+    window: str
+    dtype: str                  # arrow type of the stored column
+    description: str
+    producer: Producer
+
+
+def _counts(prefix: str, table: str, entity: str) -> list[Column]:
+    out = []
+    for days, window in ((None, "all earlier days"), (1, "1 day"), (7, "7 days")):
+        suffix = "" if days is None else f"_{days}d"
+        for clicks, what in ((False, "impressions"), (True, "clicks")):
+            out.append(Column(f"{prefix}_{what}{suffix}", table, entity, ("impressions",), window, "int64",
+                              f"{what} of the {entity} over {window} before the serving day",
+                              EventCount(clicks, days)))
+    return out
+
+
+COLUMNS: tuple[Column, ...] = (
+    *_counts("u", "features_user", "user"),
+    Column("u_recent", "features_user", "user", ("impressions",), f"last {RECENT_CLICKS} clicks", "list<int64>",
+           "the user's last clicked items before the serving day, newest first", LastClicks(RECENT_CLICKS)),
+    *_counts("i", "features_item", "item"),
+    Column("i_created_day", "features_item", "item", ("items",), "catalog", "int32",
+           "the day the item entered the catalog", CatalogField("created_day")),
+    Column("rt_u_impressions_1h", "stream", "user", ("impressions",), "last hour, micro-batches", "int64",
+           "the user's impressions in the micro-batches closed within the last hour", StreamCount(False)),
+    Column("rt_u_clicks_1h", "stream", "user", ("impressions",), "last hour, micro-batches", "int64",
+           "the user's clicks in the micro-batches closed within the last hour", StreamCount(True)),
+)
+BY_NAME = {c.name: c for c in COLUMNS}
+
+
+def columns_of(table: str) -> tuple[Column, ...]:
+    return tuple(c for c in COLUMNS if c.table == table)
+
+
+if any(c.entity != "user" for c in columns_of("stream")):
+    # Serving shards by user-id hash: only user-keyed streams are whole inside one shard.
+    raise ValueError("stream columns must be user-level: a shard sees only its own users' events")
+
+
+def daily_sql(table: str, day: int, events: str, entities: str) -> str:
+    """The DuckDB query of features_user or features_item valid for serving `day`.
+
+    `events`: the impressions before `day`; `entities`: one row per id with its catalog fields."""
+    key = {"features_user": "user_id", "features_item": "item_id"}[table]
+    as_of = day * SECONDS_PER_DAY
+    cols = columns_of(table)
+    aggs = [c for c in cols if not isinstance(c.producer, CatalogField)]
+    select = [f"coalesce(e.{c.name}, {c.producer.empty}) AS {c.name}" if c in aggs else
+              f"x.{c.producer.field} AS {c.name}" for c in cols]
+    return f"""
+        SELECT {day}::INT AS day, x.{key}, {as_of}::BIGINT AS as_of, {', '.join(select)}
+        FROM {entities} x
+        LEFT JOIN (SELECT {key}, {', '.join(f'{c.producer.aggregate(as_of)} AS {c.name}' for c in aggs)}
+                   FROM {events} GROUP BY {key}) e USING ({key})
+        ORDER BY x.{key}
+    """
+
+
+def stream_sql(requests: str, events: str) -> str:
+    """Per request (request_id, user_id, ts), the stream columns as the StreamProcessor served them."""
+    span = REALTIME_BATCHES * MICRO_BATCH_SECONDS
+    cols = columns_of("stream")
+    return f"""
+        SELECT r.request_id, {', '.join(f'{c.producer.aggregate("e")} AS {c.name}' for c in cols)}
+        FROM {requests} r
+        LEFT JOIN {events} e ON e.user_id = r.user_id
+             AND e.ts >= r.ts - r.ts % {MICRO_BATCH_SECONDS} - {span}
+             AND e.ts < r.ts - r.ts % {MICRO_BATCH_SECONDS}
+        GROUP BY r.request_id
+    """
