@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from components.features import lineage as features_lineage
 from components.features.store import load_catalog
 from components.lake import Lake
 from components.ranking import RANKERS, Samples
@@ -48,12 +49,24 @@ def _holdout(request_id: np.ndarray) -> np.ndarray:
     return (h % 1000) < HOLDOUT_SHARE * 1000
 
 
+def sample_days(lake: Lake, day: int, exp: ExperimentConfig) -> list[int]:
+    """The days of samples the rankers trained on `day` learn from."""
+    return [d for d in lake.days("samples") if day - exp.models.sample_window_days < d <= day]
+
+
+def lineage(lake: Lake, day: int, exp: ExperimentConfig) -> dict:
+    """What the models trained on `day` were built from, per arm (components/features/lineage.py)."""
+    arms = {name: (sorted(a.channels), [r for r in (a.coarse, a.fine_ranker) if r != "none"])
+            for name, a in exp.arms.items()}
+    return features_lineage.of_day(lake, day, arms, sample_days(lake, day, exp) if exp.rankers_needed() else [])
+
+
 def train_rankers(lake: Lake, day: int, exp: ExperimentConfig, out: Path) -> dict[str, float]:
     """Fit each ranker on the samples of the last `sample_window_days` days; report holdout AUC."""
     names = exp.rankers_needed()
     if not names:
         return {}
-    days = [d for d in lake.days("samples") if day - exp.models.sample_window_days < d <= day]
+    days = sample_days(lake, day, exp)
     catalog = load_catalog(lake, day)
     table = lake.read("samples", days)
     samples = Samples.from_table(table, catalog)

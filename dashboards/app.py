@@ -36,7 +36,7 @@ def load(root: str) -> dict[str, pd.DataFrame]:
     lake = Lake(Path(root) / "lake")
     with lake.connect() as con:
         tables = {}
-        for name in ("ab_daily", "latency_daily", "world_daily"):
+        for name in ("ab_daily", "latency_daily", "world_daily", "model_lineage", "features_consistency"):
             tables[name] = con.sql(f"SELECT * FROM {name} ORDER BY day").df() if lake.days(name) else pd.DataFrame()
     return tables
 
@@ -236,6 +236,26 @@ def main() -> None:
              "lift", "lift_ci_low", "lift_ci_high", "p_value", "srm_p", cols["lift"], cols["lo"], cols["hi"],
              cols["p"], "ctr_expected", "ctr_oracle", "ctr_random"]
     st.dataframe(table[[c for c in dict.fromkeys(shown) if c in table]], hide_index=True)
+    lineage_section(tables["model_lineage"], tables["features_consistency"], list(last["arm"]))
+
+
+def lineage_section(lineage: pd.DataFrame, consistency: pd.DataFrame, arms: list[str]) -> None:
+    """Each arm's newest models: the features and source partitions they were trained on."""
+    st.subheader("Models: features and sources")
+    if not consistency.empty:
+        c = consistency.iloc[-1]
+        rate = "n/a" if pd.isna(c["match_rate"]) else f"{c['match_rate']:.2%}"
+        st.caption(f"Offline/online feature consistency on day {c['day']}: {rate} of {c['compared']} logged "
+                   f"(request, item) vectors rebuilt identically from the samples.")
+    if lineage.empty:
+        st.caption("No model lineage recorded yet.")
+        return
+    day = lineage["day"].max()
+    newest = lineage[lineage["day"] == day]
+    st.caption(f"Models trained on day {day}, features version {newest['features_version'].iloc[0]}.")
+    for arm in [a for a in arms if a in set(newest["arm"])]:
+        with st.expander(f"{arm}: models, features and source tables"):
+            st.table(newest[newest["arm"] == arm][["model", "kind", "name", "detail"]].reset_index(drop=True))
 
 
 main()

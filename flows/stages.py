@@ -47,8 +47,10 @@ def train(data_dir: str = "data", day: int = 0, parent_run_id: str | None = None
         with tracking.run(c, f"day-{day}/train", parent_run_id, params) as run_id:
             tasks.start_training(data_dir, day)
             metrics = tasks.train_channels(data_dir, day) | tasks.train_rankers(data_dir, day)
+            record = tasks.record_lineage(data_dir, day)
             models = tasks.publish_models(data_dir, day)
             tracking.log_metrics(c, run_id, metrics, step=day)
+            tracking.log_lineage(c, run_id, record)
             version = tasks.register_models(data_dir, day, run_id)
             tracking.set_tags(c, run_id, {"reclab.models_dir": models, "reclab.model_version": version})
     return metrics

@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from components import reports, samples, training
-from components.features import build_features, consistency
+from components.features import build_features, consistency, lineage
 from common.typedconf import to_mapping
 from flows import simulate, tracking
 from flows.campaign_state import Campaign, open_campaign
@@ -106,6 +106,16 @@ def start_training(data_dir: str, day: int) -> str:
     # The model set carries the experiment it was trained for: arms, quotas, model configs.
     (staging / "experiment.json").write_text(json.dumps(to_mapping(c.experiment), indent=2))
     return str(staging)
+
+
+@task(**TASK)
+def record_lineage(data_dir: str, day: int) -> dict:
+    """Write the staged models' lineage (features, source partitions) beside them and into the lake."""
+    c = open_campaign(data_dir)
+    record = training.lineage(c.lake, day, c.experiment)
+    (staging_dir(c, day) / "lineage.json").write_text(json.dumps(record, indent=2))
+    c.lake.write("model_lineage", day, lineage.table(record))
+    return record
 
 
 @task(**TASK)

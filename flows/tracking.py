@@ -134,6 +134,22 @@ def log_table(campaign: Campaign, run_id: str, rows: list[dict], file_name: str)
         client(campaign).log_artifact(run_id, str(path))
 
 
+def log_lineage(campaign: Campaign, run_id: str, record: dict) -> None:
+    """A model's lineage on its run: the whole record as lineage.json, the gist as tags."""
+    from components.features.lineage import day_ranges
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "lineage.json"
+        path.write_text(json.dumps(record, indent=2))
+        client(campaign).log_artifact(run_id, str(path))
+    tags = {"reclab.features_version": record["features_version"],
+            "reclab.features": ",".join(f["name"] for f in record["features"])[:MAX_PARAM]}
+    for model, spec in record["models"].items():
+        tags[f"reclab.lineage.{model}"] = "; ".join(
+            f"{t} {day_ranges(d)}" for t, d in spec["sources"].items())[:MAX_PARAM]
+    set_tags(campaign, run_id, tags)
+
+
 def registered_name(campaign: Campaign) -> str:
     """The registry name of a campaign's pipelines: one version per training day."""
     slug = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in campaign.name)

@@ -16,7 +16,8 @@ from flows.tracking import registered_name
 pytestmark = pytest.mark.e2e
 AB_DAYS = 2
 TABLES = ("items", "users", "requests", "request_latency", "impressions", "features_user", "features_item",
-          "samples", "ab_daily", "latency_daily", "world_daily")
+          "samples", "ab_daily", "latency_daily", "world_daily", "features_online", "features_consistency",
+          "model_lineage")
 MEASURED = ("request_latency", "latency_daily")     # wall-clock time: the one thing a re-run cannot repeat
 
 
@@ -87,6 +88,42 @@ def test_mlflow_holds_runs_with_params_metrics_models(campaign_dir):
     assert train.data.tags["reclab.model_version"] == str(version.version)
     for arm in ("control", "treatment"):
         assert f"{arm}.ctr" in by_name[f"day-{AB_DAYS}/report"].data.metrics
+
+
+def test_online_features_match_the_samples_every_day(campaign_dir):
+    c = open_campaign(campaign_dir)
+    client = MlflowClient(tracking_uri=c.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(c.name).experiment_id], max_results=500)
+    by_name = {r.info.run_name: r for r in runs}
+    lake = Lake(campaign_dir / "lake")
+    for day in range(AB_DAYS + 1):
+        m = by_name[f"day-{day}/build_samples"].data.metrics
+        assert m["features.compared"] > 0 and m["features.match_rate"] == 1.0, day
+        row = lake.read("features_consistency", day).to_pylist()[0]
+        assert row["matched"] == row["compared"] == m["features.compared"] == row["logged"], day
+
+
+def test_each_models_run_records_its_features_and_sources(campaign_dir, monkeypatch):
+    from components.features.definitions import FEATURES, definitions_version
+
+    c = open_campaign(campaign_dir)
+    client = MlflowClient(tracking_uri=c.tracking_uri)
+    run = client.search_runs([client.get_experiment_by_name(c.name).experiment_id],
+                             f"attributes.run_name = 'day-{AB_DAYS}/train'")[0]
+    tags = run.data.tags
+    assert tags["reclab.features_version"] == definitions_version()
+    assert tags["reclab.features"].split(",") == [f.name for f in FEATURES]
+    assert tags["reclab.lineage.mlp"].startswith(f"samples {AB_DAYS - 2}-{AB_DAYS}; ")
+    assert "lineage.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    lineage = Lake(campaign_dir / "lake").read("model_lineage", AB_DAYS).to_pandas()
+    for arm in ("control", "treatment"):
+        mine = lineage[(lineage["arm"] == arm) & (lineage["model"] == "mlp")]
+        assert set(mine[mine["kind"] == "feature"]["name"]) == {f.name for f in FEATURES}
+    at = dashboard(campaign_dir, monkeypatch)
+    assert not at.exception
+    assert "Models: features and sources" in [h.value for h in at.subheader]
+    assert {e.label for e in at.expander} >= {"control: models, features and source tables",
+                                               "treatment: models, features and source tables"}
 
 
 def test_requests_record_experiment_layer_and_a_sticky_arm(campaign_dir):
