@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from components.contracts import SCHEMAS
 from components.features.definitions import FEATURES, definitions_version
 from components.lake import Lake
 
@@ -62,5 +63,4 @@ def table(lineage: dict) -> pa.Table:
             rows += [{"kind": "source", "name": t, "detail": f"days {day_ranges(d)}" if d else "no partitions"}
                      | {"model": model, "arm": arm} for t, d in spec["sources"].items()]
     return pa.Table.from_pylist([{"day": lineage["day"], **r, "features_version": lineage["features_version"]}
-                                 for r in rows], schema=None) if rows else \
-        pa.table({k: [] for k in ("day", "arm", "model", "kind", "name", "detail", "features_version")})
+                                 for r in rows], schema=SCHEMAS["model_lineage"])

@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 import pyarrow as pa
 
-from components.features.columns import RECENT_CLICKS, SECONDS_PER_DAY, columns_of, daily_sql
+from components.features.columns import RECENT_CLICKS, columns_of, daily_sql
 from components.features.definitions import vectorize
 from components.lake import Lake
 from components.types import Catalog, ItemFeatures, UserBatch, pad_rows
@@ -146,6 +146,3 @@ def user_batch_from_table(table: pa.Table, items: ItemFeatures) -> UserBatch:
         items=items,
     )
 
-
-__all__ = ["SECONDS_PER_DAY", "FeatureStore", "build_features", "load_catalog", "online_vectors",
-           "offline_vectors", "blank_columns", "user_batch_from_table"]

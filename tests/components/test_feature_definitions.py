@@ -198,3 +198,18 @@ def test_logged_requests_are_a_stable_share():
     assert 0.08 < share.mean() < 0.12
     np.testing.assert_array_equal(consistency.logged(ids[::-1], 0.1), share[::-1])
     assert not consistency.logged(ids, 0.0).any() and consistency.logged(ids, 1.0).all()
+
+
+def test_lineage_names_every_feature_and_the_partitions_behind_the_samples(lake):
+    from components.features import lineage
+
+    record = lineage.of_day(lake, 2, {"a": (["popular"], ["mlp"]), "b": (["popular", "itemcf"], [])}, [1, 2])
+    assert [f["name"] for f in record["features"]] == [f.name for f in FEATURES]
+    assert record["models"]["mlp"]["sources"]["samples"] == [1, 2]
+    assert record["models"]["mlp"]["sources"]["impressions"] == [0, 1, 2]
+    assert "features" not in record["models"]["itemcf"]
+    rows = lineage.table(record).to_pylist()
+    assert {r["name"] for r in rows if r["arm"] == "a" and r["kind"] == "feature"} == {f.name for f in FEATURES}
+    assert {r["model"] for r in rows if r["arm"] == "b"} == {"popular", "itemcf"}
+    assert {"samples": "days 1-2"}.items() <= {r["name"]: r["detail"] for r in rows if r["model"] == "mlp"}.items()
+    assert lineage.day_ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
