@@ -117,6 +117,17 @@ def latency_daily(lake: Lake, day: int) -> pa.Table:
     return table
 
 
+def channel_latency_daily(lake: Lake, day: int) -> pa.Table:
+    """Wall-clock recall time percentiles of each channel per arm, from request_channel_latency."""
+    with lake.connect() as con:
+        table = con.sql(f"""SELECT day, arm, channel, count(*) AS requests, quantile_cont(ms, 0.5) AS p50,
+                                   quantile_cont(ms, 0.95) AS p95, quantile_cont(ms, 0.99) AS p99, avg(ms) AS mean
+                            FROM request_channel_latency WHERE day = {day}
+                            GROUP BY day, arm, channel ORDER BY arm, channel""").to_arrow_table()
+    lake.write("channel_latency_daily", day, table)
+    return table
+
+
 def summary_rows(lake: Lake, days: list[int] | None = None) -> list[dict]:
     """CTR, its interval and reference CTRs, and total latency, per arm and day, for printing."""
     con = lake.connect()

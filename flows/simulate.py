@@ -104,6 +104,11 @@ def load_pipelines(c: Campaign, day: int, arms: dict[str, ArmConfig]) -> dict[st
             for name, a in arms.items()}
 
 
+def channel_names(arms: dict[str, ArmConfig]) -> list[str]:
+    """Every recall channel of the day's arms, in a fixed order: the columns of the shard files."""
+    return sorted({ch for a in arms.values() for ch in a.channels})
+
+
 class Day(NamedTuple):
     traffic: Traffic
     experiment: str
@@ -155,6 +160,8 @@ def serve_shard(c: Campaign, day: int, index: int, n_shards: int,
     scores = np.zeros((n, k), np.float32)
     origin = np.full((n, k), "", dtype=object)
     stage_ms = {s: np.zeros(n, np.float32) for s in STAGES}
+    names = channel_names(arms)
+    channel_ms = np.full((n, len(names)), np.nan, np.float32)                    # [n, C] NaN: not in the arm
     batch_size = np.zeros(n, np.int32)
     batches = [(arm, idx[s:s + bs]) for arm in pipelines for idx in [np.flatnonzero(assigned == arm)]
                for s in range(0, len(idx), bs)]
@@ -165,6 +172,8 @@ def serve_shard(c: Campaign, day: int, index: int, n_shards: int,
         origin[idx] = [["|".join(slot) for slot in row] for row in res.channels]
         for s, v in res.timings_ms.items():
             stage_ms[s][idx] = v
+        for ch, v in res.channel_ms.items():
+            channel_ms[idx, names.index(ch)] = v
         batch_size[idx] = len(idx)
 
     prob = behavior.click_probability(world, state, tr.user_id, slates)           # [n, K]
@@ -176,7 +185,7 @@ def serve_shard(c: Campaign, day: int, index: int, n_shards: int,
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         np.savez(f, rows=rows, slates=slates, scores=scores, origin=origin.astype(str), batch_size=batch_size,
-                 prob=prob, clicked=clicked,
+                 channel_ms=channel_ms, prob=prob, clicked=clicked,
                  **{f"{s}_ms": v for s, v in stage_ms.items()})
     tmp.replace(path)
     return str(path)
@@ -191,6 +200,7 @@ def finish_day(c: Campaign, day: int, n_shards: int) -> dict[str, float]:
     out = {"slates": np.full((n, k), -1, np.int64), "scores": np.zeros((n, k), np.float32),
            "origin": np.full((n, k), "", dtype=object), "batch_size": np.zeros(n, np.int32),
            "prob": np.zeros((n, k), np.float32), "clicked": np.zeros((n, k), bool),
+           "channel_ms": np.full((n, len(channel_names(arms))), np.nan, np.float32),
            **{f"{s}_ms": np.zeros(n, np.float32) for s in STAGES}}
     for index in range(n_shards):
         with np.load(shard_path(c, day, index, n_shards)) as z:
@@ -215,6 +225,13 @@ def finish_day(c: Campaign, day: int, n_shards: int) -> dict[str, float]:
         "day": np.full(n, day, np.int32), "request_id": tr.request_id, "arm": assigned.astype(str),
         "batch_size": out["batch_size"],
         **{f"{s}_ms": out[f"{s}_ms"] for s in STAGES},
+    }))
+    names = channel_names(arms)
+    req, ch = np.nonzero(np.isfinite(out["channel_ms"]))                         # request order, then channel
+    c.lake.write("request_channel_latency", day, pa.table({
+        "day": np.full(len(req), day, np.int32), "request_id": tr.request_id[req],
+        "arm": assigned[req].astype(str), "channel": np.asarray(names, dtype=object)[ch].astype(str),
+        "ms": out["channel_ms"][req, ch],
     }))
     r, pos = np.nonzero(shown)
     c.lake.write("impressions", day, pa.table({

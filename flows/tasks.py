@@ -156,7 +156,7 @@ def register_models(data_dir: str, day: int, run_id: str) -> str:
 
 @task(**TASK)
 def report_day(data_dir: str, day: int) -> list[dict]:
-    """Write ab_daily and latency_daily for `day`; return the day's summary rows."""
+    """Write ab_daily, latency_daily and channel_latency_daily for `day`; return the day's summary rows."""
     c = open_campaign(data_dir)
     experiment, arms = simulate.arms_of_day(c, day)
     exp = c.experiment
@@ -165,5 +165,6 @@ def report_day(data_dir: str, day: int) -> list[dict]:
     reports.ab_daily(c.lake, day, experiment, {n: a.share for n, a in arms.items()}, control, layer=layer,
                      exclude_users=exp.forced_users(), covariate_day=0, analysis=exp.analysis)
     reports.latency_daily(c.lake, day)
+    reports.channel_latency_daily(c.lake, day)
     c.lake.refresh_catalog()
     return reports.summary_rows(c.lake, [day])

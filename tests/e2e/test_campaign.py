@@ -15,9 +15,10 @@ from flows.tracking import registered_name
 
 pytestmark = pytest.mark.e2e
 AB_DAYS = 2
-TABLES = ("items", "users", "requests", "request_latency", "impressions", "features_user", "features_item",
-          "samples", "ab_daily", "latency_daily", "world_daily")
-MEASURED = ("request_latency", "latency_daily")     # wall-clock time: the one thing a re-run cannot repeat
+TABLES = ("items", "users", "requests", "request_latency", "request_channel_latency", "impressions",
+          "features_user", "features_item", "samples", "ab_daily", "latency_daily", "channel_latency_daily",
+          "world_daily")
+MEASURED = ("request_latency", "latency_daily", "request_channel_latency", "channel_latency_daily")     # wall-clock time: the one thing a re-run cannot repeat
 
 
 @pytest.fixture(scope="module")
