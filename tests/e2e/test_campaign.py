@@ -87,7 +87,11 @@ def test_mlflow_holds_runs_with_params_metrics_models(campaign_dir):
     assert version.run_id == train.info.run_id and version.tags["reclab.day"] == str(AB_DAYS)
     assert train.data.tags["reclab.model_version"] == str(version.version)
     for arm in ("control", "treatment"):
-        assert f"{arm}.ctr" in by_name[f"day-{AB_DAYS}/report"].data.metrics
+        metrics = by_name[f"day-{AB_DAYS}/report"].data.metrics
+        assert f"{arm}.ctr" in metrics
+        # Of the day's clicks and impressions, those on items that arrived that day.
+        assert 0.0 <= metrics[f"{arm}.new_click_share"] <= 1.0
+        assert 0.0 <= metrics[f"{arm}.new_impression_share"] <= 1.0
 
 
 def test_requests_record_experiment_layer_and_a_sticky_arm(campaign_dir):
