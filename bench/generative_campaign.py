@@ -87,6 +87,18 @@ def generative_new_share(data_dir: Path, day: int, users: int = 256) -> dict[str
             "requests_with_a_new_candidate": float(is_new.any(axis=1).mean())}
 
 
+def latency_rows(lake: Lake) -> list[list[str]]:
+    """Per A/B day and arm: each recall channel's p50/p99 and the recall and total stages' (ms)."""
+    with lake.connect() as con:
+        rows = con.sql("""
+            SELECT day, arm, channel AS part, p50, p99 FROM channel_latency_daily WHERE day >= 1
+            UNION ALL
+            SELECT day, arm, stage || ' (stage)', p50, p99 FROM latency_daily
+            WHERE day >= 1 AND stage IN ('recall', 'total')
+            ORDER BY day, arm, part""").fetchall()
+    return [[d, arm, part, f"{p50:.1f}", f"{p99:.1f}"] for d, arm, part, p50, p99 in rows]
+
+
 def _plain(v):
     """numpy scalars and NaN as JSON-friendly values (NaN, e.g. control's lift, as None)."""
     if isinstance(v, list):
@@ -106,7 +118,12 @@ def main() -> None:
     p.add_argument("--experiment", default="generative")
     p.add_argument("--days", type=int, default=3)
     p.add_argument("--data-dir", type=Path, default=Path("data/bench-generative-campaign"))
+    p.add_argument("--latency-only", action="store_true",
+                   help="no new campaign: append the latency table of the one in --data-dir")
     args = p.parse_args()
+    if args.latency_only:
+        append_latency(args)
+        return
     load_before = os.getloadavg()
     seconds = run_campaign(args)
     load_after = os.getloadavg()
@@ -135,6 +152,19 @@ def main() -> None:
                  f"One seed, one campaign: "
                  f"bench/generative_campaign.json holds every figure.")
     for row in table:
+        print(" | ".join(map(str, row)))
+    append_latency(args)
+
+
+def append_latency(args: argparse.Namespace) -> None:
+    rows = latency_rows(Lake(args.data_dir / "lake"))
+    append(f"Recall latency per channel in that campaign (`{args.experiment}` on `{args.scenario}`)",
+           ["day", "arm", "channel or stage", "p50 ms", "p99 ms"], rows,
+           notes="wall clock per request from request_channel_latency / request_latency (each request charged "
+                 "its micro-batch of 16's time); both arms recall in parallel (parallel_recall: true), so "
+                 "the recall stage follows the slowest channel; 1 torch thread per batch; machine shared, "
+                 "load average as in the section above")
+    for row in rows:
         print(" | ".join(map(str, row)))
 
 
