@@ -4,7 +4,10 @@ from __future__ import annotations
 import pyarrow as pa
 
 # 2: per-request stage timings moved from `requests` to `request_latency`.
-SCHEMA_VERSION = 2
+# 3: per-request recall time of each channel in `request_channel_latency`, its percentiles in
+#    `channel_latency_daily`; features v2 (1/7-day windows, item age, real-time counts) with
+#    `features_online`, `features_consistency` and `model_lineage`.
+SCHEMA_VERSION = 3
 
 # Stages timed by the serving pipeline, in the order a request goes through them.
 STAGES = ("recall", "merge", "coarse", "fine", "total")
@@ -72,6 +75,17 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("arm", pa.string(), nullable=False),
         pa.field("batch_size", pa.int32(), nullable=False),
         *_latency_fields(),
+    ]),
+    # One row per request and recall channel of its arm (long, not a column per channel: arms
+    # have different channels, and a new channel needs no schema change). Like the stages, each
+    # request is charged its micro-batch's time; with parallel recall the channels overlap, so
+    # the recall stage lasts about the slowest one, not their sum.
+    "request_channel_latency": pa.schema([
+        pa.field("day", pa.int32(), nullable=False),
+        pa.field("request_id", pa.int64(), nullable=False),
+        pa.field("arm", pa.string(), nullable=False),
+        pa.field("channel", pa.string(), nullable=False),
+        pa.field("ms", pa.float32(), nullable=False),
     ]),
     "impressions": pa.schema([
         pa.field("day", pa.int32(), nullable=False),
@@ -165,6 +179,16 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("day", pa.int32(), nullable=False),
         pa.field("arm", pa.string(), nullable=False),
         pa.field("stage", pa.string(), nullable=False),
+        pa.field("requests", pa.int64(), nullable=False),
+        pa.field("p50", pa.float64(), nullable=False),
+        pa.field("p95", pa.float64(), nullable=False),
+        pa.field("p99", pa.float64(), nullable=False),
+        pa.field("mean", pa.float64(), nullable=False),
+    ]),
+    "channel_latency_daily": pa.schema([
+        pa.field("day", pa.int32(), nullable=False),
+        pa.field("arm", pa.string(), nullable=False),
+        pa.field("channel", pa.string(), nullable=False),
         pa.field("requests", pa.int64(), nullable=False),
         pa.field("p50", pa.float64(), nullable=False),
         pa.field("p95", pa.float64(), nullable=False),

@@ -117,20 +117,53 @@ def latency_daily(lake: Lake, day: int) -> pa.Table:
     return table
 
 
+def channel_latency_daily(lake: Lake, day: int) -> pa.Table:
+    """Wall-clock recall time percentiles of each channel per arm, from request_channel_latency."""
+    with lake.connect() as con:
+        table = con.sql(f"""SELECT day, arm, channel, count(*) AS requests, quantile_cont(ms, 0.5) AS p50,
+                                   quantile_cont(ms, 0.95) AS p95, quantile_cont(ms, 0.99) AS p99, avg(ms) AS mean
+                            FROM request_channel_latency WHERE day = {day}
+                            GROUP BY day, arm, channel ORDER BY arm, channel""").to_arrow_table()
+    lake.write("channel_latency_daily", day, table)
+    return table
+
+
+# Per day and arm: the share of impressions and of clicks that went to items which arrived that day
+# (created_day == day), from the logs and the catalog the recommender sees. Null without clicks.
+NEW_ITEM_SQL = """
+    SELECT i.day, i.arm,
+           count(*) FILTER (WHERE c.created_day = i.day) / count(*) AS new_impression_share,
+           CASE WHEN count(*) FILTER (WHERE i.clicked) > 0
+                THEN count(*) FILTER (WHERE i.clicked AND c.created_day = i.day)
+                     / count(*) FILTER (WHERE i.clicked) END AS new_click_share
+    FROM impressions i LEFT JOIN (SELECT item_id, created_day FROM items) c USING (item_id)
+    {where} GROUP BY i.day, i.arm"""
+
+
+def new_item_shares(lake: Lake, day: int) -> dict[str, dict[str, float | None]]:
+    """Arm -> the day's new_impression_share and new_click_share (items that arrived that day)."""
+    with lake.connect() as con:
+        rows = con.sql(NEW_ITEM_SQL.format(where=f"WHERE i.day = {int(day)}")).fetchall()
+    return {arm: {"new_impression_share": imp, "new_click_share": clk} for _, arm, imp, clk in rows}
+
+
 def summary_rows(lake: Lake, days: list[int] | None = None) -> list[dict]:
-    """CTR, its interval and reference CTRs, and total latency, per arm and day, for printing."""
+    """CTR, its interval and reference CTRs, total latency and the new items' share of impressions
+    and clicks, per arm and day, for printing."""
     con = lake.connect()
-    where = f"WHERE a.day IN ({','.join(map(str, days))})" if days else ""
+    day_list = ",".join(map(str, days)) if days else ""
+    where = f"WHERE a.day IN ({day_list})" if days else ""
     rows = con.sql(f"""
         SELECT a.day, a.arm, a.requests, a.ctr, a.ctr_ci_low, a.ctr_ci_high, a.lift, a.p_value,
-               w.ctr_expected, w.ctr_oracle, w.ctr_random, l.p50, l.p99
+               w.ctr_expected, w.ctr_oracle, w.ctr_random, l.p50, l.p99, n.new_impression_share, n.new_click_share
         FROM ab_daily a
         JOIN world_daily w USING (day, arm)
         JOIN (SELECT * FROM latency_daily WHERE stage = 'total') l USING (day, arm)
+        LEFT JOIN ({NEW_ITEM_SQL.format(where=f"WHERE i.day IN ({day_list})" if days else "")}) n USING (day, arm)
         {where} ORDER BY a.day, a.is_control DESC, a.arm
     """).fetchall()
     cols = ["day", "arm", "requests", "ctr", "ctr_ci_low", "ctr_ci_high", "lift", "p_value",
-            "ctr_expected", "ctr_oracle", "ctr_random", "p50", "p99"]
+            "ctr_expected", "ctr_oracle", "ctr_random", "p50", "p99", "new_impression_share", "new_click_share"]
     con.close()
     return [dict(zip(cols, r)) for r in rows]
 

@@ -36,7 +36,8 @@ def load(root: str) -> dict[str, pd.DataFrame]:
     lake = Lake(Path(root) / "lake")
     with lake.connect() as con:
         tables = {}
-        for name in ("ab_daily", "latency_daily", "world_daily", "model_lineage", "features_consistency"):
+        for name in ("ab_daily", "latency_daily", "world_daily", "model_lineage", "features_consistency",
+                     "channel_latency_daily"):
             tables[name] = con.sql(f"SELECT * FROM {name} ORDER BY day").df() if lake.days(name) else pd.DataFrame()
     return tables
 
@@ -151,6 +152,16 @@ def latency_section(lat: pd.DataFrame, control: str, cfg: AnalysisConfig, last_d
     st.table(pivot.rename(columns=lambda a: f"{a} p99 ms").round(2))
 
 
+def channel_latency_table(chan: pd.DataFrame, last_day: int) -> None:
+    """Each recall channel's own time per arm on the last day: which channel sets the recall stage."""
+    today = chan[chan["day"] == last_day]
+    pivot = today.pivot_table(index="channel", columns="arm", values=["p50", "p99"])
+    pivot.columns = [f"{arm} {pct} ms" for pct, arm in pivot.columns]
+    st.caption(f"Recall time of each channel on day {last_day} (ms; with parallel recall the recall stage "
+               "lasts about as long as the slowest channel, otherwise their sum).")
+    st.table(pivot[sorted(pivot.columns)].round(2))
+
+
 def main() -> None:
     st.set_page_config(page_title="reclab: compare arms", layout="wide")
     root = data_dir()
@@ -229,6 +240,10 @@ def main() -> None:
     st.subheader("Latency per stage per arm (wall clock, ms)")
     if not lat_days.empty:
         latency_section(lat_days, control, cfg, last_day)
+    chan = tables["channel_latency_daily"]
+    chan = chan[chan["arm"].isin(rows["arm"].unique()) & (chan["day"] == last_day)] if not chan.empty else chan
+    if not chan.empty:
+        channel_latency_table(chan, last_day)
 
     st.subheader("Daily table")
     table = rows.merge(w, on=["day", "arm", "requests"], how="left")

@@ -107,6 +107,11 @@ def load_pipelines(c: Campaign, day: int, arms: dict[str, ArmConfig]) -> dict[st
             for name, a in arms.items()}
 
 
+def channel_names(arms: dict[str, ArmConfig]) -> list[str]:
+    """Every recall channel of the day's arms, in a fixed order: the columns of the shard files."""
+    return sorted({ch for a in arms.values() for ch in a.channels})
+
+
 class Day(NamedTuple):
     traffic: Traffic
     experiment: str
@@ -167,6 +172,8 @@ def serve_shard(c: Campaign, day: int, index: int, n_shards: int,
     scores = np.zeros((n, k), np.float32)
     origin = np.full((n, k), "", dtype=object)
     stage_ms = {s: np.zeros(n, np.float32) for s in STAGES}
+    names = channel_names(arms)
+    channel_ms = np.full((n, len(names)), np.nan, np.float32)                    # [n, C] NaN: not in the arm
     batch_size = np.zeros(n, np.int32)
     prob, clicked = np.zeros((n, k), np.float32), np.zeros((n, k), bool)
     log = consistency.logged(tr.request_id, exp.feature_log_rate)                  # [n]
@@ -188,6 +195,8 @@ def serve_shard(c: Campaign, day: int, index: int, n_shards: int,
         origin[idx] = [["|".join(slot) for slot in row] for row in res.channels]
         for s, v in res.timings_ms.items():
             stage_ms[s][idx] = v
+        for ch, v in res.channel_ms.items():
+            channel_ms[idx, names.index(ch)] = v
         batch_size[idx] = len(idx)
         if log[idx].any():
             log_x[idx[log[idx]]] = online_vectors(batch, res.items)[log[idx]]       # [m, K, F]
@@ -203,7 +212,7 @@ def serve_shard(c: Campaign, day: int, index: int, n_shards: int,
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         np.savez(f, rows=rows, slates=slates, scores=scores, origin=origin.astype(str), batch_size=batch_size,
-                 prob=prob, clicked=clicked, log=log, log_x=log_x,
+                 channel_ms=channel_ms, prob=prob, clicked=clicked, log=log, log_x=log_x,
                  **{f"{s}_ms": v for s, v in stage_ms.items()})
     tmp.replace(path)
     return str(path)
@@ -219,6 +228,7 @@ def finish_day(c: Campaign, day: int, n_shards: int) -> dict[str, float]:
            "origin": np.full((n, k), "", dtype=object), "batch_size": np.zeros(n, np.int32),
            "prob": np.zeros((n, k), np.float32), "clicked": np.zeros((n, k), bool),
            "log": np.zeros(n, bool), "log_x": np.zeros((n, k, len(FEATURES)), np.float32),
+           "channel_ms": np.full((n, len(channel_names(arms))), np.nan, np.float32),
            **{f"{s}_ms": np.zeros(n, np.float32) for s in STAGES}}
     for index in range(n_shards):
         with np.load(shard_path(c, day, index, n_shards)) as z:
@@ -243,6 +253,13 @@ def finish_day(c: Campaign, day: int, n_shards: int) -> dict[str, float]:
         "day": np.full(n, day, np.int32), "request_id": tr.request_id, "arm": assigned.astype(str),
         "batch_size": out["batch_size"],
         **{f"{s}_ms": out[f"{s}_ms"] for s in STAGES},
+    }))
+    names = channel_names(arms)
+    req, ch = np.nonzero(np.isfinite(out["channel_ms"]))                         # request order, then channel
+    c.lake.write("request_channel_latency", day, pa.table({
+        "day": np.full(len(req), day, np.int32), "request_id": tr.request_id[req],
+        "arm": assigned[req].astype(str), "channel": np.asarray(names, dtype=object)[ch].astype(str),
+        "ms": out["channel_ms"][req, ch],
     }))
     r, pos = np.nonzero(shown)
     c.lake.write("impressions", day, pa.table({

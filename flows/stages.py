@@ -70,5 +70,6 @@ def report(data_dir: str = "data", day: int = 0, parent_run_id: str | None = Non
 
 
 def day_metrics(rows: list[dict]) -> dict[str, float]:
-    keys = ("ctr", "ctr_expected", "ctr_oracle", "ctr_random", "p50", "p99", "lift", "p_value")
+    keys = ("ctr", "ctr_expected", "ctr_oracle", "ctr_random", "p50", "p99", "lift", "p_value",
+            "new_impression_share", "new_click_share")
     return {f"{r['arm']}.{k}": r[k] for r in rows for k in keys if r.get(k) is not None}

@@ -150,14 +150,19 @@ def train_rankers(data_dir: str, day: int) -> dict[str, float]:
 def publish_summary(rows: list[dict], day: int, campaign: str) -> str:
     """The day's A/B summary as a markdown artifact on the flow run, for the Prefect UI."""
     lines = [f"# {campaign}: day {day}", "",
-             "| arm | requests | CTR | 95% CI | lift | p | E[CTR] | oracle | random | p99 ms |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| arm | requests | CTR | 95% CI | lift | p | E[CTR] | oracle | random | p99 ms "
+             "| new-item impressions | new-item clicks |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    share = lambda v: "" if v is None else f"{v:.1%}"  # noqa: E731
     for r in rows:
         lift = "" if r["lift"] is None else f"{r['lift']:+.1%}"
         p = "" if r["p_value"] is None else f"{r['p_value']:.3g}"
         lines.append(f"| {r['arm']} | {r['requests']} | {r['ctr']:.4f} | [{r['ctr_ci_low']:.4f}, "
                      f"{r['ctr_ci_high']:.4f}] | {lift} | {p} | {r['ctr_expected']:.4f} | "
-                     f"{r['ctr_oracle']:.4f} | {r['ctr_random']:.4f} | {r['p99']:.2f} |")
+                     f"{r['ctr_oracle']:.4f} | {r['ctr_random']:.4f} | {r['p99']:.2f} | "
+                     f"{share(r.get('new_impression_share'))} | {share(r.get('new_click_share'))} |")
+    lines += ["", "New-item shares: of the day's impressions and clicks, those on items that arrived that "
+              "day (on day 0 every item is new)."]
     key = "".join(ch if ch.isalnum() else "-" for ch in f"ab-{campaign}-day-{day}".lower())
     create_markdown_artifact(markdown="\n".join(lines), key=key[:100],
                              description=f"A/B summary of day {day}")
@@ -173,7 +178,7 @@ def register_models(data_dir: str, day: int, run_id: str) -> str:
 
 @task(**TASK)
 def report_day(data_dir: str, day: int) -> list[dict]:
-    """Write ab_daily and latency_daily for `day`; return the day's summary rows."""
+    """Write ab_daily, latency_daily and channel_latency_daily for `day`; return the day's summary rows."""
     c = open_campaign(data_dir)
     experiment, arms = simulate.arms_of_day(c, day)
     exp = c.experiment
@@ -182,5 +187,6 @@ def report_day(data_dir: str, day: int) -> list[dict]:
     reports.ab_daily(c.lake, day, experiment, {n: a.share for n, a in arms.items()}, control, layer=layer,
                      exclude_users=exp.forced_users(), covariate_day=0, analysis=exp.analysis)
     reports.latency_daily(c.lake, day)
+    reports.channel_latency_daily(c.lake, day)
     c.lake.refresh_catalog()
     return reports.summary_rows(c.lake, [day])

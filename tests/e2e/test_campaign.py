@@ -15,10 +15,11 @@ from flows.tracking import registered_name
 
 pytestmark = pytest.mark.e2e
 AB_DAYS = 2
-TABLES = ("items", "users", "requests", "request_latency", "impressions", "features_user", "features_item",
-          "samples", "ab_daily", "latency_daily", "world_daily", "features_online", "features_consistency",
-          "model_lineage")
-MEASURED = ("request_latency", "latency_daily")     # wall-clock time: the one thing a re-run cannot repeat
+TABLES = ("items", "users", "requests", "request_latency", "request_channel_latency", "impressions",
+          "features_user", "features_item", "samples", "ab_daily", "latency_daily", "channel_latency_daily",
+          "world_daily", "features_online", "features_consistency", "model_lineage")
+# Wall-clock time: the one thing a re-run cannot repeat.
+MEASURED = ("request_latency", "latency_daily", "request_channel_latency", "channel_latency_daily")
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,11 @@ def test_mlflow_holds_runs_with_params_metrics_models(campaign_dir):
     assert version.run_id == train.info.run_id and version.tags["reclab.day"] == str(AB_DAYS)
     assert train.data.tags["reclab.model_version"] == str(version.version)
     for arm in ("control", "treatment"):
-        assert f"{arm}.ctr" in by_name[f"day-{AB_DAYS}/report"].data.metrics
+        metrics = by_name[f"day-{AB_DAYS}/report"].data.metrics
+        assert f"{arm}.ctr" in metrics
+        # Of the day's clicks and impressions, those on items that arrived that day.
+        assert 0.0 <= metrics[f"{arm}.new_click_share"] <= 1.0
+        assert 0.0 <= metrics[f"{arm}.new_impression_share"] <= 1.0
 
 
 def test_online_features_match_the_samples_every_day(campaign_dir):

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 DAYS = 1
 ARGS = ["campaign", "--scenario", "tiny", "--experiment", "default", "--days", str(DAYS)]
-MEASURED = {"request_latency", "latency_daily"}      # wall-clock time: never repeats
+MEASURED = {"request_latency", "latency_daily", "request_channel_latency", "channel_latency_daily"}      # wall-clock time: never repeats
 KILL_SEED = 8
 
 
