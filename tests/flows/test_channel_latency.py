@@ -73,7 +73,10 @@ def test_recall_takes_the_slowest_channel_in_parallel_and_the_sum_serially(tmp_p
     assert (rows["slowest"] >= SLEEP_S * 1000).all()
     assert (rows["recall_ms"] >= rows["slowest"]).all()
     if parallel:
-        # Three channels of 50 ms side by side: about 50 ms, far from the 150 ms of their sum.
-        assert (rows["recall_ms"] < rows["total"]).all()
+        # Three channels of 50 ms side by side: about 50 ms, far from the 150 ms of their sum. A
+        # loaded machine can delay a thread's start past its siblings' end, so judge the typical
+        # request, not every one.
+        assert (rows["recall_ms"] < rows["total"]).mean() > 0.9
+        assert rows["recall_ms"].median() < 0.8 * rows["total"].median()
     else:
         assert (rows["recall_ms"] >= rows["total"]).all()
