@@ -5,7 +5,8 @@ One run on one GPU: a Qwen2-1.5B-shaped model with random bf16 weights (vocabula
 .generate with a prefix_allowed_tokens_fn holding each step to its level's 256 tokens; (b) our
 FastBeamSearch on the same weights, eager and as one CUDA graph, with the catalogue's trie as the
 mask. Sweeps batch sizes, reports median / p99 latency and users/s, the best users/s at p99 <= 100 ms,
-a check that the fast path agrees with the reference, time per phase and a profiler table.
+a check that the fast path agrees with the reference, time per phase and a profiler table, and
+prefix KV reuse: users whose first --cached tokens were encoded by an earlier request.
 `--preset tiny --device cpu` runs our CPU-default-sized model on the CPU instead (no baseline).
 
     python -m bench.gpu_decode --preset qwen2-1.5b --device cuda --out bench/gpu_decode.json
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -121,7 +123,8 @@ def run(args) -> dict:
     result = {"command": " ".join(["python", "-m", "bench.gpu_decode", *sys.argv[1:]]),
               "machine": machine(), "date": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
               "torch": torch.__version__, "config": cfg.__dict__, "beam": args.beam, "length": args.length,
-              "catalogue_items": args.items, "dtype": str(dtype)}
+              "catalogue_items": args.items, "dtype": str(dtype),
+              "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()], "torch_threads": torch.get_num_threads()}
     if device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name()
         a = torch.randn(8192, 8192, device=device, dtype=dtype)
@@ -308,7 +311,7 @@ def markdown(res: dict) -> str:
     out = [f"\n## Generative recall decoding, {res['config']['hidden']} hidden x {res['config']['n_layer']} layers, "
            f"beam {res['beam']}, {res['length']} in, {res['config']['n_levels']} out ({res['dtype']})\n",
            f"- command: `{res['command']}`", f"- machine: {where}", f"- date: {res['date']}",
-           f"- torch {res['torch']}" + (f", transformers {res['transformers']}" if "transformers" in res else ""),
+           f"- torch {res['torch']} ({res.get('torch_threads')} CPU threads)" + (f", transformers {res['transformers']}" if "transformers" in res else ""),
            f"- agreement with the reference path: {res['check']}",
            f"- users/s at p99 <= 100 ms: ours {res['users_per_s_at_p99_100ms']}"
            + (f", transformers generate {res['hf_generate']['users_per_s_at_p99_100ms']}" if "hf_generate" in res else ""),
@@ -337,10 +340,14 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd variant")
     ap.add_argument("--cached", type=int, default=140, help="history tokens already cached (0: skip)")
     ap.add_argument("--profile-rows", type=int, default=24)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (0: torch's default); 1 avoids spinning threads on a busy shared machine")
     ap.add_argument("--variants", type=lambda s: s.split(","), default=["eager", "cuda_graph"])
     ap.add_argument("--out", type=Path, default=Path("bench/gpu_decode.json"))
     ap.add_argument("--results-md", type=Path, default=Path("bench/RESULTS.md"))
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     res = run(args)
     section = "cpu" if args.device == "cpu" else "gpu"
     merged = json.loads(args.out.read_text()) if args.out.exists() else {}

@@ -1,13 +1,16 @@
 """Constrained beam search for `QwenLM` built for the GPU, and the plain reference it must agree with.
 
 The fast path: q/k/v and gate/up projections packed into one matrix each; the history is prefilled
-once per user (flash attention when rows are unpadded), and the beams then attend to that one shared
-prefix cache plus their own few generated keys (cascade attention: the prefix is never copied per
-beam); only the last history position goes through the last layer's MLP; each level's logits come
-from the 256 head rows of that level's codes instead of the whole 150k vocabulary; invalid codes are
-masked through the trie's dense tables (`beam.Trie`). Everything has static shapes and never syncs
-with the host, so `CudaGraphSearch` captures the whole search (prefill and the 3 decode steps) in
-one CUDA graph per batch size.
+once per user (flash attention reading the 2 key/value heads for all 12 query heads, enable_gqa, no
+repeat), keys and values written once in the cache layout [B, hkv, T, D] that both attentions read in
+place; the beams then attend to that one shared prefix cache plus their own few generated keys
+(cascade attention with the query heads grouped onto their key head: nothing is copied per beam);
+only the last history position goes through the last layer's MLP; each level's logits come from the
+256 head rows of that level's codes instead of the whole 150k vocabulary; invalid codes are masked
+through the trie's dense tables (`beam.Trie`). A prefill may start after `past` keys of the same
+user's earlier history (`kv_cache`). Everything has static shapes and never syncs with the host, so
+`CudaGraphSearch` captures the whole search (prefill and the 3 decode steps) in one CUDA graph per
+batch size.
 """
 from __future__ import annotations
 
