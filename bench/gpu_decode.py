@@ -310,7 +310,8 @@ def markdown(res: dict) -> str:
     where = res.get("gpu", "CPU only") + "; " + res["machine"]
     out = [f"\n## Generative recall decoding, {res['config']['hidden']} hidden x {res['config']['n_layer']} layers, "
            f"beam {res['beam']}, {res['length']} in, {res['config']['n_levels']} out ({res['dtype']})\n",
-           f"- command: `{res['command']}`", f"- machine: {where}", f"- date: {res['date']}",
+           f"- command: `{res['command']}`", f"- machine: {where}", f"- date: {res['date']}"
+           + (f", load average at start {res['load_average_1_5_15']}" if "load_average_1_5_15" in res else ""),
            f"- torch {res['torch']} ({res.get('torch_threads')} CPU threads)" + (f", transformers {res['transformers']}" if "transformers" in res else ""),
            f"- agreement with the reference path: {res['check']}",
            f"- users/s at p99 <= 100 ms: ours {res['users_per_s_at_p99_100ms']}"
