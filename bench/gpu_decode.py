@@ -5,7 +5,8 @@ One run on one GPU: a Qwen2-1.5B-shaped model with random bf16 weights (vocabula
 .generate with a prefix_allowed_tokens_fn holding each step to its level's 256 tokens; (b) our
 FastBeamSearch on the same weights, eager and as one CUDA graph, with the catalogue's trie as the
 mask. Sweeps batch sizes, reports median / p99 latency and users/s, the best users/s at p99 <= 100 ms,
-a check that the fast path agrees with the reference, time per phase and a profiler table.
+a check that the fast path agrees with the reference, time per phase and a profiler table, and
+prefix KV reuse: users whose first --cached tokens were encoded by an earlier request.
 `--preset tiny --device cpu` runs our CPU-default-sized model on the CPU instead (no baseline).
 
     python -m bench.gpu_decode --preset qwen2-1.5b --device cuda --out bench/gpu_decode.json
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -121,7 +123,8 @@ def run(args) -> dict:
     result = {"command": " ".join(["python", "-m", "bench.gpu_decode", *sys.argv[1:]]),
               "machine": machine(), "date": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
               "torch": torch.__version__, "config": cfg.__dict__, "beam": args.beam, "length": args.length,
-              "catalogue_items": args.items, "dtype": str(dtype)}
+              "catalogue_items": args.items, "dtype": str(dtype),
+              "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()], "torch_threads": torch.get_num_threads()}
     if device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name()
         a = torch.randn(8192, 8192, device=device, dtype=dtype)
@@ -176,16 +179,15 @@ def run(args) -> dict:
         variants["cuda_graph"] = lambda b, t: CudaGraphSearch(search, b, t)
     variants = {k: v for k, v in variants.items() if k in args.variants}
     searches = {"eager": search, "cuda_graph": search}
-    for mode in args.compile:
-        compiled = FastBeamSearch(model, trie, args.beam, device, dtype, compile=mode)
-        name = "compiled" if mode == "pieces" else f"compiled_{mode}"
-        searches[name] = compiled
-        variants[name] = ((lambda b, t, c=compiled: CudaGraphSearch(c, b, t)) if device.type == "cuda"
-                          else (lambda b, t, c=compiled: c))
+    if args.compile:
+        compiled = FastBeamSearch(model, trie, args.beam, device, dtype, compile="pieces")
+        searches["compiled"] = compiled
+        variants["compiled"] = ((lambda b, t: CudaGraphSearch(compiled, b, t)) if device.type == "cuda"
+                                else (lambda b, t: compiled))
     for name, make in variants.items():
         try:
             rows = sweep(name, make, args.batches, args.length, vocab, args.reps, device, max_s,
-                     stop_ms=2.5 * BUDGET_MS if device.type == "cuda" else float("inf"))
+                         stop_ms=2.5 * BUDGET_MS if device.type == "cuda" else float("inf"))
         except Exception as exc:  # a variant that fails to build is reported, the others still run
             print(f"{name} failed: {exc!r}", flush=True)
             result[f"ours_{name}"] = {"error": repr(exc)[:500], "rows": [], "users_per_s_at_p99_100ms": 0.0}
@@ -195,6 +197,8 @@ def run(args) -> dict:
     best = max(variants, key=lambda n: result[f"ours_{n}"]["users_per_s_at_p99_100ms"])
     result["profiled_variant"] = best
     phases(result, searches[best], cfg, args, vocab, device)
+    if args.cached:
+        prefix_reuse(result, searches[best], args, vocab, device)
     return result
 
 
@@ -202,10 +206,72 @@ class _PrefillOnly:
     """The prefill alone, in the shape CudaGraphSearch captures, to split the time by phase."""
 
     def __init__(self, search: FastBeamSearch):
-        self.cfg, self.device, self.search = search.cfg, search.device, search
+        self.cfg, self.device, self.dtype, self.search = search.cfg, search.device, search.dtype, search
 
-    def __call__(self, idx: torch.Tensor):
-        return self.search.prefill(idx, None)
+    def __call__(self, idx: torch.Tensor, key_valid=None, past=None):
+        return self.search.prefill(idx, key_valid, past)
+
+
+def prefix_reuse(result: dict, search: FastBeamSearch, args, vocab, device) -> None:
+    """Users whose first `cached` history tokens were encoded by an earlier request: prefill and
+    whole-search time against a full prefill of all `length` tokens, and a batch sweep. The timed
+    call includes copying the users' cached keys and values into the batch."""
+    t0, t1, b = args.cached, args.length - args.cached, args.profile_batch
+    graphs = device.type == "cuda"
+
+    def inputs(batch: int, n: int = 2) -> list:
+        out = []
+        for _ in range(n):
+            full = torch.randint(*vocab, (batch, args.length), device=device)
+            out.append((full[:, t0:].clone(), search.search(full[:, :t0])[2]))
+        return out
+
+    def make(whole: bool, batch: int, past_length: int, length: int):
+        fn = search if whole else _PrefillOnly(search)
+        if graphs:
+            g = CudaGraphSearch(fn, batch, length, past_length)
+            return lambda a: g(*a) if past_length else g(a)
+        return (lambda a: fn(a[0], None, a[1])) if past_length else (lambda a: fn(a, None, None))
+
+    full_in = [torch.randint(*vocab, (b, args.length), device=device) for _ in range(2)]
+    inc_in = inputs(b)
+    ms = {}
+    for name, whole, past_length, length, ins in (("prefill_full", False, 0, args.length, full_in),
+                                                  ("prefill_incremental", False, t0, t1, inc_in),
+                                                  ("search_full", True, 0, args.length, full_in),
+                                                  ("search_incremental", True, t0, t1, inc_in)):
+        fn = make(whole, b, past_length, length)
+        ms[name] = round(float(np.median(timed(fn, ins, 20, device, 30))), 2)
+        del fn
+    # The same items as a full prefill (bf16 on the GPU: the different summation order may swap near-ties).
+    full = torch.randint(*vocab, (args.check_batch, args.length), device=device)
+    a = search(full)[0]
+    c = search(full[:, t0:], None, search.search(full[:, :t0])[2])[0]
+    overlap = float(np.mean([len(set(x.tolist()) & set(y.tolist())) / args.beam for x, y in zip(a, c)]))
+    rows = []
+    for batch in args.batches:
+        if batch < 8:
+            continue
+        try:
+            fn, ins = make(True, batch, t0, t1), inputs(batch)
+            r = row(batch, timed(fn, ins, args.reps, device, args.max_s))
+        except torch.OutOfMemoryError:
+            break
+        rows.append(r)
+        print(f"{'reuse':>10} {r}", flush=True)
+        del fn, ins
+        if graphs:
+            torch.cuda.empty_cache()
+        if r["p99_ms"] > 2.5 * BUDGET_MS:
+            break
+    result["prefix_reuse"] = {"cached_tokens": t0, "new_tokens": t1, "batch": b, **ms,
+                              "prefill_saving": round(1 - ms["prefill_incremental"] / ms["prefill_full"], 3),
+                              "users_per_s_full": round(b / ms["search_full"] * 1e3, 1),
+                              "users_per_s_incremental": round(b / ms["search_incremental"] * 1e3, 1),
+                              "check_identical_rows": int((a == c).all(1).sum()), "check_rows": args.check_batch,
+                              "check_top_k_set_overlap": round(overlap, 4),
+                              "rows": rows, "users_per_s_at_p99_100ms": best_within_budget(rows)}
+    print("prefix_reuse", {k: v for k, v in result["prefix_reuse"].items() if k != "rows"}, flush=True)
 
 
 def phases(result: dict, search: FastBeamSearch, cfg: QwenConfig, args, vocab, device) -> None:
@@ -237,20 +303,22 @@ def phases(result: dict, search: FastBeamSearch, cfg: QwenConfig, args, vocab, d
     with torch.profiler.profile(activities=acts) as prof:
         search(idx[0])[0].cpu()
     key = "device_time_total" if device.type == "cuda" else "cpu_time_total"
-    result["profile"] = prof.key_averages().table(sort_by=key, row_limit=14, max_name_column_width=50)
+    result["profile"] = prof.key_averages().table(sort_by=key, row_limit=args.profile_rows, max_name_column_width=60)
 
 
 def markdown(res: dict) -> str:
     where = res.get("gpu", "CPU only") + "; " + res["machine"]
     out = [f"\n## Generative recall decoding, {res['config']['hidden']} hidden x {res['config']['n_layer']} layers, "
            f"beam {res['beam']}, {res['length']} in, {res['config']['n_levels']} out ({res['dtype']})\n",
-           f"- command: `{res['command']}`", f"- machine: {where}", f"- date: {res['date']}",
-           f"- torch {res['torch']}" + (f", transformers {res['transformers']}" if "transformers" in res else ""),
+           f"- command: `{res['command']}`", f"- machine: {where}", f"- date: {res['date']}"
+           + (f", load average at start {res['load_average_1_5_15']}" if "load_average_1_5_15" in res else ""),
+           f"- torch {res['torch']} ({res.get('torch_threads')} CPU threads)" + (f", transformers {res['transformers']}" if "transformers" in res else ""),
            f"- agreement with the reference path: {res['check']}",
            f"- users/s at p99 <= 100 ms: ours {res['users_per_s_at_p99_100ms']}"
            + (f", transformers generate {res['hf_generate']['users_per_s_at_p99_100ms']}" if "hf_generate" in res else ""),
-           f"- phases: {res['phases']}", "", "| path | batch | runs | p50 ms | p99 ms | users/s |", "|---|---|---|---|---|---|"]
-    for key in ("hf_generate", "ours_eager", "ours_cuda_graph", "ours_compiled", "ours_compiled_layers"):
+           f"- phases: {res['phases']}",
+           f"- prefix KV reuse: { {k: v for k, v in res.get('prefix_reuse', {}).items() if k != 'rows'}}", "", "| path | batch | runs | p50 ms | p99 ms | users/s |", "|---|---|---|---|---|---|"]
+    for key in ("hf_generate", "ours_eager", "ours_cuda_graph", "ours_compiled", "prefix_reuse"):
         for r in res.get(key, {}).get("rows", []):
             out.append(f"| {key} | {r['batch']} | {r['runs']} | {r['p50_ms']} | {r['p99_ms']} | {r['users_per_s']} |")
     return "\n".join(out) + "\n"
@@ -260,7 +328,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", choices=["tiny", "qwen2-1.5b"], default="qwen2-1.5b")
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32, 64, 80, 96, 112, 128, 192, 256])
+    ap.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32, 64, 80, 88, 96, 104, 112, 128, 192, 256])
     ap.add_argument("--hf-batches", type=lambda s: [int(x) for x in s.split(",") if x], default=[])
     ap.add_argument("--reps", type=int, default=40)
     ap.add_argument("--hf-reps", type=int, default=10)
@@ -270,12 +338,17 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=200_000, help="catalogue size (random semantic ids)")
     ap.add_argument("--check-batch", type=int, default=8)
     ap.add_argument("--profile-batch", type=int, default=128)
-    ap.add_argument("--compile", type=lambda s: [x for x in s.split(",") if x], default=[],
-                    help="also time torch.compile'd variants: pieces, layers (comma-separated)")
+    ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd variant")
+    ap.add_argument("--cached", type=int, default=140, help="history tokens already cached (0: skip)")
+    ap.add_argument("--profile-rows", type=int, default=24)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (0: torch's default); 1 avoids spinning threads on a busy shared machine")
     ap.add_argument("--variants", type=lambda s: s.split(","), default=["eager", "cuda_graph"])
     ap.add_argument("--out", type=Path, default=Path("bench/gpu_decode.json"))
     ap.add_argument("--results-md", type=Path, default=Path("bench/RESULTS.md"))
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     res = run(args)
     section = "cpu" if args.device == "cpu" else "gpu"
     merged = json.loads(args.out.read_text()) if args.out.exists() else {}

@@ -9,6 +9,7 @@ import torch
 from common.typedconf import ConfigError
 from components.recall.generative.beam import Trie
 from components.recall.generative.fast_beam import CudaGraphSearch, FastBeamSearch, reference_beam_search
+from components.recall.generative.kv_cache import UserKVCache, recall_with_cache
 from components.recall.generative.qwen import QwenConfig, QwenLM
 
 
@@ -80,3 +81,43 @@ def test_cuda_graph_search_matches_eager_on_gpu():
     graphed = CudaGraphSearch(search, batch=8, length=12)
     items, _ = graphed(hist)
     assert torch.equal(items, search(hist)[0])
+
+
+def test_prefix_kv_reuse_gives_the_full_prefill_result():
+    cfg, model, trie, _ = _setup(6)
+    search = FastBeamSearch(model, trie, beam=5, device="cpu", dtype=torch.float32)
+    full = torch.randint(0, cfg.vocab_size, (5, 15))
+    ref_items, ref_scores = reference_beam_search(model, full, trie, beam=5)
+    # Directly: the first 11 tokens' keys from an earlier prefill, then only the last 4 tokens.
+    past = search.search(full[:, :11])[2]
+    items, scores = search(full[:, 11:], past=past)
+    assert torch.equal(items, ref_items)
+    torch.testing.assert_close(scores, ref_scores, rtol=1e-4, atol=1e-4)
+    # Through the LRU, across two "days": users 0-2 seen with 11 tokens, then everyone with 15.
+    store = UserKVCache(max_users=8)
+    recall_with_cache(search, store, [0, 1, 2], [full[i, :11] for i in range(3)])
+    items, scores, reused = recall_with_cache(search, store, [0, 1, 2, 3, 4], list(full))
+    assert reused == [11, 11, 11, 0, 0]
+    assert torch.equal(items, ref_items)
+    torch.testing.assert_close(scores, ref_scores, rtol=1e-4, atol=1e-4)
+    # A repeated request recomputes only the last token; a changed history reuses its common prefix.
+    again = full[0].clone()
+    again[7] = (again[7] + 1) % cfg.vocab_size
+    items, _, reused = recall_with_cache(search, store, [1, 0], [full[1], again])
+    assert reused == [14, 7]
+    assert torch.equal(items[0], ref_items[1])
+    assert torch.equal(items[1], reference_beam_search(model, again[None], trie, beam=5)[0][0])
+
+
+def test_user_kv_cache_is_bounded_lru():
+    cfg, model, trie, _ = _setup(7)
+    search = FastBeamSearch(model, trie, beam=3, device="cpu", dtype=torch.float32)
+    store = UserKVCache(max_users=2)
+    hist = torch.randint(0, cfg.vocab_size, (3, 6))
+    recall_with_cache(search, store, [10, 11], [hist[0], hist[1]])
+    store.get(10)                      # 10 is now the most recent, so 11 goes first
+    recall_with_cache(search, store, [12], [hist[2]])
+    assert len(store) == 2 and store.get(11) is None and store.get(10) is not None
+    assert store.get(12).kv[0][0].shape == (1, cfg.n_kv_head, 6, cfg.head_dim)
+    with pytest.raises(ConfigError, match="max_users"):
+        UserKVCache(0)

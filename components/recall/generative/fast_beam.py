@@ -1,13 +1,16 @@
 """Constrained beam search for `QwenLM` built for the GPU, and the plain reference it must agree with.
 
 The fast path: q/k/v and gate/up projections packed into one matrix each; the history is prefilled
-once per user (flash attention when rows are unpadded), and the beams then attend to that one shared
-prefix cache plus their own few generated keys (cascade attention: the prefix is never copied per
-beam); only the last history position goes through the last layer's MLP; each level's logits come
-from the 256 head rows of that level's codes instead of the whole 150k vocabulary; invalid codes are
-masked through the trie's dense tables (`beam.Trie`). Everything has static shapes and never syncs
-with the host, so `CudaGraphSearch` captures the whole search (prefill and the 3 decode steps) in
-one CUDA graph per batch size.
+once per user (flash attention reading the 2 key/value heads for all 12 query heads, enable_gqa, no
+repeat), keys and values written once in the cache layout [B, hkv, T, D] that both attentions read in
+place; the beams then attend to that one shared prefix cache plus their own few generated keys
+(cascade attention with the query heads grouped onto their key head: nothing is copied per beam);
+only the last history position goes through the last layer's MLP; each level's logits come from the
+256 head rows of that level's codes instead of the whole 150k vocabulary; invalid codes are masked
+through the trie's dense tables (`beam.Trie`). A prefill may start after `past` keys of the same
+user's earlier history (`kv_cache`). Everything has static shapes and never syncs with the host, so
+`CudaGraphSearch` captures the whole search (prefill and the 3 decode steps) in one CUDA graph per
+batch size.
 """
 from __future__ import annotations
 
@@ -59,14 +62,15 @@ def reference_beam_search(model: QwenLM, history: torch.Tensor, trie: Trie, beam
     raise AssertionError("unreachable: the config has at least one level")
 
 
-def _qkv_fn(x, ln1, w_qkv, b_qkv, cos, sin, h: int, hkv: int, d: int, eps: float):
-    """x [B, T, C] -> q [B, h, T, D], k, v [B, hkv, T, D] with rotary positions applied."""
+def _qkv_fn(x, cos, sin, ln1, w_qkv, b_qkv, h: int, hkv: int, d: int, eps: float):
+    """x [B, T, C], cos/sin [B, T, 1, D] -> q [B, T, h, D] (token-major, as flash attention reads it)
+    and k, v [B, hkv, T, D]: the cache layout, which prefill and decode attention both read in place."""
     b, t, _ = x.shape
     qkv = F.linear(rms_norm(x, ln1, eps), w_qkv, b_qkv)                               # [B, T, (h+2hkv)D]
     q, k, v = qkv.split([h * d, hkv * d, hkv * d], dim=-1)
-    q = apply_rope(q.view(b, t, h, d).transpose(1, 2), cos, sin)                     # [B, h, T, D]
-    k = apply_rope(k.view(b, t, hkv, d).transpose(1, 2), cos, sin)                   # [B, hkv, T, D]
-    return q, k, v.view(b, t, hkv, d).transpose(1, 2)
+    q = apply_rope(q.view(b, t, h, d), cos, sin)                                      # [B, T, h, D]
+    k = apply_rope(k.view(b, t, hkv, d), cos, sin).transpose(1, 2).contiguous()       # [B, hkv, T, D]
+    return q, k, v.view(b, t, hkv, d).transpose(1, 2).contiguous()
 
 
 def _mlp_fn(x, attn, w_o, ln2, w_gu, w_down, eps: float):
@@ -76,43 +80,54 @@ def _mlp_fn(x, attn, w_o, ln2, w_gu, w_down, eps: float):
     return x + F.linear(F.silu(gate) * up, w_down)                                    # [B, T, C]
 
 
-def _prefill_layer(x, cos, sin, mask, last: bool, ln1, w_qkv, b_qkv, w_o, ln2, w_gu, w_down,
-                   h: int, hkv: int, d: int, eps: float, qkv_fn, mlp_fn):
-    """One layer over the whole history x [B, T, C] -> x (only the last position when `last`), and
-    this layer's k, v [B, hkv, T, D] for the cache."""
-    q, k, v = qkv_fn(x, ln1, w_qkv, b_qkv, cos, sin, h, hkv, d, eps)
-    kx = k[:, :, None].expand(-1, -1, h // hkv, -1, -1).flatten(1, 2)                # [B, h, T, D]
-    vx = v[:, :, None].expand(-1, -1, h // hkv, -1, -1).flatten(1, 2)
+def _attention(q, k, v, mask, last: bool):
+    """q [B, T, h, D], k/v [B, hkv, Tk, D], mask None (plain causal) or bool [B|1, 1, T, Tk] -> [B, T', h*D]
+    (T' = 1 when `last`). enable_gqa lets flash attention read the hkv heads without repeating them."""
+    q = q.transpose(1, 2)                                                             # [B, h, T, D] (a view)
     if last:
         # Only the last position feeds the logits: its query alone sees every key.
-        x, q = x[:, -1:], q[:, :, -1:]
-        mask = None if mask is None else mask[:, :, -1:]
+        q, mask = q[:, :, -1:], None if mask is None else mask[:, :, -1:]
     if mask is None:
-        y = F.scaled_dot_product_attention(q, kx, vx, is_causal=not last)           # [B, h, T, D]
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=not last, enable_gqa=True)  # [B, h, T', D]
     else:
-        y = F.scaled_dot_product_attention(q, kx, vx, attn_mask=mask)
-    return mlp_fn(x, y.transpose(1, 2).flatten(2), w_o, ln2, w_gu, w_down, eps), k, v
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    return y.transpose(1, 2).flatten(2)                                               # [B, T', h*D]
 
 
 def _decode_layer(x, cos, sin, pk, pv, sk, sv, key_valid, ln1, w_qkv, b_qkv, w_o, ln2, w_gu, w_down,
-                  h: int, hkv: int, d: int, eps: float, qkv_fn, mlp_fn):
+                  h: int, hkv: int, d: int, eps: float):
     """One layer for one new token per beam, x [B, W, C]: cascade attention over the shared prefix
-    (pk, pv [B, hkv, T, D]) and the beam's own generated keys (sk, sv [B, W, hkv, S, D])."""
+    (pk, pv [B, hkv, T, D]) and the beam's own generated keys (sk, sv [B, W, hkv, S, D]); the query
+    heads are grouped onto their key head, so nothing is repeated or copied per beam."""
     b, w, _ = x.shape
     group = h // hkv
-    q, k, v = qkv_fn(x, ln1, w_qkv, b_qkv, cos, sin, h, hkv, d, eps)                 # [B, h|hkv, W, D]
+    q, k, v = _qkv_fn(x, cos, sin, ln1, w_qkv, b_qkv, h, hkv, d, eps)                # [B, W, h, D], [B, hkv, W, D]
     k, v = k.transpose(1, 2)[:, :, :, None], v.transpose(1, 2)[:, :, :, None]        # [B, W, hkv, 1, D]
     sk, sv = torch.cat([sk, k], dim=3), torch.cat([sv, v], dim=3)                    # [B, W, hkv, S+1, D]
-    qg = q.view(b, hkv, group, w, d).transpose(2, 3) * d ** -0.5                     # [B, hkv, W, g, D]
-    s_pre = qg.flatten(2, 3) @ pk.transpose(2, 3)                                    # [B, hkv, W*g, T]
+    qg = q.view(b, w, hkv, group, d).transpose(1, 2) * d ** -0.5                     # [B, hkv, W, g, D]
+    s_pre = qg.reshape(b, hkv, w * group, d) @ pk.transpose(2, 3)                    # [B, hkv, W*g, T]
     if key_valid is not None:
         s_pre = s_pre.masked_fill(~key_valid[:, None, None, :], float("-inf"))
     s_suf = torch.einsum("bkwgd,bwksd->bkwgs", qg, sk).flatten(2, 3)                 # [B, hkv, W*g, S+1]
     p = torch.softmax(torch.cat([s_pre, s_suf], dim=-1).float(), dim=-1).to(x.dtype)
     p_pre, p_suf = p.split([pk.shape[2], sk.shape[3]], dim=-1)
     y = p_pre @ pv + torch.einsum("bkwgs,bwksd->bkwgd", p_suf.unflatten(2, (w, group)), sv).flatten(2, 3)  # [B, hkv, W*g, D]
-    y = y.unflatten(2, (w, group)).permute(0, 2, 1, 3, 4).reshape(b, w, -1)         # [B, W, h*D]
-    return mlp_fn(x, y, w_o, ln2, w_gu, w_down, eps), k, v
+    y = y.unflatten(2, (w, group)).transpose(1, 2).reshape(b, w, -1)                 # [B, W, h*D]
+    return _mlp_fn(x, y, w_o, ln2, w_gu, w_down, eps), k, v
+
+
+def _batch_dynamic(fn, n_activations: int):
+    """torch.compile'd fn whose first n_activations tensor arguments vary in their leading (batch) size
+    only: every other size, weights included, stays a constant, so the generated kernels index with
+    constants instead of dividing by runtime sizes."""
+    compiled = torch.compile(fn)
+
+    def call(*args):
+        for a in args[:n_activations]:
+            if isinstance(a, torch.Tensor):
+                torch._dynamo.maybe_mark_dynamic(a, 0)
+        return compiled(*args)
+    return call
 
 
 @dataclass(frozen=True)
@@ -132,16 +147,14 @@ class FastBeamSearch:
     def __init__(self, model: QwenLM, trie: Trie, beam: int, device: torch.device | str, dtype: torch.dtype,
                  compile: str = "none"):
         cfg = self.cfg = model.config
-        if compile not in ("none", "pieces", "layers"):
-            raise ConfigError(f"FastBeamSearch compile={compile!r}: allowed none, pieces, layers")
-        # torch.compile fuses the norms, rotary, SiLU-gate and residuals around the matrix products
-        # ("pieces"), or whole layers with the attention's reshapes and copies too ("layers").
+        if compile not in ("none", "pieces"):
+            raise ConfigError(f"FastBeamSearch compile={compile!r}: allowed none, pieces")
+        # torch.compile fuses the norms, rotary, SiLU-gate and residuals around the matrix products of
+        # the prefill, and whole decode layers (their attention is small, many-kernel arithmetic).
         pieces = compile == "pieces"
-        self._qkv_impl = torch.compile(_qkv_fn, dynamic=True) if pieces else _qkv_fn
-        self._mlp_impl = torch.compile(_mlp_fn, dynamic=True) if pieces else _mlp_fn
-        layers = compile == "layers"
-        self._prefill_layer = torch.compile(_prefill_layer, dynamic=True) if layers else _prefill_layer
-        self._decode_layer = torch.compile(_decode_layer, dynamic=True) if layers else _decode_layer
+        self._qkv = _batch_dynamic(_qkv_fn, 3) if pieces else _qkv_fn
+        self._mlp = _batch_dynamic(_mlp_fn, 2) if pieces else _mlp_fn
+        self._decode_layer = _batch_dynamic(_decode_layer, 8) if pieces else _decode_layer
         self.beam, self.device, self.dtype = beam, torch.device(device), dtype
         put = lambda t: t.detach().to(self.device, dtype)  # noqa: E731
         self.layers = []
@@ -158,82 +171,111 @@ class FastBeamSearch:
         self.heads = [put(model.lm_head.weight[slice(*cfg.level_tokens(lv))]) for lv in range(cfg.n_levels)]  # L x [K, C]
         self.children = [c.to(self.device) for c in trie.children]
 
-    def _layer_args(self, lw: _Layer) -> tuple:
-        cfg = self.cfg
-        return (lw.ln1, lw.w_qkv, lw.b_qkv, lw.w_o, lw.ln2, lw.w_gu, lw.w_down,
-                cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.rms_eps, self._qkv_impl, self._mlp_impl)
+    def _dims(self) -> tuple:
+        return self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim, self.cfg.rms_eps
 
-    def prefill(self, idx: torch.Tensor, key_valid: torch.Tensor | None):
-        """idx [B, T] -> final hidden of the last position [B, C] and per-layer (k, v) [B, hkv, T, D]."""
+    def prefill(self, idx: torch.Tensor, key_valid: torch.Tensor | None = None, past: list | None = None):
+        """idx [B, T] -> final hidden of the last position [B, C] and per-layer (k, v) [B, hkv, T0+T, D].
+        `past`: per-layer (k, v) [B, hkv, T0, D] of the T0 tokens before idx (unpadded rows), which are
+        then not recomputed: the user's earlier history, encoded by an earlier request."""
         cfg, (b, t) = self.cfg, idx.shape
-        if key_valid is None:
-            pos, mask = torch.arange(t, device=idx.device).expand(b, t), None          # [B, T]
-        else:
-            pos = (key_valid.cumsum(1) - 1).clamp(min=0)
+        t0 = 0 if past is None else past[0][0].shape[2]
+        if past is not None and key_valid is not None:
+            raise ValueError("FastBeamSearch.prefill: past keys need unpadded rows (key_valid=None)")
+        mask = None
+        if key_valid is not None:
+            pos = (key_valid.cumsum(1) - 1).clamp(min=0)                              # [B, T]
             causal = torch.ones(t, t, dtype=torch.bool, device=idx.device).tril()
             mask = ((causal & key_valid[:, None, :]) | torch.eye(t, dtype=torch.bool, device=idx.device))[:, None]
+        else:
+            pos = torch.arange(t0, t0 + t, device=idx.device).expand(b, t)             # [B, T]
+            if past is not None:   # new query i sees the T0 cached keys and new keys <= i
+                mask = torch.ones(t, t0 + t, dtype=torch.bool, device=idx.device).tril(t0)[None, None]
         x = self.embed[idx]                                                            # [B, T, C]
-        cos, sin = rope_tables(pos, cfg.head_dim, cfg.rope_theta, self.dtype)
+        cos, sin = (c.transpose(1, 2) for c in rope_tables(pos, cfg.head_dim, cfg.rope_theta, self.dtype))  # [B, T, 1, D]
+        h, hkv, d, eps = self._dims()
         cache = []
         for i, lw in enumerate(self.layers):
-            x, k, v = self._prefill_layer(x, cos, sin, mask, i + 1 == len(self.layers), *self._layer_args(lw))
+            last = i + 1 == len(self.layers)
+            q, k, v = self._qkv(x, cos, sin, lw.ln1, lw.w_qkv, lw.b_qkv, h, hkv, d, eps)
+            if past is not None:
+                k, v = torch.cat([past[i][0], k], dim=2), torch.cat([past[i][1], v], dim=2)  # [B, hkv, T0+T, D]
+            y = _attention(q, k, v, mask, last)                                        # [B, T', h*D]
+            x = self._mlp(x[:, -1:] if last else x, y, lw.w_o, lw.ln2, lw.w_gu, lw.w_down, eps)
             cache.append((k, v))
         return rms_norm(x[:, -1], self.norm, cfg.rms_eps), cache
 
-    def _decode(self, tok, pos, prefix, suffix, key_valid):
+    def _decode(self, tok, pos, prefix, sk, sv, key_valid):
         """One token per beam. tok, pos [B, W]; prefix per layer (k, v) [B, hkv, T, D] shared by the
-        beams; suffix per layer (k, v) [B, W, hkv, S, D] of the tokens generated so far (S may be 0).
-        Returns the final hidden [B, W, C] and this token's per-layer (k, v) [B, W, hkv, 1, D]."""
+        beams; sk, sv [L, B, W, hkv, S, D] the keys of the tokens generated so far (S may be 0).
+        Returns the final hidden [B, W, C] and this token's keys and values [L, B, W, hkv, 1, D]."""
         x = self.embed[tok]                                                             # [B, W, C]
-        cos, sin = rope_tables(pos, self.cfg.head_dim, self.cfg.rope_theta, self.dtype)  # [B, 1, W, D]
-        new = []
-        for lw, (pk, pv), (sk, sv) in zip(self.layers, prefix, suffix):
-            x, k, v = self._decode_layer(x, cos, sin, pk, pv, sk, sv, key_valid, *self._layer_args(lw))
-            new.append((k, v))
-        return rms_norm(x, self.norm, self.cfg.rms_eps), new
+        cos, sin = (c.transpose(1, 2) for c in rope_tables(pos, self.cfg.head_dim, self.cfg.rope_theta, self.dtype))
+        new_k, new_v = [], []
+        for i, (lw, (pk, pv)) in enumerate(zip(self.layers, prefix)):
+            x, k, v = self._decode_layer(x, cos, sin, pk, pv, sk[i], sv[i], key_valid, lw.ln1, lw.w_qkv, lw.b_qkv,
+                                         lw.w_o, lw.ln2, lw.w_gu, lw.w_down, *self._dims())
+            new_k.append(k)
+            new_v.append(v)
+        return rms_norm(x, self.norm, self.cfg.rms_eps), torch.stack(new_k), torch.stack(new_v)
 
     @torch.no_grad()
-    def __call__(self, history: torch.Tensor, key_valid: torch.Tensor | None = None):
-        """history [B, T] token ids (left-padded where key_valid is False) -> items [B, beam] (-1 where
-        fewer valid ids) and log-probability scores [B, beam], best first."""
+    def __call__(self, history: torch.Tensor, key_valid: torch.Tensor | None = None, past: list | None = None):
+        """history [B, T] token ids (left-padded where key_valid is False; only the tokens after `past`
+        when given) -> items [B, beam] (-1 where fewer valid ids) and log-probability scores [B, beam]."""
+        return self.search(history, key_valid, past)[:2]
+
+    @torch.no_grad()
+    def search(self, history: torch.Tensor, key_valid: torch.Tensor | None = None, past: list | None = None):
+        """As __call__, also returning the per-layer (k, v) [B, hkv, T0+T, D] of the whole history."""
         cfg, b = self.cfg, history.shape[0]
-        hidden, prefix = self.prefill(history, key_valid)                              # [B, C]
-        lengths = history.shape[1] if key_valid is None else key_valid.sum(1, keepdim=True)  # [B, 1]
+        hidden, prefix = self.prefill(history, key_valid, past)                        # [B, C]
+        t0 = 0 if past is None else past[0][0].shape[2]
+        lengths = t0 + history.shape[1] if key_valid is None else key_valid.sum(1, keepdim=True)  # [B, 1]
         rows = torch.arange(b, device=history.device)[:, None]
         node = torch.zeros(b, 1, dtype=torch.long, device=history.device)
         score = torch.zeros(b, 1, device=history.device)
-        empty = prefix[0][0].new_zeros(b, 1, cfg.n_kv_head, 0, cfg.head_dim)
-        suffix = [(empty, empty)] * cfg.n_layer
+        # The generated tokens' keys of every layer in one tensor: one gather reorders all beams.
+        sk = prefix[0][0].new_zeros(cfg.n_layer, b, 1, cfg.n_kv_head, 0, cfg.head_dim)  # [L, B, W, hkv, S, D]
+        sv = sk
         logits = F.linear(hidden, self.heads[0])[:, None]                              # [B, 1, K]
         for level in range(cfg.n_levels):
             score, parent, code, node = select_step(logits, node, score, self.children[level], self.beam)
             if level + 1 == cfg.n_levels:
-                return torch.where(torch.isfinite(score), node, torch.full_like(node, -1)), score
-            suffix = [(sk[rows, parent], sv[rows, parent]) for sk, sv in suffix]       # [B, W', hkv, S, D]
+                return torch.where(torch.isfinite(score), node, torch.full_like(node, -1)), score, prefix
+            sk, sv = sk[:, rows, parent], sv[:, rows, parent]                          # [L, B, W', hkv, S, D]
             tok = cfg.level_tokens(level)[0] + code                                    # [B, W']
-            hidden, new = self._decode(tok, lengths + level + torch.zeros_like(tok), prefix, suffix, key_valid)
-            suffix = [(torch.cat([sk, k], 3), torch.cat([sv, v], 3)) for (sk, sv), (k, v) in zip(suffix, new)]
+            hidden, k, v = self._decode(tok, lengths + level + torch.zeros_like(tok), prefix, sk, sv, key_valid)
+            sk, sv = torch.cat([sk, k], dim=4), torch.cat([sv, v], dim=4)              # [L, B, W', hkv, S+1, D]
             logits = F.linear(hidden, self.heads[level + 1])                           # [B, W', K]
         raise AssertionError("unreachable: the config has at least one level")
 
 
 class CudaGraphSearch:
-    """The whole search for one batch shape of unpadded histories captured as one CUDA graph: a call
-    copies the histories in and replays it, with no per-kernel launch cost from Python."""
+    """The whole search for one batch shape of unpadded histories (and, with past_length, that many
+    cached tokens before them) captured as one CUDA graph: a call copies the inputs in and replays it,
+    with no per-kernel launch cost from Python. `search` may be any callable of (idx, key_valid, past)."""
 
-    def __init__(self, search: FastBeamSearch, batch: int, length: int, warmup: int = 2):
-        self.idx = torch.randint(search.cfg.sid_offset, search.cfg.vocab_size, (batch, length), device=search.device)
+    def __init__(self, search, batch: int, length: int, past_length: int = 0, warmup: int = 2):
+        cfg, dev, dtype = search.cfg, search.device, search.dtype
+        self.idx = torch.randint(cfg.sid_offset, cfg.vocab_size, (batch, length), device=dev)
+        shape = (batch, cfg.n_kv_head, past_length, cfg.head_dim)
+        self.past = ([(torch.zeros(shape, device=dev, dtype=dtype), torch.zeros(shape, device=dev, dtype=dtype))
+                      for _ in range(cfg.n_layer)] if past_length else None)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(warmup):
-                search(self.idx)
+                search(self.idx, None, self.past)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.items, self.scores = search(self.idx)
+            self.out = search(self.idx, None, self.past)
 
-    def __call__(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, history: torch.Tensor, past: list | None = None):
         self.idx.copy_(history)
+        for (k, v), (pk, pv) in zip(self.past or [], past or []):
+            k.copy_(pk)
+            v.copy_(pv)
         self.graph.replay()
-        return self.items, self.scores
+        return self.out
