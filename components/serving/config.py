@@ -77,6 +77,14 @@ class ModelsConfig:
                 f"must be in (0, 1], got {self.popular.decay}")
         require(0 <= self.itemcf.alpha <= 1, f"{where}.itemcf.alpha",
                 f"must be between 0 and 1, got {self.itemcf.alpha}")
+        for model in ("itemcf", "swing"):
+            cfg = getattr(self, model)
+            require(cfg.recency_decay >= 0, f"{where}.{model}.recency_decay",
+                    f"must be >= 0, got {cfg.recency_decay}")
+        require(self.itemcf.pair_window >= 0, f"{where}.itemcf.pair_window",
+                f"must be >= 0 (0 pairs every two clicks of a user), got {self.itemcf.pair_window}")
+        require(self.itemcf.forward_weight >= 0, f"{where}.itemcf.forward_weight",
+                f"must be >= 0, got {self.itemcf.forward_weight}")
         require(self.mlp.lr > 0, f"{where}.mlp.lr", f"must be > 0, got {self.mlp.lr}")
 
 
