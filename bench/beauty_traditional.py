@@ -55,22 +55,28 @@ def channels(args: argparse.Namespace) -> dict[str, object]:
                                                          alpha=1.0, user_weight=True, recency_decay=1.0)),
         "two_tower": TwoTowerRecaller(TwoTowerConfig(dim=64, hidden=128, history=20, window_days=1,
                                                      epochs=args.two_tower_epochs, batch_size=1024,
-                                                     lr=2e-3, temperature=0.05, device=args.device)),
+                                                     lr=2e-3, temperature=0.05, device=args.device,
+                                                     budget_s=60 * args.budget_minutes)),
         "sasrec": SASRecRecaller(SASRecConfig(dim=args.sasrec_dim, heads=2, layers=2, max_len=beauty.MAX_INPUT,
                                               dropout=args.sasrec_dropout, window_days=1, epochs=args.sasrec_epochs,
-                                              batch_size=args.sasrec_batch, lr=args.sasrec_lr, device=args.device)),
+                                              batch_size=args.sasrec_batch, lr=args.sasrec_lr, device=args.device,
+                                              budget_s=60 * args.budget_minutes)),
     }
 
 
-def budget(name: str, args: argparse.Namespace) -> str:
-    """What a channel's training was allowed, as written into the JSON and the table."""
-    where = f"{args.device}, {args.threads} torch threads"
+def budget(name: str, model: object, args: argparse.Namespace) -> str:
+    """What a channel's training was allowed and what it did, as written into the JSON and the table."""
+    where = (f"{args.device}" + (f", {args.threads} torch threads" if args.device == "cpu" else "")
+             + f"; cap {args.budget_minutes:g} min")
+    if name not in ("sasrec", "two_tower"):
+        return "counting, no training loop"
+    losses = getattr(model, "losses_", [])
+    done = (f"ran {len(losses)} epochs ({model.steps_} steps), last epoch loss {losses[-1]:.3f}"
+            if losses else "no epoch ran")
     if name == "sasrec":
-        return (f"{args.sasrec_epochs} epochs, dim {args.sasrec_dim}, batch {args.sasrec_batch}, lr {args.sasrec_lr}, "
-                f"dropout {args.sasrec_dropout}, full-softmax CE; {where}")
-    if name == "two_tower":
-        return f"{args.two_tower_epochs} epochs, in-batch sampled softmax (batch 1024, logQ); {where}"
-    return "counting, no training loop"
+        return (f"{args.sasrec_epochs} epochs asked, dim {args.sasrec_dim}, batch {args.sasrec_batch}, "
+                f"lr {args.sasrec_lr}, dropout {args.sasrec_dropout}, full-softmax CE; {where}; {done}")
+    return f"{args.two_tower_epochs} epochs asked, in-batch sampled softmax (batch 1024, logQ); {where}; {done}"
 
 
 def train_data(split: beauty.Split, upto: str) -> TrainData:
@@ -120,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sasrec-dropout", type=float, default=0.3)
     p.add_argument("--two-tower-epochs", type=int, default=10)
     p.add_argument("--device", default="cpu", help="torch device for training two_tower and sasrec")
+    p.add_argument("--budget-minutes", type=float, default=15.0,
+                   help="training time cap of each neural channel (checked every batch)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the machine is shared)")
     p.add_argument("--stage", choices=("test", "valid"), default="test")
     p.add_argument("--ties", choices=("pessimistic", "list-order"), default="pessimistic",
@@ -147,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         seconds[name] = (t1 - t0, time.perf_counter() - t1)
         load.append(os.getloadavg()[0])
         # The four figures first (the JSON shape other tools read), then how they were obtained.
-        results[name] = {**metrics, "fit_seconds": round(t1 - t0, 1), "train_budget": budget(name, args)}
+        results[name] = {**metrics, "fit_seconds": round(t1 - t0, 1), "train_budget": budget(name, model, args)}
         print(f"{name:14s} fit {t1 - t0:7.1f}s  " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
               flush=True)
         if args.topk_out:
