@@ -10,6 +10,7 @@ from components.ab import BUCKETS, HOLDOUT, UNENROLLED, Allocation, AnalysisConf
 from components.ranking import RANKERS, CoarseConfig, DeepFMConfig, DINConfig, MLPConfig
 from components.recall import (CHANNELS, ColdStartConfig, ExploreConfig, GenerativeConfig, ItemCFConfig,
                                PopularCategoryConfig, PopularConfig, SASRecConfig, SwingConfig, TwoTowerConfig)
+from components.recall_eval import RecallEvalConfig
 
 EXPERIMENT_DIR = Path(__file__).resolve().parents[2] / "configs" / "experiments"
 ARM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -105,6 +106,7 @@ class ExperimentConfig:
     holdout: float = 0.0              # percent of all users kept out of every experiment (served control)
     forced: dict[str, list[int]] = field(default_factory=dict)  # arm -> user ids always served it
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    recall_eval: RecallEvalConfig = field(default_factory=RecallEvalConfig)
 
     def validate(self, where: str) -> None:
         require(bool(self.arms), f"{where}.arms", "an experiment needs at least one arm")
