@@ -55,14 +55,20 @@ class Split:
         """All items a user interacted with before the target (to remove from the ranking)."""
         return [np.append(s, self.valid[u]) if stage == "test" else s for u, s in enumerate(self.train)]
 
-    def train_clicks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The training part of every sequence as a click log: user row [N], item [N], order [N].
+    def train_clicks(self, upto: str = "train") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every user's sequence as a click log: user row [N], item [N], order [N].
 
-        The order is the position in the user's sequence, so sorting by (user, order) restores it.
+        `upto="train"`: the training part only (all but the last two items); `upto="test"`: also
+        the validation item, i.e. everything before the test targets, which the protocol allows
+        when ranking the test item (no user's test item is in it). The order is the position in
+        the user's sequence, so sorting by (user, order) restores it.
         """
-        users = np.concatenate([np.full(len(s), u, np.int64) for u, s in enumerate(self.train)])
-        items = np.concatenate(self.train).astype(np.int64)
-        order = np.concatenate([np.arange(len(s), dtype=np.int64) for s in self.train])
+        if upto not in ("train", "test"):
+            raise ValueError(f"upto must be 'train' or 'test', got {upto!r}")
+        seqs = self.train if upto == "train" else self.history("test")
+        users = np.concatenate([np.full(len(s), u, np.int64) for u, s in enumerate(seqs)])
+        items = np.concatenate(seqs).astype(np.int64)
+        order = np.concatenate([np.arange(len(s), dtype=np.int64) for s in seqs])
         return users, items, order
 
 

@@ -1,11 +1,13 @@
 """Per-stage latency of each arm's full pipeline (recall, merge, coarse, fine) for one request,
-and throughput at batch 256, on a world built by bench.serving (two days, default experiment).
+and throughput at batch 256, on a world built by bench.serving (two days of the experiment's
+campaign, models trained on day 1 serving day 2; the full.yaml arms by default).
 
-    python -m bench.pipeline_latency [--scenario small] [--requests 300] [--repeats 3]
+    python -m bench.pipeline_latency [--experiment full] [--scenario small] [--requests 300] [--repeats 3]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +35,7 @@ def measure(pipe, store, users: np.ndarray, batch: int) -> tuple[dict[str, list[
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--experiment", default="full", help="experiment preset whose arms are measured")
     p.add_argument("--scenario", default="small")
     p.add_argument("--requests", type=int, default=300, help="single requests timed per run")
     p.add_argument("--batch-requests", type=int, default=2048, help="requests served in batches of 256 per run")
@@ -40,7 +43,10 @@ def main() -> None:
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        c = build(Path(tmp), args.scenario)
+        t0 = time.perf_counter()
+        c = build(Path(tmp), args.scenario, args.experiment)
+        build_s = time.perf_counter() - t0
+        load = [os.getloadavg()[0]]
         _, arms = simulate.arms_of_day(c, 2)
         pipes = simulate.load_pipelines(c, 2, arms)
         store = FeatureStore.load(c.lake, 2)
@@ -55,14 +61,18 @@ def main() -> None:
                     p50[s].append(np.percentile(single[s], 50))
                     p99[s].append(np.percentile(single[s], 99))
                 rates.append(measure(pipe, store, rng.integers(0, c.world.n_users, args.batch_requests), 256)[1])
+                load.append(os.getloadavg()[0])
             a = c.experiment.arms[arm]
             stack = f"{'+'.join(a.channels)} / {a.coarse} / {a.fine_ranker}"
             rows.append([arm, stack, *(f"{np.median(p50[s]):.2f} / {np.median(p99[s]):.2f}" for s in STAGES),
                          f"{np.median(rates):,.0f}"])
-    append(f"Full pipeline latency per stage, default experiment, `{args.scenario}` world",
+    append(f"Full pipeline latency per stage, `{args.experiment}` experiment, `{args.scenario}` world",
            ["arm", "channels / coarse / fine", *(f"{s} p50/p99 ms (batch 1)" for s in STAGES), "requests/s at batch 256"],
            rows, notes=f"median over {args.repeats} runs of {args.requests} single requests and "
-                       f"{args.batch_requests} requests in batches of 256; shared machine under load from other jobs")
+                       f"{args.batch_requests} requests in batches of 256 (p50/p99 over the single requests of a run); "
+                       f"world built and models trained in {build_s:.0f} s; shared machine: 1-minute load "
+                       f"average {min(load):.1f} to {max(load):.1f} on {os.cpu_count()} cores during the "
+                       f"measurements (os.getloadavg)")
     for r in rows:
         print(r)
 

@@ -26,8 +26,8 @@ from sim.rng import stream
 from sim.state import initial_state
 
 
-def build(data_dir: Path, scenario: str):
-    c = create_campaign(data_dir, "bench", load_scenario(scenario), load_experiment("default"), None)
+def build(data_dir: Path, scenario: str, experiment: str = "default"):
+    c = create_campaign(data_dir, "bench", load_scenario(scenario), load_experiment(experiment), None)
     for day in (0, 1):
         simulate.publish_catalog(c, day)
         build_features(c.lake, day)

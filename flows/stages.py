@@ -4,6 +4,7 @@ from __future__ import annotations
 from prefect import flow
 
 from common.typedconf import to_mapping
+from components import recall_eval
 from flows import tasks, tracking
 from flows.campaign_state import open_campaign
 from flows.recovery import claim
@@ -63,10 +64,17 @@ def report(data_dir: str = "data", day: int = 0, parent_run_id: str | None = Non
         c = open_campaign(data_dir)
         with tracking.run(c, f"day-{day}/report", parent_run_id, {"day": day}) as run_id:
             rows = tasks.report_day(data_dir, day)
-            tasks.publish_summary(rows, day, c.name)
-            tracking.log_metrics(c, run_id, day_metrics(rows), step=day)
+            recall = tasks.recall_day(data_dir, day)
+            tasks.publish_summary(rows, day, c.name, recall)
+            tracking.log_metrics(c, run_id, day_metrics(rows) | recall_metrics(recall), step=day)
+            if recall:
+                tracking.log_table(c, run_id, recall, f"recall-day-{day}.json")
             tracking.log_table(c, run_id, rows, f"summary-day-{day}.json")
     return rows
+
+
+def recall_metrics(rows: list[dict]) -> dict[str, float]:
+    return {recall_eval.metric_name(r): r["recall"] for r in rows}
 
 
 def day_metrics(rows: list[dict]) -> dict[str, float]:

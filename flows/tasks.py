@@ -11,7 +11,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from components import reports, samples, training
+from components import recall_eval, reports, samples, training
 from components.features import build_features, consistency, lineage
 from common.typedconf import to_mapping
 from flows import simulate, tracking
@@ -147,7 +147,19 @@ def train_rankers(data_dir: str, day: int) -> dict[str, float]:
 
 
 @task(**TASK)
-def publish_summary(rows: list[dict], day: int, campaign: str) -> str:
+def recall_day(data_dir: str, day: int) -> list[dict]:
+    """Recall@K of each channel and each arm's merge against the day's clicks, replayed with the
+    models and features that served the day (trained on days <= day - 1); none for day 0."""
+    c = open_campaign(data_dir)
+    if day == 0:
+        return []
+    _, arms = simulate.arms_of_day(c, day)
+    cfg = c.experiment.recall_eval
+    return recall_eval.recall_daily(c.lake, day, simulate.load_pipelines(c, day, arms), cfg.ks, cfg.max_users)
+
+
+@task(**TASK)
+def publish_summary(rows: list[dict], day: int, campaign: str, recall: list[dict] | None = None) -> str:
     """The day's A/B summary as a markdown artifact on the flow run, for the Prefect UI."""
     lines = [f"# {campaign}: day {day}", "",
              "| arm | requests | CTR | 95% CI | lift | p | E[CTR] | oracle | random | p99 ms "
@@ -163,6 +175,12 @@ def publish_summary(rows: list[dict], day: int, campaign: str) -> str:
                      f"{share(r.get('new_impression_share'))} | {share(r.get('new_click_share'))} |")
     lines += ["", "New-item shares: of the day's impressions and clicks, those on items that arrived that "
               "day (on day 0 every item is new)."]
+    if recall:
+        lines += ["", "## Recall against the day's clicks", "",
+                  "Candidates replayed from the models and features that served the day; recall over each "
+                  "user's clicked items not already in their history. Exposure bias: clicks land only on shown "
+                  "items, which the serving arm's own merge chose, so rows with 'in arm' = yes are inflated; "
+                  "compare channels on the 'no' rows.", "", *recall_eval.markdown(recall)]
     key = "".join(ch if ch.isalnum() else "-" for ch in f"ab-{campaign}-day-{day}".lower())
     create_markdown_artifact(markdown="\n".join(lines), key=key[:100],
                              description=f"A/B summary of day {day}")

@@ -1,4 +1,11 @@
-"""Item-CF: items co-clicked by the same users are similar; recall the neighbours of recent clicks."""
+"""Item-CF: items co-clicked by the same users are similar; recall the neighbours of recent clicks.
+
+Two ways to count a co-click. With `pair_window` 0 every pair of items one user clicked within
+`window_days` counts once (the classic user-item matrix product). With `pair_window` w > 0 only
+pairs at most w positions apart in the user's time-ordered clicks count, each weighted by
+1 / distance ** `distance_decay` (and `forward_weight` when the second item came after the first):
+on sequential data the next few clicks say far more about an item than the whole history does.
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -18,6 +25,28 @@ class ItemCFConfig:
     neighbours: int = 50      # similar items kept per item
     history: int = 10         # most recent clicks a user's recall starts from
     alpha: float = 0.5        # similarity = co / (n_i ** alpha * n_j ** (1 - alpha))
+    normalise: bool = True    # False: similarity is the raw (weighted) co-click count
+    pair_window: int = 0      # 0: any two clicks of a user pair up; w: only clicks <= w positions apart
+    distance_decay: float = 0.0   # windowed pair weight 1 / distance ** decay
+    forward_weight: float = 1.0   # weight of "j came after i" relative to "j came before i" (windowed)
+    recency_decay: float = 0.0    # the user's k-th most recent click (k from 0) seeds with 1 / (k + 1) ** decay
+
+
+def windowed_cooccurrence(data: TrainData, keep: np.ndarray, cfg: ItemCFConfig) -> sp.csr_matrix:
+    """co[i, j] = sum over a user's clicks i then j at most `pair_window` apart of the pair weight."""
+    n = data.catalog.n_items
+    users, items, ts = data.click_user[keep], data.click_item[keep], data.click_ts[keep]
+    order = np.lexsort((np.arange(len(ts)), ts, users))          # by user, then time, then log order
+    users, items = users[order], items[order]
+    rows, cols, vals = [], [], []
+    for d in range(1, cfg.pair_window + 1):
+        same = users[:-d] == users[d:]                                              # [N - d]
+        rows.append(items[:-d][same])
+        cols.append(items[d:][same])
+        vals.append(np.full(int(same.sum()), 1.0 / d ** cfg.distance_decay, np.float32))
+    after = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                          shape=(n, n))                                             # [I, I] j after i
+    return (cfg.forward_weight * after + after.T).tocsr()
 
 
 class ItemCFRecaller:
@@ -35,11 +64,15 @@ class ItemCFRecaller:
         clicks = sp.csr_matrix((np.ones(len(items), np.float32), (rows, items)),
                                shape=(rows.max() + 1 if len(rows) else 0, n))
         clicks.data[:] = 1.0                                                        # [U, I] binary
-        co = (clicks.T @ clicks).tocsr()                                            # [I, I]
+        if cfg.pair_window > 0 and len(items):
+            co = windowed_cooccurrence(data, keep, cfg)                             # [I, I]
+        else:
+            co = (clicks.T @ clicks).tocsr()                                        # [I, I]
         co.setdiag(0)
         co.eliminate_zeros()
-        count = np.asarray(clicks.sum(axis=0)).ravel() + 1e-9                       # [I]
-        co = sp.diags(count ** -cfg.alpha) @ co @ sp.diags(count ** -(1 - cfg.alpha))
+        if cfg.normalise:
+            count = np.asarray(clicks.sum(axis=0)).ravel() + 1e-9                   # [I]
+            co = sp.diags(count ** -cfg.alpha) @ co @ sp.diags(count ** -(1 - cfg.alpha))
         self.sim_ = self._keep_top(co.tocsr(), cfg.neighbours).astype(np.float32)
         return self
 
@@ -62,7 +95,9 @@ class ItemCFRecaller:
         hist = users.recent[:, : self.config.history]                               # [B, H]
         b, n = len(users), self.sim_.shape[0]
         r, c = np.nonzero(hist >= 0)
-        seeds = sp.csr_matrix((np.ones(len(r), np.float32), (r, hist[r, c])), shape=(b, n))
+        # `recent` is newest first, so the column is how many clicks ago the seed was.
+        weight = (1.0 / (c + 1.0) ** self.config.recency_decay).astype(np.float32)
+        seeds = sp.csr_matrix((weight, (r, hist[r, c])), shape=(b, n))
         scores = (seeds @ self.sim_).toarray()                                      # [B, I]
         idx = top_k(scores, k)                                                      # [B, k]
         top = np.take_along_axis(scores, idx, axis=1)

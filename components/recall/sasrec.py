@@ -3,6 +3,7 @@ next click, trained with a full-softmax cross-entropy over the catalogue (tied i
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Self
@@ -32,6 +33,7 @@ class SASRecConfig:
     lr: float = 1e-3
     seed: int = 0
     device: str = "cpu"          # where training runs ("cuda" for long offline runs); serving is on CPU
+    budget_s: float = 0.0        # stop training after this many seconds (checked every batch); 0: no cap
 
 
 class SASRecNet(nn.Module):
@@ -108,12 +110,17 @@ class SASRecRecaller:
         x, y = (torch.from_numpy(a).to(dev) for a in
                 training_windows(click_sequences(data, cfg.window_days), cfg.max_len))
         opt = torch.optim.Adam(self.net_.parameters(), lr=cfg.lr)
-        self.losses_ = []
+        self.losses_, self.steps_ = [], 0
         self.net_.train()
+        start = time.perf_counter()
         for _ in range(cfg.epochs):
+            if 0 < cfg.budget_s <= time.perf_counter() - start:
+                break
             order = torch.randperm(len(x), generator=gen).to(dev)
             total, count = 0.0, 0
             for lo in range(0, len(order), cfg.batch_size):
+                if 0 < cfg.budget_s <= time.perf_counter() - start:
+                    break
                 b = order[lo:lo + cfg.batch_size]
                 target = y[b]                                                       # [B, L]
                 keep = target >= 0
@@ -123,6 +130,7 @@ class SASRecRecaller:
                 loss.backward()
                 opt.step()
                 total, count = total + loss.item() * int(keep.sum()), count + int(keep.sum())
+                self.steps_ += 1
             self.losses_.append(total / max(count, 1))
         self.net_.to("cpu").eval()
         return self

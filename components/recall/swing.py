@@ -20,6 +20,7 @@ class SwingConfig:
     alpha: float = 1.0          # smoothing of 1 / (alpha + |I_u & I_v|)
     user_weight: bool = True    # also weight each user by 1 / sqrt(|I_u|) (heavy users count less)
     max_user_items: int = 200   # a user's most recent distinct items used (bounds the pair count)
+    recency_decay: float = 0.0  # the user's k-th most recent click (k from 0) seeds with 1 / (k + 1) ** decay
 
 
 def swing_similarity(clicks: sp.csr_matrix, cfg: SwingConfig) -> sp.csr_matrix:

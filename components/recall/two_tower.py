@@ -2,6 +2,7 @@
 category and content, trained with in-batch sampled softmax; items served from a FAISS index."""
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Self
@@ -30,6 +31,7 @@ class TwoTowerConfig:
     logq: bool = True            # subtract log(item frequency): in-batch negatives oversample hits
     seed: int = 0
     device: str = "cpu"          # where training runs; serving is on CPU
+    budget_s: float = 0.0        # stop training after this many seconds (checked every batch); 0: no cap
     index: IndexConfig = field(default_factory=IndexConfig)
 
 
@@ -102,11 +104,16 @@ class TwoTowerRecaller:
         log_q = torch.from_numpy(np.log(freq / freq.sum())).float().to(dev)         # [I]
         params = [*self.user_tower_.parameters(), *self.item_tower_.parameters()]
         opt = torch.optim.Adam(params, lr=cfg.lr)
-        self.losses_ = []
+        self.losses_, self.steps_ = [], 0
+        start = time.perf_counter()
         for _ in range(cfg.epochs if len(target) > 1 else 0):
+            if 0 < cfg.budget_s <= time.perf_counter() - start:
+                break
             order = torch.randperm(len(target), generator=gen).to(dev)
-            total = 0.0
+            total, seen = 0.0, 0
             for lo in range(0, len(order), cfg.batch_size):
+                if 0 < cfg.budget_s <= time.perf_counter() - start:
+                    break
                 b = order[lo:lo + cfg.batch_size]
                 t = target_t[b]                                                     # [B]
                 u = self.user_tower_(hist_t[b], category)                           # [B, d]
@@ -121,8 +128,9 @@ class TwoTowerRecaller:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += loss.item() * len(b)
-            self.losses_.append(total / len(target))
+                total, seen = total + loss.item() * len(b), seen + len(b)
+                self.steps_ += 1
+            self.losses_.append(total / max(seen, 1))
         self.user_tower_.to("cpu").eval()
         self.item_tower_.to("cpu").eval()
         ids, category, content = self._catalog_tensors(cat)

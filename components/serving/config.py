@@ -10,6 +10,7 @@ from components.ab import BUCKETS, HOLDOUT, UNENROLLED, Allocation, AnalysisConf
 from components.ranking import RANKERS, CoarseConfig, DeepFMConfig, DINConfig, MLPConfig
 from components.recall import (CHANNELS, ColdStartConfig, ExploreConfig, GenerativeConfig, ItemCFConfig,
                                PopularCategoryConfig, PopularConfig, SASRecConfig, SwingConfig, TwoTowerConfig)
+from components.recall_eval import RecallEvalConfig
 
 EXPERIMENT_DIR = Path(__file__).resolve().parents[2] / "configs" / "experiments"
 ARM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -77,6 +78,14 @@ class ModelsConfig:
                 f"must be in (0, 1], got {self.popular.decay}")
         require(0 <= self.itemcf.alpha <= 1, f"{where}.itemcf.alpha",
                 f"must be between 0 and 1, got {self.itemcf.alpha}")
+        for model in ("itemcf", "swing"):
+            cfg = getattr(self, model)
+            require(cfg.recency_decay >= 0, f"{where}.{model}.recency_decay",
+                    f"must be >= 0, got {cfg.recency_decay}")
+        require(self.itemcf.pair_window >= 0, f"{where}.itemcf.pair_window",
+                f"must be >= 0 (0 pairs every two clicks of a user), got {self.itemcf.pair_window}")
+        require(self.itemcf.forward_weight >= 0, f"{where}.itemcf.forward_weight",
+                f"must be >= 0, got {self.itemcf.forward_weight}")
         require(self.mlp.lr > 0, f"{where}.mlp.lr", f"must be > 0, got {self.mlp.lr}")
 
 
@@ -100,6 +109,8 @@ class ExperimentConfig:
     # Share of served requests whose online feature vectors are logged (features_online) and
     # checked against the samples: offline/online consistency.
     feature_log_rate: float = 0.05
+
+    recall_eval: RecallEvalConfig = field(default_factory=RecallEvalConfig)
 
     def validate(self, where: str) -> None:
         require(bool(self.arms), f"{where}.arms", "an experiment needs at least one arm")

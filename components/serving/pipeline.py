@@ -106,6 +106,14 @@ class Pipeline:
                                        "fine": ms(t3, t4), "total": ms(t0, t4)},
                            channel_ms={n: d[1] for n, d in done.items()})
 
+    def recall_and_merge(self, users: UserBatch) -> tuple[dict[str, Candidates], np.ndarray, np.ndarray]:
+        """The recall stage and the merge exactly as `serve` runs them: each channel's list, the
+        merged ids [B, M] and their round-robin order key [B, M] (for offline recall metrics)."""
+        h = users.recent.shape[1]
+        recalled = {n: self.channels[n].recall(users, self.arm.channels[n] + h) for n in self.channels}
+        merged, _, order = self._merge(users, recalled)
+        return recalled, merged, order
+
     def _merge(self, users: UserBatch, recalled: dict[str, Candidates]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per request: each channel, in config order, adds up to its quota of new items, reading
         its list until the quota is met; seen items are dropped; an item a previous channel

@@ -65,6 +65,25 @@ def test_itemcf_sums_the_neighbours_of_the_history(co_click_data, make_users):
     assert (np.diff(out.scores[0]) <= 0).all()
 
 
+
+
+def test_itemcf_windowed_pairs_weight_distance_direction_and_recency(make_train_data, make_users):
+    # User 0 clicks 1, 2, 3, 4, 5 in that order; users 1 and 2 click one item each, adjacent in
+    # the log but never a pair (different users).
+    clicks = [(0, 1, 0), (0, 2, 0), (0, 3, 0), (0, 4, 0), (0, 5, 0), (1, 6, 0), (2, 7, 0)]
+    cfg = ItemCFConfig(window_days=1, pair_window=2, distance_decay=1.0, forward_weight=2.0,
+                       normalise=False, recency_decay=1.0, history=2)
+    model = ItemCFRecaller(cfg).fit(make_train_data(clicks, day=0))
+    sim = model.sim_.toarray()
+    assert sim[1, 2] == 2.0 and sim[2, 1] == 1.0          # next click, forward weighted
+    assert sim[1, 3] == 1.0 and sim[3, 1] == 0.5          # two apart: 1 / 2
+    assert sim[1, 4] == 0.0 and sim[6, 7] == 0.0 and sim[7, 6] == 0.0
+    # Seeds 3 (newest, weight 1) and 1 (weight 1 / 2): 2 = 1 + 2/2, 4 = 2, 5 = 1, 1 = 0.5, 3 = 1/2.
+    out = model.recall(make_users([9], recent=[[3, 1]]), 5)
+    got = dict(zip(out.items[0].tolist(), out.scores[0].tolist()))
+    assert got == {2: 2.0, 4: 2.0, 5: 1.0, 1: 0.5, 3: 0.5}
+
+
 def test_itemcf_pads_with_minus_one_without_history(co_click_data, make_users):
     model = ItemCFRecaller().fit(co_click_data)
     out = model.recall(make_users([1, 2], recent=[[], [3]]), 4)
