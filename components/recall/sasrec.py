@@ -41,6 +41,12 @@ class SASRecNet(nn.Module):
         super().__init__()
         self.n_items, self.heads = n_items, cfg.heads
         self.item = nn.Embedding(n_items + 1, cfg.dim, padding_idx=n_items)         # last row: padding
+        # Tied output weights: at torch's N(0, 1) default the initial logits have a spread of
+        # sqrt(dim) and the first loss is ~50 nats where a uniform guess gives log(I) (~9); start
+        # at std dim^-1/2 so training begins near uniform (the input keeps its sqrt(dim) scale).
+        nn.init.normal_(self.item.weight, std=cfg.dim ** -0.5)
+        with torch.no_grad():
+            self.item.weight[n_items].zero_()
         self.position = nn.Embedding(cfg.max_len, cfg.dim)
         self.dropout = nn.Dropout(cfg.dropout)
         layer = nn.TransformerEncoderLayer(cfg.dim, cfg.heads, 2 * cfg.dim, cfg.dropout,
