@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -41,6 +42,18 @@ def main() -> None:
     p.add_argument("--budget-minutes", type=float, default=10.0, help="cap on the transformer's training time")
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--codebook", type=int, default=256, help="codes per quantised level")
+    p.add_argument("--levels", type=int, default=3, help="quantised levels (a unique level is added)")
+    p.add_argument("--valid-users", type=int, default=5000,
+                   help="users whose validation item (second-to-last) picks the epoch; 0: train all epochs")
+    p.add_argument("--patience", type=int, default=0, help="stop after this many epochs without a better validation")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--stage", choices=["test", "valid"], default="test",
+                   help="rank the test item (the report) or the validation item (to compare settings)")
     p.add_argument("--beam", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval-users", type=int, default=0,
@@ -48,19 +61,27 @@ def main() -> None:
     p.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     split = beauty.load(args.data)
     n = split.n_items
     catalog = Catalog(np.arange(n), np.zeros(n, np.int32), np.zeros((n, 1), np.float32))
     cfg = GenerativeConfig(
         embedding=args.embedding,
-        ids=QuantizerConfig(method=args.ids, levels=3, codebook_size=256, epochs=300),
-        model=GPTConfig(max_items=beauty.MAX_INPUT, n_layer=args.layers, n_head=4, d_model=args.d_model,
-                        dropout=0.1),
-        train=TrainConfig(epochs=args.epochs, batch_size=256, lr=3e-3, max_seconds=args.budget_minutes * 60),
-        beam_width=args.beam, serve_batch=256)
+        ids=QuantizerConfig(method=args.ids, levels=args.levels, codebook_size=args.codebook, epochs=300),
+        model=GPTConfig(max_items=beauty.MAX_INPUT, n_layer=args.layers, n_head=args.heads, d_model=args.d_model,
+                        dropout=args.dropout),
+        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          max_seconds=args.budget_minutes * 60, patience=args.patience),
+        beam_width=args.beam, serve_batch=256, device=args.device)
+    valid = None
+    if args.valid_users:
+        # Validation: the second-to-last item after the training part, never the test item.
+        vu = np.random.default_rng(1).choice(len(split.user_ids), min(args.valid_users, len(split.user_ids)),
+                                             replace=False)
+        valid = ([split.train[u] for u in vu], split.valid[vu])
     t0 = time.perf_counter()
-    model = GenerativeRecaller(cfg).fit_sequences(split.train, catalog)   # every user's training part
+    model = GenerativeRecaller(cfg).fit_sequences(split.train, catalog, valid)   # every user's training part
     fit_s = time.perf_counter() - t0
 
     full = split
@@ -68,7 +89,7 @@ def main() -> None:
         pick = np.sort(np.random.default_rng(0).choice(len(split.user_ids), args.eval_users, replace=False))
         split = beauty.Split(split.user_ids[pick], [split.train[i] for i in pick], split.valid[pick],
                              split.test[pick], split.n_items)
-    recent = split.inputs("test")                                                    # [U, 20] newest first
+    recent = split.inputs(args.stage)                                                    # [U, 20] newest first
     t1 = time.perf_counter()
     cands = model.generate(recent, args.beam)                                        # [U, beam]
     decode_s = time.perf_counter() - t1
@@ -81,9 +102,9 @@ def main() -> None:
         s[r, items[r, c]] = logp[r, c]
         return s
 
-    metrics, top = beauty.evaluate(split, score, "test")
+    metrics, top = beauty.evaluate(split, score, args.stage)
     name = f"generative_{args.ids}_{args.embedding}"
-    report = {name: {**metrics, "users_evaluated": len(split.user_ids), "users": len(full.user_ids),
+    report = {name: {**metrics, "stage": args.stage, "users_evaluated": len(split.user_ids), "users": len(full.user_ids),
                      "fit_seconds": fit_s, "decode_seconds": decode_s, "threads": args.threads,
                      **{k: float(v) for k, v in model.metrics_.items()}, "config": asdict(cfg)}}
     args.out.write_text(json.dumps(report, indent=2) + "\n")
