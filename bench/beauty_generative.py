@@ -12,12 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
+
+# OpenMP threads sleep instead of spinning while they wait: on a machine shared with other jobs,
+# spinning threads that lose their core made a training step of 2 threads 3 times slower than 1.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: E402
 
 from bench import beauty
 from bench.results import append
@@ -51,6 +56,7 @@ def main() -> None:
     p.add_argument("--valid-users", type=int, default=5000,
                    help="users whose validation item (second-to-last) picks the epoch; 0: train all epochs")
     p.add_argument("--patience", type=int, default=0, help="stop after this many epochs without a better validation")
+    p.add_argument("--no-bucket", action="store_true", help="batch rows in random order, not by length")
     p.add_argument("--device", default="cpu")
     p.add_argument("--stage", choices=["test", "valid"], default="test",
                    help="rank the test item (the report) or the validation item (to compare settings)")
@@ -62,6 +68,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    load_start = os.getloadavg()
 
     split = beauty.load(args.data)
     n = split.n_items
@@ -72,7 +79,8 @@ def main() -> None:
         model=GPTConfig(max_items=beauty.MAX_INPUT, n_layer=args.layers, n_head=args.heads, d_model=args.d_model,
                         dropout=args.dropout),
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          max_seconds=args.budget_minutes * 60, patience=args.patience),
+                          max_seconds=args.budget_minutes * 60, patience=args.patience,
+                          bucket_by_length=not args.no_bucket),
         beam_width=args.beam, serve_batch=256, device=args.device)
     valid = None
     if args.valid_users:
@@ -106,6 +114,9 @@ def main() -> None:
     name = f"generative_{args.ids}_{args.embedding}"
     report = {name: {**metrics, "stage": args.stage, "users_evaluated": len(split.user_ids), "users": len(full.user_ids),
                      "fit_seconds": fit_s, "decode_seconds": decode_s, "threads": args.threads,
+                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+                     "load_average_start": list(load_start), "load_average_end": list(os.getloadavg()),
+                     "valid_users": args.valid_users, "beam": args.beam,
                      **{k: float(v) for k, v in model.metrics_.items()}, "config": asdict(cfg)}}
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     if args.topk_out:
@@ -116,13 +127,18 @@ def main() -> None:
     if not args.no_results:
         rows = [[k, *v, "published / data README"] for k, v in PUBLISHED.items()]
         rows.append([name, *(f"{metrics[m]:.4f}" for m in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")),
-                     f"fit {fit_s / 60:.1f} min, torch threads {args.threads}, {model.metrics_['parameters']:.0f} params,"
-                     f" beam {args.beam}"])
+                     f"fit {fit_s / 60:.1f} min (model {model.metrics_['model_seconds'] / 60:.1f} min,"
+                     f" {model.metrics_['epochs_run']:.0f} epochs), torch threads {args.threads},"
+                     f" {model.metrics_['parameters']:.0f} params, beam {args.beam}"])
         append("Generative recall on Amazon Beauty (leave-one-out, full ranking)",
                ["method", "R@5", "N@5", "R@10", "N@10", "budget"], rows,
                notes=f"one run; {len(split.user_ids):,} of {len(full.user_ids):,} users evaluated; collision rate "
-                     f"before the unique level {model.metrics_['ids.collision_rate']:.3f}; "
-                     "machine shared with other jobs, run under nice")
+                     f"before the unique level {model.metrics_['ids.collision_rate']:.3f}, level utilisation "
+                     + "/".join(f"{v:.2f}" for k, v in model.metrics_.items() if k.startswith("ids.utilisation"))
+                     + f"; epoch kept {model.metrics_.get('best_epoch', 0):.0f} (validation NLL on "
+                     f"{args.valid_users} users' second-to-last item); machine shared with other jobs, not niced, "
+                     "load average (1/5/15 min) at start " + "/".join(f"{x:.1f}" for x in load_start)
+                     + ", at end " + "/".join(f"{x:.1f}" for x in os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     max_seconds: float = 0.0   # stop after this much training time (0: no limit)
     patience: int = 0          # with a validation set: stop after this many epochs without improvement (0: never)
+    bucket_by_length: bool = True   # batch rows of similar length (less padding: faster on the CPU)
 
 
 @dataclass
@@ -77,7 +78,7 @@ def training_sequences(sequences: Sequence[np.ndarray], tokens: np.ndarray, max_
 
 
 def level_loss(model: GPT, x: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the real tokens of right-padded rows x [B, T] (BOS + items),
+    """Summed next-token cross-entropy over the real tokens of right-padded rows x [B, T] (BOS + items),
     each token scored among its own level's codes (the choice beam search makes at that step)."""
     pos, mask = prefix_mask(x)
     h, _ = model.hidden(x[:, :-1], pos[:, :-1], mask[:, :, :-1, :-1])                # [B, T-1, C]
@@ -90,7 +91,7 @@ def level_loss(model: GPT, x: torch.Tensor) -> torch.Tensor:
         logits = model.level_logits(h[:, level:: n_levels], level)                   # [B, T_l, K]
         total = total + F.cross_entropy(logits.reshape(-1, k), target.reshape(-1), ignore_index=-100,
                                         reduction="sum")
-    return total / (x[:, 1:] != PAD).sum().clamp(min=1)
+    return total
 
 
 def target_nll(model: GPT, rows: np.ndarray, batch: int = 512) -> float:
@@ -129,30 +130,42 @@ def train_gpt(model: GPT, data: np.ndarray, cfg: TrainConfig, seed: int = 0,
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     x_all = torch.from_numpy(data)
     lengths = (x_all != PAD).sum(1)
-    steps_total = cfg.epochs * max(1, -(-len(data) // cfg.batch_size))
-    warmup = max(1, steps_total // 10)
-    # Linear warm-up over the first tenth, then cosine decay to zero, whatever the number of steps.
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min((step + 1) / warmup, 0.5 * (
-        1 + math.cos(math.pi * min(1.0, max(0, step + 1 - warmup) / max(1, steps_total - warmup))))))
+    per_batch = float((lengths - 1).clamp(min=0).sum()) / max(1, -(-len(data) // cfg.batch_size))  # targets a batch
+    per_epoch = max(1, -(-len(data) // cfg.batch_size))
+    plan = {"epochs": cfg.epochs}
+    warmup = max(1, cfg.epochs * per_epoch // 10)
+
+    def lr_factor(step: int) -> float:
+        # Linear warm-up over the first tenth, then cosine decay to zero at the planned last step.
+        total = plan["epochs"] * per_epoch
+        return min((step + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, max(0, step + 1 - warmup)
+                                                                         / max(1, total - warmup)))))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     log, best, start = TrainLog(), None, time.perf_counter()
     model.train()
     for epoch in range(1, cfg.epochs + 1):
-        # Rows of similar length batched together (shuffled within a length, batches in random order),
-        # so a batch is trimmed to little more than its rows: most histories are far below the window.
+        if epoch > plan["epochs"]:
+            break
         perm = torch.randperm(len(data), generator=gen)
-        perm = perm[torch.argsort(lengths[perm], stable=True)]
+        if cfg.bucket_by_length:
+            # Rows of similar length batched together (shuffled within a length, batches in random
+            # order), so a batch is trimmed to little more than its rows.
+            perm = perm[torch.argsort(lengths[perm], stable=True)]
         batches = list(torch.split(perm, cfg.batch_size))
         total, count = 0.0, 0
         for b in torch.randperm(len(batches), generator=gen).tolist():
             batch = batches[b]
             x = x_all[batch, : int(lengths[batch].max())].to(dev)                    # [B, T] trimmed
-            loss = level_loss(model, x)
+            # Divided by the mean tokens of a batch, not this batch's: every token weighs the same,
+            # else the tokens of batches of short rows (the first items of sequences) would weigh more.
+            loss = level_loss(model, x) / per_batch
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            total, count = total + loss.item() * len(batch), count + len(batch)
+            total, count = total + loss.item() * per_batch, count + int((x[:, 1:] != PAD).sum())
         log.losses.append(total / max(count, 1))
         if validate is not None:
             log.valid.append(validate(model))
@@ -163,7 +176,14 @@ def train_gpt(model: GPT, data: np.ndarray, cfg: TrainConfig, seed: int = 0,
                 best, log.best_epoch = copy.deepcopy(model.state_dict()), epoch
             elif cfg.patience and epoch - log.best_epoch >= cfg.patience:
                 break
-        if cfg.max_seconds and time.perf_counter() - start > cfg.max_seconds:
+        elapsed = time.perf_counter() - start
+        if cfg.max_seconds and epoch == 1:
+            # Under a time budget the cosine ends at the last epoch that fits, judged by the first one,
+            # rather than being cut off at a high learning rate.
+            plan["epochs"] = max(1, min(cfg.epochs, int(cfg.max_seconds / elapsed)))
+            log_.info("time budget %.0f s: %d epochs planned at %.0f s an epoch", cfg.max_seconds,
+                      plan["epochs"], elapsed)
+        if cfg.max_seconds and elapsed > cfg.max_seconds:
             break
     if best is not None:
         model.load_state_dict(best)
