@@ -2,10 +2,13 @@
 
 The file has no item text, so semantic ids are quantised from collaborative item embeddings
 (co-occurrence PPMI + SVD over the training part of every sequence); the transformer trains on
-the same training parts, and the test input is each user's history before the target.
+the same training parts, keeps the epoch whose log-likelihood of the validation item (second to
+last) is best on a sample of users, and the test input is each user's history before the target.
+`--stage valid` ranks the validation item instead, to compare settings without touching the test.
 
-    nice python -m bench.beauty_generative --data ../shared/data/amazon-beauty/Beauty.txt \
-        --out bench/beauty_generative.json [--topk-out FILE]
+    python -m bench.beauty_generative --data ../shared/data/amazon-beauty/Beauty.txt \
+        --out bench/beauty_generative.json --topk-out FILE --ids rqkmeans --d-model 128 --layers 1 \
+        --lr 5e-3 --epochs 30 --budget-minutes 40 --beam 50 --threads 2
 """
 from __future__ import annotations
 
@@ -124,7 +127,7 @@ def main() -> None:
     print(json.dumps({name: metrics}, indent=2))
     print(f"fit {fit_s:.0f} s (ids {model.metrics_['ids_seconds']:.0f} s, model {model.metrics_['model_seconds']:.0f} s),"
           f" decode {decode_s:.0f} s for {len(recent)} users")
-    if not args.no_results:
+    if not args.no_results and args.stage == "test":   # validation figures only compare settings
         rows = [[k, *v, "published / data README"] for k, v in PUBLISHED.items()]
         rows.append([name, *(f"{metrics[m]:.4f}" for m in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")),
                      f"fit {fit_s / 60:.1f} min (model {model.metrics_['model_seconds'] / 60:.1f} min,"

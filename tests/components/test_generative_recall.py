@@ -163,3 +163,20 @@ def test_beam_scores_match_full_passes_over_every_item():
                 want += float(logp[codes[item, level]])
                 node = int(allowed[codes[item, level]])
             assert got[item] == pytest.approx(want, abs=1e-4)
+
+
+def test_training_keeps_the_weights_of_the_best_validation_epoch(one_thread):
+    from components.recall.generative.train import train_gpt, training_sequences
+    codes = _random_catalogue(0, 8, 2, 4)
+    rng = np.random.default_rng(0)
+    data = training_sequences([rng.integers(0, 8, size=4) for _ in range(6)], item_tokens(codes, 4), 3)
+    model = GPT(GPTConfig(n_levels=2, codebook_size=4, max_items=3, n_layer=1, n_head=2, d_model=16))
+    scores, snapshots = iter([3.0, 1.0, 2.0, 5.0]), []
+
+    def validate(m):
+        snapshots.append({k: v.clone() for k, v in m.state_dict().items()})
+        return next(scores)
+
+    log = train_gpt(model, data, TrainConfig(epochs=4, batch_size=2, patience=2), validate=validate)
+    assert log.best_epoch == 2 and log.valid == [3.0, 1.0, 2.0, 5.0]
+    assert all(torch.equal(v, snapshots[1][k]) for k, v in model.state_dict().items())
