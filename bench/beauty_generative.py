@@ -2,21 +2,30 @@
 
 The file has no item text, so semantic ids are quantised from collaborative item embeddings
 (co-occurrence PPMI + SVD over the training part of every sequence); the transformer trains on
-the same training parts, and the test input is each user's history before the target.
+the same training parts, keeps the epoch whose log-likelihood of the validation item (second to
+last) is best on a sample of users, and the test input is each user's history before the target.
+`--stage valid` ranks the validation item instead, to compare settings without touching the test.
 
-    nice python -m bench.beauty_generative --data ../shared/data/amazon-beauty/Beauty.txt \
-        --out bench/beauty_generative.json [--topk-out FILE]
+    python -m bench.beauty_generative --data ../shared/data/amazon-beauty/Beauty.txt \
+        --out bench/beauty_generative.json --topk-out FILE --ids rqkmeans --d-model 128 --layers 1 \
+        --lr 5e-3 --epochs 30 --budget-minutes 40 --beam 50 --threads 2
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
+
+# OpenMP threads sleep instead of spinning while they wait: on a machine shared with other jobs,
+# spinning threads that lose their core made a training step of 2 threads 3 times slower than 1.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: E402
 
 from bench import beauty
 from bench.results import append
@@ -41,6 +50,19 @@ def main() -> None:
     p.add_argument("--budget-minutes", type=float, default=10.0, help="cap on the transformer's training time")
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--codebook", type=int, default=256, help="codes per quantised level")
+    p.add_argument("--levels", type=int, default=3, help="quantised levels (a unique level is added)")
+    p.add_argument("--valid-users", type=int, default=5000,
+                   help="users whose validation item (second-to-last) picks the epoch; 0: train all epochs")
+    p.add_argument("--patience", type=int, default=0, help="stop after this many epochs without a better validation")
+    p.add_argument("--no-bucket", action="store_true", help="batch rows in random order, not by length")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--stage", choices=["test", "valid"], default="test",
+                   help="rank the test item (the report) or the validation item (to compare settings)")
     p.add_argument("--beam", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval-users", type=int, default=0,
@@ -48,19 +70,29 @@ def main() -> None:
     p.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    load_start = os.getloadavg()
 
     split = beauty.load(args.data)
     n = split.n_items
     catalog = Catalog(np.arange(n), np.zeros(n, np.int32), np.zeros((n, 1), np.float32))
     cfg = GenerativeConfig(
         embedding=args.embedding,
-        ids=QuantizerConfig(method=args.ids, levels=3, codebook_size=256, epochs=300),
-        model=GPTConfig(max_items=beauty.MAX_INPUT, n_layer=args.layers, n_head=4, d_model=args.d_model,
-                        dropout=0.1),
-        train=TrainConfig(epochs=args.epochs, batch_size=256, lr=3e-3, max_seconds=args.budget_minutes * 60),
-        beam_width=args.beam, serve_batch=256)
+        ids=QuantizerConfig(method=args.ids, levels=args.levels, codebook_size=args.codebook, epochs=300),
+        model=GPTConfig(max_items=beauty.MAX_INPUT, n_layer=args.layers, n_head=args.heads, d_model=args.d_model,
+                        dropout=args.dropout),
+        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          max_seconds=args.budget_minutes * 60, patience=args.patience,
+                          bucket_by_length=not args.no_bucket),
+        beam_width=args.beam, serve_batch=256, device=args.device)
+    valid = None
+    if args.valid_users:
+        # Validation: the second-to-last item after the training part, never the test item.
+        vu = np.random.default_rng(1).choice(len(split.user_ids), min(args.valid_users, len(split.user_ids)),
+                                             replace=False)
+        valid = ([split.train[u] for u in vu], split.valid[vu])
     t0 = time.perf_counter()
-    model = GenerativeRecaller(cfg).fit_sequences(split.train, catalog)   # every user's training part
+    model = GenerativeRecaller(cfg).fit_sequences(split.train, catalog, valid)   # every user's training part
     fit_s = time.perf_counter() - t0
 
     full = split
@@ -68,7 +100,7 @@ def main() -> None:
         pick = np.sort(np.random.default_rng(0).choice(len(split.user_ids), args.eval_users, replace=False))
         split = beauty.Split(split.user_ids[pick], [split.train[i] for i in pick], split.valid[pick],
                              split.test[pick], split.n_items)
-    recent = split.inputs("test")                                                    # [U, 20] newest first
+    recent = split.inputs(args.stage)                                                    # [U, 20] newest first
     t1 = time.perf_counter()
     cands = model.generate(recent, args.beam)                                        # [U, beam]
     decode_s = time.perf_counter() - t1
@@ -81,10 +113,13 @@ def main() -> None:
         s[r, items[r, c]] = logp[r, c]
         return s
 
-    metrics, top = beauty.evaluate(split, score, "test")
+    metrics, top = beauty.evaluate(split, score, args.stage)
     name = f"generative_{args.ids}_{args.embedding}"
-    report = {name: {**metrics, "users_evaluated": len(split.user_ids), "users": len(full.user_ids),
+    report = {name: {**metrics, "stage": args.stage, "users_evaluated": len(split.user_ids), "users": len(full.user_ids),
                      "fit_seconds": fit_s, "decode_seconds": decode_s, "threads": args.threads,
+                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+                     "load_average_start": list(load_start), "load_average_end": list(os.getloadavg()),
+                     "valid_users": args.valid_users, "beam": args.beam,
                      **{k: float(v) for k, v in model.metrics_.items()}, "config": asdict(cfg)}}
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     if args.topk_out:
@@ -92,16 +127,21 @@ def main() -> None:
     print(json.dumps({name: metrics}, indent=2))
     print(f"fit {fit_s:.0f} s (ids {model.metrics_['ids_seconds']:.0f} s, model {model.metrics_['model_seconds']:.0f} s),"
           f" decode {decode_s:.0f} s for {len(recent)} users")
-    if not args.no_results:
+    if not args.no_results and args.stage == "test":   # validation figures only compare settings
         rows = [[k, *v, "published / data README"] for k, v in PUBLISHED.items()]
         rows.append([name, *(f"{metrics[m]:.4f}" for m in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")),
-                     f"fit {fit_s / 60:.1f} min, torch threads {args.threads}, {model.metrics_['parameters']:.0f} params,"
-                     f" beam {args.beam}"])
+                     f"fit {fit_s / 60:.1f} min (model {model.metrics_['model_seconds'] / 60:.1f} min,"
+                     f" {model.metrics_['epochs_run']:.0f} epochs), torch threads {args.threads},"
+                     f" {model.metrics_['parameters']:.0f} params, beam {args.beam}"])
         append("Generative recall on Amazon Beauty (leave-one-out, full ranking)",
                ["method", "R@5", "N@5", "R@10", "N@10", "budget"], rows,
                notes=f"one run; {len(split.user_ids):,} of {len(full.user_ids):,} users evaluated; collision rate "
-                     f"before the unique level {model.metrics_['ids.collision_rate']:.3f}; "
-                     "machine shared with other jobs, run under nice")
+                     f"before the unique level {model.metrics_['ids.collision_rate']:.3f}, level utilisation "
+                     + "/".join(f"{v:.2f}" for k, v in model.metrics_.items() if k.startswith("ids.utilisation"))
+                     + f"; epoch kept {model.metrics_.get('best_epoch', 0):.0f} (validation NLL on "
+                     f"{args.valid_users} users' second-to-last item); machine shared with other jobs, not niced, "
+                     "load average (1/5/15 min) at start " + "/".join(f"{x:.1f}" for x in load_start)
+                     + ", at end " + "/".join(f"{x:.1f}" for x in os.getloadavg()))
 
 
 if __name__ == "__main__":

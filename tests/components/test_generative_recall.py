@@ -132,5 +132,51 @@ def test_training_runs_for_any_number_of_steps(rows, one_thread):
     rng = np.random.default_rng(0)
     data = training_sequences([rng.integers(0, 8, size=4) for _ in range(rows)], item_tokens(codes, 4), 3)
     model = GPT(GPTConfig(n_levels=2, codebook_size=4, max_items=3, n_layer=1, n_head=2, d_model=16))
-    losses = train_gpt(model, data, TrainConfig(epochs=1, batch_size=1))
-    assert len(losses) == 1 and np.isfinite(losses[0])
+    log = train_gpt(model, data, TrainConfig(epochs=1, batch_size=1))
+    assert len(log.losses) == 1 and np.isfinite(log.losses[0])
+
+
+def test_beam_scores_match_full_passes_over_every_item():
+    # Cascade decoding (beams attending to one shared history cache) against a full forward pass of
+    # history + item for every item, each level normalised over the codes the trie allows there.
+    k, levels = 4, 3
+    codes = _random_catalogue(3, 20, levels, k)
+    trie = Trie.build(codes, k)
+    torch.manual_seed(3)
+    model = GPT(GPTConfig(n_levels=levels, codebook_size=k, max_items=4, n_layer=2, n_head=2, d_model=16)).eval()
+    hist = [np.array([3, 7, 1]), np.array([5])]
+    x = torch.from_numpy(history_tokens(hist, item_tokens(codes, k), 4, left_pad=True))
+    items, scores = beam_search(model, x, trie, beam=64)
+    tokens = torch.from_numpy(item_tokens(codes, k))
+    for r in range(len(hist)):
+        got = {i: v for i, v in zip(items[r].tolist(), scores[r].tolist()) if i >= 0}
+        assert set(got) == set(range(len(codes)))
+        for item in range(len(codes)):
+            full = torch.cat([x[r], tokens[item]])[None]                             # [1, T + L]
+            pos, mask = prefix_mask(full)
+            h, _ = model.hidden(full, pos, mask)
+            node, want = 0, 0.0
+            for level in range(levels):
+                logits = model.level_logits(h[0, x.shape[1] - 1 + level], level)
+                allowed = trie.children[level][node]
+                logp = torch.log_softmax(logits.masked_fill(allowed < 0, float("-inf")), -1)
+                want += float(logp[codes[item, level]])
+                node = int(allowed[codes[item, level]])
+            assert got[item] == pytest.approx(want, abs=1e-4)
+
+
+def test_training_keeps_the_weights_of_the_best_validation_epoch(one_thread):
+    from components.recall.generative.train import train_gpt, training_sequences
+    codes = _random_catalogue(0, 8, 2, 4)
+    rng = np.random.default_rng(0)
+    data = training_sequences([rng.integers(0, 8, size=4) for _ in range(6)], item_tokens(codes, 4), 3)
+    model = GPT(GPTConfig(n_levels=2, codebook_size=4, max_items=3, n_layer=1, n_head=2, d_model=16))
+    scores, snapshots = iter([3.0, 1.0, 2.0, 5.0]), []
+
+    def validate(m):
+        snapshots.append({k: v.clone() for k, v in m.state_dict().items()})
+        return next(scores)
+
+    log = train_gpt(model, data, TrainConfig(epochs=4, batch_size=2, patience=2), validate=validate)
+    assert log.best_epoch == 2 and log.valid == [3.0, 1.0, 2.0, 5.0]
+    assert all(torch.equal(v, snapshots[1][k]) for k, v in model.state_dict().items())

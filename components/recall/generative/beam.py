@@ -1,12 +1,13 @@
 """Constrained beam search: a prefix trie of the catalogue's ids as dense tensors, batched, cached."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from components.recall.generative.model import GPT, PAD, SPECIAL, prefix_mask
+from components.recall.generative.model import GPT, PAD, SPECIAL, KVCache, prefix_mask
 
 
 @dataclass(frozen=True)
@@ -42,28 +43,71 @@ class Trie:
         return Trie([c.to(device) for c in self.children])
 
 
+OwnCache = list[tuple[torch.Tensor, torch.Tensor]]   # per layer: a beam's own keys, values [B, W, h, t, C/h]
+
+
+def _extend(model: GPT, tok: torch.Tensor, pos: torch.Tensor, prefix: KVCache, prefix_valid: torch.Tensor,
+            own: OwnCache | None, parent: torch.Tensor) -> tuple[torch.Tensor, OwnCache]:
+    """Feed each beam's newest token: tok, pos [B, W]; prefix per layer (k, v) [B, h, S, C/h], the history's
+    cache shared by all of a row's beams; own: the beams' generated keys before this step, rows picked by
+    parent [B, W]. Returns final states [B, W, C] and the beams' own cache with this token added.
+
+    Cascade attention: the beams of a row attend to the one history cache instead of each carrying a
+    copy of it, so a step costs W x S dot products per row and never copies the S history keys.
+    """
+    b, w = tok.shape
+    rows = torch.arange(b, device=tok.device)[:, None]
+    x = model.tok(tok) + model.pos(pos)                                              # [B, W, C]
+    c = x.shape[2]
+    bias = torch.zeros(prefix_valid.shape, dtype=x.dtype, device=x.device)
+    bias = bias.masked_fill(~prefix_valid, float("-inf"))[:, None, None, :]          # [B, 1, 1, S]
+    new_own = []
+    for i, block in enumerate(model.blocks):
+        nh = block.attn.n_head
+        q, k, v = block.attn.qkv(block.ln1(x)).split(c, dim=2)                       # 3 x [B, W, C]
+        q, k, v = (z.view(b, w, nh, c // nh) for z in (q, k, v))                     # [B, W, h, C/h]
+        k, v = k[:, :, :, None], v[:, :, :, None]                                    # [B, W, h, 1, C/h]
+        if own is not None:
+            k = torch.cat([own[i][0][rows, parent], k], 3)                           # [B, W, h, t, C/h]
+            v = torch.cat([own[i][1][rows, parent], v], 3)
+        new_own.append((k, v))
+        pk, pv = prefix[i]                                                           # [B, h, S, C/h]
+        scale = 1.0 / math.sqrt(c // nh)
+        s_pre = torch.einsum("bwhd,bhsd->bhws", q, pk) * scale + bias                # [B, h, W, S]
+        s_own = torch.einsum("bwhd,bwhtd->bhwt", q, k) * scale                       # [B, h, W, t]
+        att = torch.softmax(torch.cat([s_pre, s_own], 3), dim=3)                     # [B, h, W, S+t]
+        n_pre = s_pre.shape[3]
+        y = (torch.einsum("bhws,bhsd->bwhd", att[..., :n_pre], pv)
+             + torch.einsum("bhwt,bwhtd->bwhd", att[..., n_pre:], v))                # [B, W, h, C/h]
+        x = x + block.attn.proj(y.reshape(b, w, c))
+        x = x + block.mlp(block.ln2(x))
+    return model.ln_f(x), new_own
+
+
 @torch.no_grad()
 def beam_search(model: GPT, history: torch.Tensor, trie: Trie, beam: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Best `beam` catalogue items per row: history [B, T] left-padded tokens starting with BOS ->
-    items [B, beam] (-1 where fewer valid ids) and log-probability scores [B, beam], best first."""
+    items [B, beam] (-1 where fewer valid ids) and log-probability scores [B, beam], best first.
+
+    Each level's choice is normalised over that level's codes that the trie allows after the beam's prefix."""
     model.eval()
-    cfg = model.config
-    k_codes, dev = cfg.codebook_size, history.device
+    dev = history.device
     b = history.shape[0]
     pos, mask = prefix_mask(history)
-    logits, cache = model(history, pos, mask)                                        # [B, T, V]
-    logits = logits[:, -1:, :]                                                       # [B, 1, V]
-    lengths = (history != PAD).sum(1)[:, None]                                       # [B, W]
-    key_valid = (history != PAD)[:, None, :]                                         # [B, W, S]
+    h, prefix = model.hidden(history, pos, mask)                                     # [B, T, C]
+    h = h[:, -1:]                                                                    # [B, 1, C] left-padded
+    prefix_valid = history != PAD                                                    # [B, S]
+    lengths = prefix_valid.sum(1)[:, None]                                           # [B, 1]
     node = torch.zeros(b, 1, dtype=torch.long, device=dev)                           # [B, W] trie nodes
     score = torch.zeros(b, 1, device=dev)                                            # [B, W]
     rows = torch.arange(b, device=dev)[:, None]
+    own = None
     n_levels = len(trie.children)
     for level in range(n_levels):
         w = node.shape[1]
-        lo = SPECIAL + level * k_codes
+        k_codes = trie.children[level].shape[1]
         child = trie.children[level][node]                                           # [B, W, K]
-        level_logits = logits[:, :, lo: lo + k_codes].float()                        # [B, W, K]
+        level_logits = model.level_logits(h, level).float()                          # [B, W, K]
         level_logits = level_logits.masked_fill(child < 0, float("-inf"))
         # A beam with no valid continuation gives NaN here; masking again turns it into -inf.
         logp = torch.log_softmax(level_logits, dim=-1).masked_fill(child < 0, float("-inf"))  # [B, W, K]
@@ -76,15 +120,6 @@ def beam_search(model: GPT, history: torch.Tensor, trie: Trie, beam: int) -> tup
         if level + 1 == n_levels:
             items = torch.where(torch.isfinite(score), node, torch.full_like(node, -1))
             return items, score
-        # Reorder the cache to the surviving beams and feed the chosen codes.
-        src = (rows * w + parent).reshape(-1)                                        # [B*W']
-        cache = [(k[src], v[src]) for k, v in cache]                                  # [B*W', h, S, d]
-        lengths = lengths[rows, parent]                                              # [B, W']
-        key_valid = torch.cat([key_valid[rows, parent],
-                               torch.ones(b, keep, 1, dtype=torch.bool, device=dev)], 2)  # [B, W', S+1]
-        tok = (lo + code).reshape(-1, 1)                                             # [B*W', 1]
-        step_pos = (lengths + level).reshape(-1, 1)                                  # [B*W', 1]
-        step_mask = key_valid.reshape(b * keep, 1, 1, -1)                            # [B*W', 1, 1, S+1]
-        logits, cache = model(tok, step_pos, step_mask, cache)                       # [B*W', 1, V]
-        logits = logits.view(b, keep, -1)                                            # [B, W', V]
+        tok = SPECIAL + level * model.config.codebook_size + code                    # [B, W']
+        h, own = _extend(model, tok, (lengths + level).expand(-1, keep), prefix, prefix_valid, own, parent)
     raise AssertionError("unreachable: the trie has at least one level")

@@ -16,7 +16,8 @@ from components.recall.generative.embeddings import SOURCES, item_embeddings
 from components.recall.generative.model import GPT, GPTConfig
 from components.recall.generative.quantize import Quantizer, QuantizerConfig
 from components.recall.generative.semantic_ids import SemanticIds, build_semantic_ids
-from components.recall.generative.train import TrainConfig, history_tokens, item_tokens, train_gpt, training_sequences
+from components.recall.generative.train import (TrainConfig, history_tokens, item_tokens, target_nll, train_gpt,
+                                                training_sequences)
 from components.types import Candidates, Catalog, TrainData, UserBatch
 
 
@@ -65,22 +66,36 @@ class GenerativeRecaller:
         keep = data.day - data.click_day < self.config.window_days
         return self.fit_sequences(_sequences(data.click_user[keep], data.click_item[keep]), data.catalog)
 
-    def fit_sequences(self, sequences: list[np.ndarray], catalog: Catalog) -> Self:
-        """Fit from users' chronological item sequences (the offline benchmark's entry point)."""
+    def fit_sequences(self, sequences: list[np.ndarray], catalog: Catalog,
+                      valid: tuple[list[np.ndarray], np.ndarray] | None = None) -> Self:
+        """Fit from users' chronological item sequences (the offline benchmark's entry point).
+
+        valid: held-out (chronological histories, next item) pairs; the model keeps the weights of
+        the epoch whose next-item log-likelihood on them is best.
+        """
         cfg, t0 = self.config, time.perf_counter()
         emb = self._embed(catalog, sequences)                                       # [I, d]
         ids = build_semantic_ids(emb, cfg.ids, cfg.seed, cfg.unique_slack)
         t1 = time.perf_counter()
         gcfg = GPTConfig(**{**asdict(cfg.model), "n_levels": ids.n_levels, "codebook_size": ids.codebook_size})
         model = GPT(gcfg).to(cfg.device)
-        data = training_sequences(sequences, item_tokens(ids.codes, ids.codebook_size), gcfg.max_items)
-        losses = train_gpt(model, data, cfg.train, cfg.seed) if len(data) else []
+        tokens = item_tokens(ids.codes, ids.codebook_size)                           # [I, L]
+        data = training_sequences(sequences, tokens, gcfg.max_items)
+        validate = None
+        if valid is not None:
+            rows = history_tokens([np.append(h, t) for h, t in zip(*valid)], tokens, gcfg.max_items + 1,
+                                  left_pad=False)                                    # [V, 1 + (H+1) * L]
+            validate = lambda m: target_nll(m, rows)  # noqa: E731
+        log = train_gpt(model, data, cfg.train, cfg.seed, validate) if len(data) else None
+        losses = log.losses if log else []
         self.ids_, self.model_ = ids, model
         self.trie_ = Trie.build(ids.codes, ids.codebook_size).to(torch.device(cfg.device))
         self.metrics_ = {**{f"ids.{k}": v for k, v in ids.metrics(emb).items()},
                          "ids_seconds": t1 - t0, "model_seconds": time.perf_counter() - t1,
                          "train_loss": losses[-1] if losses else float("nan"),
-                         "train_sequences": float(len(data)),
+                         "train_sequences": float(len(data)), "epochs_run": float(len(losses)),
+                         **({"best_epoch": float(log.best_epoch), "valid_nll": min(log.valid)}
+                            if log and log.valid else {}),
                          "parameters": float(sum(p.numel() for p in model.parameters()))}
         return self
 

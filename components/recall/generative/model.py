@@ -92,15 +92,27 @@ class GPT(nn.Module):
             if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layer))
 
-    def forward(self, idx: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor,
-                cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
-        """idx, pos [B, T]; mask [B, 1, T, S+T] bool (True = may attend) -> logits [B, T, V], cache."""
+    def hidden(self, idx: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor,
+               cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+        """idx, pos [B, T]; mask [B, 1, T, S+T] bool (True = may attend) -> final states [B, T, C], cache."""
         x = self.drop(self.tok(idx) + self.pos(pos))                                 # [B, T, C]
         new_cache = []
         for i, block in enumerate(self.blocks):
             x, kv = block(x, mask, None if cache is None else cache[i])
             new_cache.append(kv)
-        return self.head(self.ln_f(x)), new_cache                                   # [B, T, V]
+        return self.ln_f(x), new_cache
+
+    def forward(self, idx: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor,
+                cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+        """idx, pos [B, T]; mask [B, 1, T, S+T] bool (True = may attend) -> logits [B, T, V], cache."""
+        h, new_cache = self.hidden(idx, pos, mask, cache)
+        return self.head(h), new_cache                                               # [B, T, V]
+
+    def level_logits(self, h: torch.Tensor, level: int) -> torch.Tensor:
+        """Logits over level `level`'s codes only: h [..., C] -> [..., K]. An item's token at a level is
+        always one of that level's codes, so training and beam search normalise over those alone."""
+        lo = SPECIAL + level * self.config.codebook_size
+        return h @ self.head.weight[lo: lo + self.config.codebook_size].T
 
 
 def prefix_mask(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
