@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from common.typedconf import ConfigError, from_mapping
+from components.features.columns import columns_of
 from components.features.store import FeatureStore
 from components.recall_eval import MERGE, RecallEvalConfig, arm_recall, markdown, metric_name, recall_of, unseen_top
 from components.serving.config import ArmConfig
@@ -30,8 +31,10 @@ def store() -> FeatureStore:
                       content=np.zeros((n, 1), np.float32))
     items = ItemFeatures(catalog=catalog, impressions=np.zeros(n, np.int64), clicks=np.zeros(n, np.int64))
     # User 10 has clicked item 1 before the day; user 11 is new (no row: features of a new user).
-    return FeatureStore(day=1, items=items, user_index={10: 0}, u_impressions=np.array([5]),
-                        u_clicks=np.array([1]), u_recent=[np.array([1], np.int64)])
+    cols = {c.name: np.zeros(1, np.int64) for c in columns_of("features_user") if c.name != "u_recent"}
+    cols |= {"u_impressions": np.array([5]), "u_clicks": np.array([1])}
+    return FeatureStore(day=1, items=items, user_index={10: 0}, user_columns=cols,
+                        u_recent=[np.array([1], np.int64)])
 
 
 def test_recall_by_hand_for_channels_and_the_merge():
