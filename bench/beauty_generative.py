@@ -145,8 +145,10 @@ def main() -> None:
                notes=f"one run; fitted on {args.fit_on}; {len(split.user_ids):,} of {len(full.user_ids):,} users evaluated; collision rate "
                      f"before the unique level {model.metrics_['ids.collision_rate']:.3f}, level utilisation "
                      + "/".join(f"{v:.2f}" for k, v in model.metrics_.items() if k.startswith("ids.utilisation"))
-                     + f"; epoch kept {model.metrics_.get('best_epoch', 0):.0f} (validation NLL on "
-                     f"{args.valid_users} users' second-to-last item); machine shared with other jobs, not niced, "
+                     + (f"; epoch kept {model.metrics_.get('best_epoch', 0):.0f} (validation NLL on "
+                        f"{args.valid_users} users' second-to-last item)" if args.valid_users else
+                        f"; no validation split, all {model.metrics_['epochs_run']:.0f} epochs kept")
+                     + "; machine shared with other jobs, not niced, "
                      "load average (1/5/15 min) at start " + "/".join(f"{x:.1f}" for x in load_start)
                      + ", at end " + "/".join(f"{x:.1f}" for x in os.getloadavg()))
 
