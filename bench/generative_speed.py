@@ -72,7 +72,7 @@ def main() -> None:
            notes=f"config: configs/experiments/generative.yaml; training on day 1's logs "
                  f"({len(data.click_item):,} clicks, {data.catalog.n_items:,} items), median of {args.fits}; "
                  f"latency over {args.requests} single requests; batch of 256 median of {args.repeats}; {m['parameters']:.0f} parameters; "
-                 f"{args.threads} torch threads; machine shared with other jobs, run under nice; load average "
+                 f"{args.threads} torch threads; niceness {os.nice(0)}; load average "
                  f"(1/5/15 min) {'/'.join(f'{x:.1f}' for x in load_before)} at the start, "
                  f"{'/'.join(f'{x:.1f}' for x in load_after)} at the end")
     print(rows)
