@@ -88,7 +88,7 @@ def print_summary(data_dir: Path) -> None:
                       f"{r['p50']:.2f}", f"{r['p99']:.2f}",
                       "" if r["new_click_share"] is None else f"{r['new_click_share']:.1%}")
     console = Console()
-    console.width = max(console.width, 132)
+    console.width = max(console.width, 170)   # every column whole in logs and narrow terminals
     console.print(table)
     console.print("E[CTR]: the world's expected CTR of the served slates; norm: E[CTR] placed between "
                   "random (0) and oracle (1); latency: wall clock per request, whole pipeline; new clicks: "
