@@ -49,6 +49,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--budget-minutes", type=float, default=10.0, help="cap on the transformer's training time")
     p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--arch", choices=["tokens", "items"], default="tokens",
+                   help="tokens: the history read as L code tokens per item; items: one token per item")
+    p.add_argument("--item-embedding", action="store_true", help="items arch: a learned vector per item on input")
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--dropout", type=float, default=0.1)
@@ -85,7 +88,8 @@ def main() -> None:
         embedding=args.embedding,
         ids=QuantizerConfig(method=args.ids, levels=args.levels, codebook_size=args.codebook, epochs=300),
         model=GPTConfig(max_items=beauty.MAX_INPUT, n_layer=args.layers, n_head=args.heads, d_model=args.d_model,
-                        dropout=args.dropout),
+                        dropout=args.dropout, arch=args.arch,
+                        item_embedding=args.item_embedding),
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           max_seconds=args.budget_minutes * 60, patience=args.patience,
                           bucket_by_length=not args.no_bucket),

@@ -63,7 +63,8 @@ def test_kv_cache_gives_the_same_logits_as_a_full_pass():
     assert torch.allclose(got[:, -1], want[:, -1], atol=1e-5)
 
 
-def test_learns_a_deterministic_next_item_to_near_perfect_recall(one_thread):
+@pytest.mark.parametrize("arch", ["tokens", "items"])
+def test_learns_a_deterministic_next_item_to_near_perfect_recall(arch, one_thread):
     n = 16
     rng = np.random.default_rng(0)
     catalog = Catalog(np.arange(n), np.zeros(n, np.int32), rng.standard_normal((n, 6)).astype(np.float32))
@@ -75,7 +76,7 @@ def test_learns_a_deterministic_next_item_to_near_perfect_recall(one_thread):
             s.append(int(successor[s[-1]]))
         seqs.append(np.array(s))
     cfg = GenerativeConfig(ids=QuantizerConfig(method="rqkmeans", levels=2, codebook_size=4),
-                           model=GPTConfig(max_items=4, n_layer=1, n_head=2, d_model=32, dropout=0.0),
+                           model=GPTConfig(max_items=4, n_layer=1, n_head=2, d_model=32, dropout=0.0, arch=arch),
                            train=TrainConfig(epochs=80, batch_size=32, lr=1e-2), beam_width=5)
     model = GenerativeRecaller(cfg).fit_sequences(seqs, catalog)
     assert model.metrics_["ids.collision_rate"] > 0             # the unique level is exercised
@@ -91,9 +92,14 @@ TINY = {"ids": {"method": "rqkmeans", "levels": 2, "codebook_size": 4},
         "train": {"epochs": 2, "batch_size": 8}, "beam_width": 5}
 
 
-def test_channel_fits_recalls_saves_and_loads(co_click_data, make_users, catalog, tmp_path):
+ARCHS = [{"arch": "tokens"}, {"arch": "items"}, {"arch": "items", "item_embedding": True}]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_channel_fits_recalls_saves_and_loads(arch, co_click_data, make_users, catalog, tmp_path):
     assert CHANNELS["generative"] is GenerativeRecaller
-    model = GenerativeRecaller(from_mapping(GenerativeConfig, TINY)).fit(co_click_data)
+    conf = {**TINY, "model": {**TINY["model"], **arch}}
+    model = GenerativeRecaller(from_mapping(GenerativeConfig, conf)).fit(co_click_data)
     assert model.metrics_["ids.items_without_id"] == 0 and model.metrics_["train_sequences"] > 0
     users = make_users([0, 1, 99], recent=[[2, 1], [3], []])
     got = model.recall(users, 8)
@@ -104,8 +110,10 @@ def test_channel_fits_recalls_saves_and_loads(co_click_data, make_users, catalog
     assert np.array_equal(again.items, got.items) and np.allclose(again.scores, got.scores)
 
 
-def test_items_arriving_after_training_can_be_recalled(co_click_data, make_users, catalog):
-    model = GenerativeRecaller(from_mapping(GenerativeConfig, {**TINY, "beam_width": 20})).fit(co_click_data)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_items_arriving_after_training_can_be_recalled(arch, co_click_data, make_users, catalog):
+    conf = {**TINY, "beam_width": 20, "model": {**TINY["model"], **arch}}
+    model = GenerativeRecaller(from_mapping(GenerativeConfig, conf)).fit(co_click_data)
     rng = np.random.default_rng(1)
     grown = Catalog(np.arange(16), np.arange(16, dtype=np.int32) % 3,
                     np.concatenate([catalog.content, rng.standard_normal((4, 4)).astype(np.float32)]))
@@ -123,6 +131,8 @@ def test_bad_settings_name_the_setting():
         from_mapping(GenerativeConfig, {"beam_width": 200}, "generative")
     with pytest.raises(ConfigError, match="embedding"):
         from_mapping(GenerativeConfig, {"embedding": "pixels"}, "generative")
+    with pytest.raises(ConfigError, match="model.arch"):
+        from_mapping(GenerativeConfig, {"model": {"arch": "rnn"}}, "generative")
 
 
 @pytest.mark.parametrize("rows", [1, 10, 23])

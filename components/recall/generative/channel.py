@@ -13,11 +13,13 @@ from common.typedconf import from_mapping, require
 from components.recall.base import read_state, write_state
 from components.recall.generative.beam import Trie, beam_search
 from components.recall.generative.embeddings import SOURCES, item_embeddings
+from components.recall.generative.item_model import (CodeTables, ItemGPT, item_beam_search, item_loss, item_rows,
+                                                     item_target_nll, item_windows)
 from components.recall.generative.model import GPT, GPTConfig
 from components.recall.generative.quantize import Quantizer, QuantizerConfig
 from components.recall.generative.semantic_ids import SemanticIds, build_semantic_ids
-from components.recall.generative.train import (TrainConfig, history_tokens, item_tokens, target_nll, train_gpt,
-                                                training_sequences)
+from components.recall.generative.train import (TrainConfig, history_tokens, item_tokens, level_loss, target_nll,
+                                                train_gpt, training_sequences)
 from components.types import Candidates, Catalog, TrainData, UserBatch
 
 
@@ -40,6 +42,8 @@ class GenerativeConfig:
         require(self.ids.levels >= 1, f"{where}.ids.levels", "must be at least 1")
         require(2 <= self.ids.codebook_size <= 4096, f"{where}.ids.codebook_size", "must be between 2 and 4096")
         require(5 <= self.beam_width <= 100, f"{where}.beam_width", f"must be between 5 and 100, got {self.beam_width}")
+        require(self.model.arch in ("tokens", "items"), f"{where}.model.arch",
+                f"'{self.model.arch}' is not allowed; choose 'tokens' or 'items'")
         require(self.model.d_model % self.model.n_head == 0, f"{where}.model.d_model", "must be a multiple of n_head")
         require(self.window_days >= 1, f"{where}.window_days", "must be at least 1")
 
@@ -77,19 +81,31 @@ class GenerativeRecaller:
         emb = self._embed(catalog, sequences)                                       # [I, d]
         ids = build_semantic_ids(emb, cfg.ids, cfg.seed, cfg.unique_slack)
         t1 = time.perf_counter()
-        gcfg = GPTConfig(**{**asdict(cfg.model), "n_levels": ids.n_levels, "codebook_size": ids.codebook_size})
-        model = GPT(gcfg).to(cfg.device)
-        tokens = item_tokens(ids.codes, ids.codebook_size)                           # [I, L]
-        data = training_sequences(sequences, tokens, gcfg.max_items)
+        gcfg = GPTConfig(**{**asdict(cfg.model), "n_levels": ids.n_levels, "codebook_size": ids.codebook_size,
+                            "n_items": ids.n_items})
+        trie = Trie.build(ids.codes, ids.codebook_size).to(torch.device(cfg.device))
         validate = None
-        if valid is not None:
-            rows = history_tokens([np.append(h, t) for h, t in zip(*valid)], tokens, gcfg.max_items + 1,
-                                  left_pad=False)                                    # [V, 1 + (H+1) * L]
-            validate = lambda m: target_nll(m, rows)  # noqa: E731
-        log = train_gpt(model, data, cfg.train, cfg.seed, validate) if len(data) else None
+        if gcfg.arch == "items":
+            model: torch.nn.Module = ItemGPT(gcfg).to(cfg.device)
+            tables = CodeTables.build(ids.codes, trie)
+            data = item_windows(sequences, ids.codes, gcfg.max_items)
+            loss_fn = lambda m, x: item_loss(m, x, tables)  # noqa: E731
+            if valid is not None:
+                rows = item_rows([np.append(h, t) for h, t in zip(*valid)], ids.codes, gcfg.max_items + 1)
+                validate = lambda m: item_target_nll(m, rows, tables)  # noqa: E731
+        else:
+            model = GPT(gcfg).to(cfg.device)
+            tokens = item_tokens(ids.codes, ids.codebook_size)                       # [I, L]
+            data = training_sequences(sequences, tokens, gcfg.max_items)
+            loss_fn = level_loss
+            if valid is not None:
+                rows = history_tokens([np.append(h, t) for h, t in zip(*valid)], tokens, gcfg.max_items + 1,
+                                      left_pad=False)                                # [V, 1 + (H+1) * L]
+                validate = lambda m: target_nll(m, rows)  # noqa: E731
+        log = train_gpt(model, data, cfg.train, cfg.seed, validate, loss_fn) if len(data) else None
         losses = log.losses if log else []
         self.ids_, self.model_ = ids, model
-        self.trie_ = Trie.build(ids.codes, ids.codebook_size).to(torch.device(cfg.device))
+        self._set_trie(trie)
         self.metrics_ = {**{f"ids.{k}": v for k, v in ids.metrics(emb).items()},
                          "ids_seconds": t1 - t0, "model_seconds": time.perf_counter() - t1,
                          "train_loss": losses[-1] if losses else float("nan"),
@@ -99,6 +115,10 @@ class GenerativeRecaller:
                          "parameters": float(sum(p.numel() for p in model.parameters()))}
         return self
 
+    def _set_trie(self, trie: Trie) -> None:
+        self.trie_ = trie
+        self.tables_ = CodeTables.build(self.ids_.codes, trie) if isinstance(self.model_, ItemGPT) else None
+
     def _add_new_items(self, catalog: Catalog) -> None:
         """Items that arrived after fitting get ids from their content; the model is unchanged."""
         known = self.ids_.n_items
@@ -106,7 +126,7 @@ class GenerativeRecaller:
             return
         emb = self._embed(catalog, None)[known:]
         self.ids_.add_items(emb)
-        self.trie_ = Trie.build(self.ids_.codes, self.ids_.codebook_size).to(torch.device(self.config.device))
+        self._set_trie(Trie.build(self.ids_.codes, self.ids_.codebook_size).to(torch.device(self.config.device)))
 
     def recall(self, users: UserBatch, k: int) -> Candidates:
         self._add_new_items(users.items.catalog)
@@ -116,15 +136,20 @@ class GenerativeRecaller:
         """Top items by beam search from histories recent [B, H] (newest first, -1 padded):
         items [B, k] (-1 past the beam width) and log-probability scores [B, k]."""
         cfg = self.config
-        tokens = item_tokens(self.ids_.codes, self.ids_.codebook_size)
         histories = [row[row >= 0][::-1] for row in recent]                         # chronological
-        x = history_tokens(histories, tokens, self.model_.config.max_items, left_pad=True)
+        if self.tables_ is not None:
+            x = item_rows(histories, self.ids_.codes, self.model_.config.max_items)
+            search = lambda xb: item_beam_search(self.model_, xb, self.tables_, cfg.beam_width)  # noqa: E731
+        else:
+            tokens = item_tokens(self.ids_.codes, self.ids_.codebook_size)
+            x = history_tokens(histories, tokens, self.model_.config.max_items, left_pad=True)
+            search = lambda xb: beam_search(self.model_, xb, self.trie_, cfg.beam_width)  # noqa: E731
         items = np.full((len(recent), k), -1, np.int64)
         scores = np.zeros((len(recent), k), np.float32)
         width = min(k, cfg.beam_width)
         for lo in range(0, len(recent), cfg.serve_batch):
             xb = torch.from_numpy(x[lo: lo + cfg.serve_batch]).to(cfg.device)
-            found, logp = beam_search(self.model_, xb, self.trie_, cfg.beam_width)  # [b, W]
+            found, logp = search(xb)                                                 # [b, W]
             found, logp = found[:, :width].cpu().numpy(), logp[:, :width].cpu().numpy()
             items[lo: lo + len(found), :width] = found
             scores[lo: lo + len(found), :width] = np.where(found >= 0, logp, 0.0)
@@ -134,12 +159,13 @@ class GenerativeRecaller:
         q = self.ids_.quantizer
         arrays = {"codes": self.ids_.codes, "unique_size": np.array(self.ids_.unique_size),
                   "in_dim": np.array(q.in_dim), "gpt_levels": np.array(self.model_.config.n_levels),
-                  "gpt_codebook": np.array(self.model_.config.codebook_size)}
+                  "gpt_codebook": np.array(self.model_.config.codebook_size),
+                  "gpt_items": np.array(self.model_.config.n_items)}
         arrays |= {f"codebook.{i}": cb for i, cb in enumerate(q.codebooks)}
         arrays |= {f"encoder.{k}": v for k, v in q.encoder.items()}
         arrays |= {f"decoder.{k}": v for k, v in q.decoder.items()}
         arrays |= {f"model.{k}": v.detach().cpu().numpy() for k, v in self.model_.state_dict().items()
-                   if k != "head.weight"}                                            # tied to tok.weight
+                   if k != "head.weight"}                                            # tied to tok.weight (GPT)
         write_state(path, asdict(self.config), **arrays)
 
     @classmethod
@@ -152,11 +178,12 @@ class GenerativeRecaller:
         quantizer = Quantizer(cfg.ids, books, part("encoder."), part("decoder."), int(a["in_dim"]))
         obj.ids_ = SemanticIds(quantizer, a["codes"], int(a["unique_size"]))
         gcfg = GPTConfig(**{**asdict(cfg.model), "n_levels": int(a["gpt_levels"]),
-                            "codebook_size": int(a["gpt_codebook"])})
-        obj.model_ = GPT(gcfg)
+                            "codebook_size": int(a["gpt_codebook"]), "n_items": int(a.get("gpt_items", 0))})
+        obj.model_ = ItemGPT(gcfg) if gcfg.arch == "items" else GPT(gcfg)
         state = {k: torch.from_numpy(v) for k, v in part("model.").items()}
-        state["head.weight"] = state["tok.weight"]
+        if gcfg.arch != "items":
+            state["head.weight"] = state["tok.weight"]
         obj.model_.load_state_dict(state)
         obj.model_.to(cfg.device).eval()
-        obj.trie_ = Trie.build(obj.ids_.codes, obj.ids_.codebook_size).to(torch.device(cfg.device))
+        obj._set_trie(Trie.build(obj.ids_.codes, obj.ids_.codebook_size).to(torch.device(cfg.device)))
         return obj

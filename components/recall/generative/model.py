@@ -30,6 +30,9 @@ class GPTConfig:
     n_head: int = 4
     d_model: int = 128
     dropout: float = 0.1
+    arch: str = "tokens"       # "tokens": L tokens per history item; "items": one (item_model.py)
+    item_embedding: bool = False   # items arch: add a learned per-item vector to its codes' sum on input
+    n_items: int = 0           # items known at fit time (set by the channel; sizes the per-item vectors)
 
     @property
     def vocab_size(self) -> int:

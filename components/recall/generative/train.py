@@ -117,9 +117,11 @@ def target_nll(model: GPT, rows: np.ndarray, batch: int = 512) -> float:
     return total / max(len(rows), 1)
 
 
-def train_gpt(model: GPT, data: np.ndarray, cfg: TrainConfig, seed: int = 0,
-              validate: Callable[[GPT], float] | None = None) -> TrainLog:
-    """Next-token cross-entropy over every real position of data [N, T].
+def train_gpt(model: torch.nn.Module, data: np.ndarray, cfg: TrainConfig, seed: int = 0,
+              validate: Callable[[torch.nn.Module], float] | None = None,
+              loss_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] = level_loss) -> TrainLog:
+    """Next-token cross-entropy over every real position of data [N, T] (right-padded with 0,
+    a leading start token; loss_fn gives a batch's summed loss).
 
     With `validate` (model -> score, lower is better) the model is scored after every epoch and
     ends with the weights of its best epoch, so the number of epochs is picked on validation data.
@@ -159,7 +161,7 @@ def train_gpt(model: GPT, data: np.ndarray, cfg: TrainConfig, seed: int = 0,
             x = x_all[batch, : int(lengths[batch].max())].to(dev)                    # [B, T] trimmed
             # Divided by the mean tokens of a batch, not this batch's: every token weighs the same,
             # else the tokens of batches of short rows (the first items of sequences) would weigh more.
-            loss = level_loss(model, x) / per_batch
+            loss = loss_fn(model, x) / per_batch
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
