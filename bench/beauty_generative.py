@@ -46,6 +46,8 @@ def main() -> None:
     p.add_argument("--topk-out", type=Path)
     p.add_argument("--ids", choices=["rqvae", "rqkmeans"], default="rqvae")
     p.add_argument("--embedding", choices=["collaborative"], default="collaborative")
+    p.add_argument("--collab-dim", type=int, default=64, help="collaborative item embedding: SVD dimensions")
+    p.add_argument("--collab-window", type=int, default=3, help="collaborative item embedding: co-occurrence window")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--budget-minutes", type=float, default=10.0, help="cap on the transformer's training time")
     p.add_argument("--d-model", type=int, default=64)
@@ -85,7 +87,7 @@ def main() -> None:
     n = split.n_items
     catalog = Catalog(np.arange(n), np.zeros(n, np.int32), np.zeros((n, 1), np.float32))
     cfg = GenerativeConfig(
-        embedding=args.embedding,
+        embedding=args.embedding, collab_dim=args.collab_dim, collab_window=args.collab_window,
         ids=QuantizerConfig(method=args.ids, levels=args.levels, codebook_size=args.codebook, epochs=300),
         model=GPTConfig(max_items=beauty.MAX_INPUT, n_layer=args.layers, n_head=args.heads, d_model=args.d_model,
                         dropout=args.dropout, arch=args.arch,
@@ -152,7 +154,7 @@ def main() -> None:
                      + (f"; epoch kept {model.metrics_.get('best_epoch', 0):.0f} (validation NLL on "
                         f"{args.valid_users} users' second-to-last item)" if args.valid_users else
                         f"; no validation split, all {model.metrics_['epochs_run']:.0f} epochs kept")
-                     + "; machine shared with other jobs, not niced, "
+                     + "; not niced; "
                      "load average (1/5/15 min) at start " + "/".join(f"{x:.1f}" for x in load_start)
                      + ", at end " + "/".join(f"{x:.1f}" for x in os.getloadavg()))
 

@@ -26,6 +26,8 @@ from components.types import Candidates, Catalog, TrainData, UserBatch
 @dataclass(frozen=True)
 class GenerativeConfig:
     embedding: str = "content"       # one of SOURCES: what semantic ids are quantised from
+    collab_dim: int = 64             # collaborative embedding: SVD dimensions
+    collab_window: int = 3           # collaborative embedding: items apart that count as co-occurring
     ids: QuantizerConfig = field(default_factory=QuantizerConfig)
     unique_slack: int = 8            # spare codes of the unique level for items arriving later
     model: GPTConfig = field(default_factory=GPTConfig)
@@ -45,6 +47,8 @@ class GenerativeConfig:
         require(self.model.arch in ("tokens", "items"), f"{where}.model.arch",
                 f"'{self.model.arch}' is not allowed; choose 'tokens' or 'items'")
         require(self.model.d_model % self.model.n_head == 0, f"{where}.model.d_model", "must be a multiple of n_head")
+        require(self.collab_dim >= 1 and self.collab_window >= 1, f"{where}.collab_dim",
+                "collab_dim and collab_window must be at least 1")
         require(self.window_days >= 1, f"{where}.window_days", "must be at least 1")
 
 
@@ -64,7 +68,8 @@ class GenerativeRecaller:
     def _embed(self, catalog: Catalog, sequences: list[np.ndarray] | None) -> np.ndarray:
         titles = None if catalog.title is None else list(catalog.title)
         return item_embeddings(self.config.embedding, content=catalog.content, titles=titles,
-                               sequences=sequences, n_items=catalog.n_items)
+                               sequences=sequences, n_items=catalog.n_items, dim=self.config.collab_dim,
+                               window=self.config.collab_window)
 
     def fit(self, data: TrainData) -> Self:
         keep = data.day - data.click_day < self.config.window_days

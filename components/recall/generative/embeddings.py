@@ -60,7 +60,8 @@ def collaborative_embeddings(sequences: Sequence[np.ndarray], n_items: int, dim:
 
 
 def item_embeddings(source: str, content: np.ndarray | None = None, titles: Sequence[str] | None = None,
-                    sequences: Sequence[np.ndarray] | None = None, n_items: int = 0) -> np.ndarray:
+                    sequences: Sequence[np.ndarray] | None = None, n_items: int = 0, dim: int = 64,
+                    window: int = 3) -> np.ndarray:
     """The configured embedding of every item; raises ConfigError when its input is missing."""
     if source not in SOURCES:
         raise ConfigError(f"generative.embedding: '{source}' is not allowed; choose one of {list(SOURCES)}")
@@ -75,4 +76,4 @@ def item_embeddings(source: str, content: np.ndarray | None = None, titles: Sequ
         return text_embeddings(titles)
     if source == "text+content":
         return np.concatenate([text_embeddings(titles), _unit(content)], axis=1)
-    return collaborative_embeddings(sequences or [], n_items)
+    return collaborative_embeddings(sequences or [], n_items, dim, window)
