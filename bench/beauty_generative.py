@@ -65,6 +65,7 @@ def main() -> None:
                    help="users whose validation item (second-to-last) picks the epoch; 0: train all epochs")
     p.add_argument("--patience", type=int, default=0, help="stop after this many epochs without a better validation")
     p.add_argument("--no-bucket", action="store_true", help="batch rows in random order, not by length")
+    p.add_argument("--seed", type=int, default=0, help="seeds the ids' k-means and the model's initialisation and batches")
     p.add_argument("--device", default="cpu")
     p.add_argument("--stage", choices=["test", "valid"], default="test",
                    help="rank the test item (the report) or the validation item (to compare settings)")
@@ -95,7 +96,7 @@ def main() -> None:
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           max_seconds=args.budget_minutes * 60, patience=args.patience,
                           bucket_by_length=not args.no_bucket),
-        beam_width=args.beam, serve_batch=256, device=args.device)
+        beam_width=args.beam, serve_batch=256, device=args.device, seed=args.seed)
     valid = None
     if args.valid_users:
         # Validation: the second-to-last item after the training part, never the test item.
@@ -148,7 +149,7 @@ def main() -> None:
                      f" {model.metrics_['parameters']:.0f} params, beam {args.beam}"])
         append("Generative recall on Amazon Beauty (leave-one-out, full ranking)",
                ["method", "R@5", "N@5", "R@10", "N@10", "budget"], rows,
-               notes=f"one run; fitted on {args.fit_on}; {len(split.user_ids):,} of {len(full.user_ids):,} users evaluated; collision rate "
+               notes=f"one run (seed {args.seed}); fitted on {args.fit_on}; {len(split.user_ids):,} of {len(full.user_ids):,} users evaluated; collision rate "
                      f"before the unique level {model.metrics_['ids.collision_rate']:.3f}, level utilisation "
                      + "/".join(f"{v:.2f}" for k, v in model.metrics_.items() if k.startswith("ids.utilisation"))
                      + (f"; epoch kept {model.metrics_.get('best_epoch', 0):.0f} (validation NLL on "

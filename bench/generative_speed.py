@@ -34,9 +34,12 @@ def main() -> None:
     p.add_argument("--fits", type=int, default=1,
                    help="trainings to time (each runs to the config's max_seconds budget or its epochs)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--arch", choices=["tokens", "items"], help="override the config's model.arch")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     cfg = replace(load_experiment("generative").models.generative, beam_width=args.beam)
+    if args.arch:
+        cfg = replace(cfg, model=replace(cfg.model, arch=args.arch))
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         c = build(Path(tmp), args.scenario)
@@ -66,7 +69,7 @@ def main() -> None:
     load_after = os.getloadavg()
     rows = [[f"{np.median(fits):.1f}", f"{m['ids_seconds']:.1f}", f"{m['model_seconds']:.1f}",
              f"{np.percentile(single, 50):.1f}", f"{np.percentile(single, 99):.1f}", f"{np.median(rates):,.0f}"]]
-    append(f"Generative recall speed, `{args.scenario}` world, beam {args.beam}",
+    append(f"Generative recall speed, `{args.scenario}` world, beam {args.beam}, model.arch {cfg.model.arch}",
            ["train s per day (median)", "ids s", "model s", "p50 ms, 1 request", "p99 ms, 1 request",
             "requests/s, batch 256"], rows,
            notes=f"config: configs/experiments/generative.yaml; training on day 1's logs "
