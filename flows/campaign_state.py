@@ -176,11 +176,36 @@ def _describe_holder(raw: bytes) -> str:
         return "holder unknown: it has not written its name yet"
 
 
+def _release_mlflow_engines(db: Path) -> None:
+    """Close this process's pooled connections to a local MLflow database about to be deleted.
+
+    MLflow keeps one SQLAlchemy engine per database URI, and one store object per URI, for the life
+    of the process; taking the lock already opened them (recovery looks for orphaned runs), and
+    they would go on writing to the deleted file ('readonly database') or skip creating the new
+    file's tables ('no such table'): `campaign --fresh` on an existing campaign failed so.
+    """
+    import sys
+
+    for module, cls in (("mlflow.tracking._tracking_service.registry", "TrackingStoreRegistry"),
+                        ("mlflow.tracking._model_registry.registry", "ModelRegistryStoreRegistry")):
+        cached = getattr(getattr(sys.modules.get(module), cls, None), "_get_store_with_resolved_uri", None)
+        if hasattr(cached, "cache_clear"):
+            cached.cache_clear()
+    uri = f"sqlite:///{db.resolve()}"
+    for module in ("mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
+                   "mlflow.store.jobs.sqlalchemy_store"):
+        store = getattr(sys.modules.get(module), "SqlAlchemyStore", None)
+        engine = getattr(store, "_engine_map", {}).pop(uri, None)
+        if engine is not None:
+            engine.dispose()
+
+
 def clear_data_dir(data_dir: str | Path) -> None:
     """Delete everything in `data_dir` but the lock file; the caller must hold the lock."""
     data_dir = Path(data_dir)
     if not holds_lock(data_dir):
         raise RuntimeError(f"clearing {data_dir} needs its lock")
+    _release_mlflow_engines(data_dir / "mlflow.db")
     for path in data_dir.iterdir():
         if path.name == LOCK:
             continue

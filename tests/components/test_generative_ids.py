@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from common.typedconf import ConfigError
 from components.recall.generative.embeddings import collaborative_embeddings, item_embeddings
-from components.recall.generative.quantize import QuantizerConfig
+from components.recall.generative.quantize import QuantizerConfig, fit_quantizer
 from components.recall.generative.semantic_ids import build_semantic_ids
 
 
@@ -70,3 +71,20 @@ def test_embedding_source_errors_name_the_setting():
         item_embeddings("pixels", content=np.zeros((2, 2)))
     with pytest.raises(ConfigError, match="titles"):
         item_embeddings("text", content=np.zeros((2, 2)), titles=None)
+
+
+def test_one_seed_gives_the_same_ids_however_many_threads_torch_has():
+    # With two threads the RQ-VAE's backward accumulated in a varying order, so a campaign's ids
+    # (and everything downstream) changed from run to run.
+    x = np.random.default_rng(0).standard_normal((1200, 16)).astype(np.float32)
+    cfg = QuantizerConfig(method="rqvae", levels=3, codebook_size=64, epochs=200)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fits = [fit_quantizer(x, cfg, seed=0) for _ in range(3)]
+    finally:
+        torch.set_num_threads(threads)
+    for other in fits[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(fits[0].codebooks, other.codebooks))
+        assert all(np.array_equal(fits[0].encoder[k], other.encoder[k]) for k in fits[0].encoder)
+    assert torch.get_num_threads() == threads

@@ -96,6 +96,21 @@ def test_fresh_clears_everything_but_the_lock(tmp_path):
         assert [p.name for p in tmp_path.iterdir()] == [LOCK]
 
 
+def test_a_fresh_start_writes_a_new_mlflow_store_after_the_lock_opened_the_old_one(tmp_path):
+    # Taking the lock reads the old store (orphaned runs); MLflow caches its engine and store per
+    # URI, which wrote to the deleted file ('readonly database') until clearing released them.
+    c = _campaign(tmp_path)
+    tracking.experiment_id(c)
+    with claim(tmp_path):
+        clear_data_dir(tmp_path)
+        again = _campaign(tmp_path)
+        new_id = tracking.experiment_id(again)
+        with tracking.run(again, "after --fresh") as run_id:
+            tracking.set_tags(again, run_id, {"k": "v"})
+    assert MlflowClient(again.tracking_uri).get_run(run_id).data.tags["k"] == "v"
+    assert MlflowClient(again.tracking_uri).get_experiment(new_id).name == again.name
+
+
 def test_taking_over_marks_a_dead_process_runs_failed_and_sweeps_its_temp_files(tmp_path):
     c = _campaign(tmp_path)
     client = MlflowClient(c.tracking_uri)

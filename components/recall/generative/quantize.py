@@ -125,7 +125,21 @@ class Quantizer:
 
 
 def fit_quantizer(x: np.ndarray, cfg: QuantizerConfig, seed: int = 0) -> Quantizer:
-    """Fit RQ-VAE or RQ-KMeans on item embeddings x [N, in]."""
+    """Fit RQ-VAE or RQ-KMeans on item embeddings x [N, in].
+
+    On one thread: with two, the backward pass's accumulations ran in a different order from run
+    to run, so one seed gave different ids (and a different campaign). The model is small enough
+    that one thread costs little.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fit_quantizer(x, cfg, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_quantizer(x: np.ndarray, cfg: QuantizerConfig, seed: int) -> Quantizer:
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))                      # [N, in]
