@@ -143,8 +143,8 @@ def main() -> None:
            ["days", "arm", "impressions", "clicks", "CTR", "95% CI", "lift [95% CI]", "p", "new-item impressions",
             "new-item clicks", "E[CTR]"], table,
            notes=f"campaign wall time {seconds / 60:.1f} min (day 0 bootstrap + {args.days} A/B days, training "
-                 f"included); load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, on a machine "
-                 f"shared with other jobs. Pooled rows ('1-{args.days}'): the experiment's cumulative statistics "
+                 f"included); 1-minute load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, "
+                 f"niceness {os.nice(0)}. Pooled rows ('1-{args.days}'): the experiment's cumulative statistics "
                  f"on the last day (users as the unit, fixed-horizon p). New-item shares: impressions and clicks "
                  f"on items whose created_day is the day shown. The generative channel alone, day {args.days}, "
                  f"{recalled['users']} users: {recalled['new_share_of_candidates']:.1%} of its candidates arrived "
