@@ -63,6 +63,8 @@ def main() -> None:
     p.add_argument("--levels", type=int, default=3, help="quantised levels (a unique level is added)")
     p.add_argument("--valid-users", type=int, default=5000,
                    help="users whose validation item (second-to-last) picks the epoch; 0: train all epochs")
+    p.add_argument("--select-by", choices=["recall", "nll"], default="recall",
+                   help="what picks the epoch on the validation item: recall@10 of a beam search, or log-likelihood")
     p.add_argument("--patience", type=int, default=0, help="stop after this many epochs without a better validation")
     p.add_argument("--no-bucket", action="store_true", help="batch rows in random order, not by length")
     p.add_argument("--seed", type=int, default=0, help="seeds the ids' k-means and the model's initialisation and batches")
@@ -95,7 +97,7 @@ def main() -> None:
                         item_embedding=args.item_embedding),
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           max_seconds=args.budget_minutes * 60, patience=args.patience,
-                          bucket_by_length=not args.no_bucket),
+                          bucket_by_length=not args.no_bucket, select_by=args.select_by),
         beam_width=args.beam, serve_batch=256, device=args.device, seed=args.seed)
     valid = None
     if args.valid_users:
@@ -152,7 +154,7 @@ def main() -> None:
                notes=f"one run (seed {args.seed}); fitted on {args.fit_on}; {len(split.user_ids):,} of {len(full.user_ids):,} users evaluated; collision rate "
                      f"before the unique level {model.metrics_['ids.collision_rate']:.3f}, level utilisation "
                      + "/".join(f"{v:.2f}" for k, v in model.metrics_.items() if k.startswith("ids.utilisation"))
-                     + (f"; epoch kept {model.metrics_.get('best_epoch', 0):.0f} (validation NLL on "
+                     + (f"; epoch kept {model.metrics_.get('best_epoch', 0):.0f} (validation {'recall@10' if args.select_by == 'recall' else 'NLL'} on "
                         f"{args.valid_users} users' second-to-last item)" if args.valid_users else
                         f"; no validation split, all {model.metrics_['epochs_run']:.0f} epochs kept")
                      + "; not niced; "

@@ -1,6 +1,8 @@
 """Generative recall: constrained decoding stays in the catalogue, the cache is exact, the model learns."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -190,3 +192,26 @@ def test_training_keeps_the_weights_of_the_best_validation_epoch(one_thread):
     log = train_gpt(model, data, TrainConfig(epochs=4, batch_size=2, patience=2), validate=validate)
     assert log.best_epoch == 2 and log.valid == [3.0, 1.0, 2.0, 5.0]
     assert all(torch.equal(v, snapshots[1][k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("arch", ["tokens", "items"])
+def test_the_kept_epoch_is_picked_on_validation_recall(arch, one_thread):
+    # The default criterion is what the channel is for: the kept weights reproduce the recorded
+    # validation recall@10 when they decode the validation histories again.
+    n = 16
+    rng = np.random.default_rng(0)
+    catalog = Catalog(np.arange(n), np.zeros(n, np.int32), rng.standard_normal((n, 6)).astype(np.float32))
+    successor = rng.permutation(n)
+    seqs = [np.array([s := int(rng.integers(n))] + [s := int(successor[s]) for _ in range(3)]) for _ in range(80)]
+    valid_hist = [np.array([i]) for i in range(n)]
+    valid_next = successor[np.arange(n)]
+    cfg = GenerativeConfig(ids=QuantizerConfig(method="rqkmeans", levels=2, codebook_size=4),
+                           model=GPTConfig(max_items=4, n_layer=1, n_head=2, d_model=16, dropout=0.0, arch=arch),
+                           train=TrainConfig(epochs=6, batch_size=16, lr=1e-2), beam_width=5)
+    model = GenerativeRecaller(cfg).fit_sequences(seqs, catalog, (valid_hist, valid_next))
+    assert 1 <= model.metrics_["best_epoch"] <= 6 and "valid_nll" not in model.metrics_
+    top = model.generate(np.arange(n)[:, None], 5).items
+    assert (top == valid_next[:, None]).any(1).mean() == pytest.approx(model.metrics_["valid_recall@10"])
+    nll = GenerativeRecaller(replace(cfg, train=replace(cfg.train, select_by="nll"))).fit_sequences(
+        seqs, catalog, (valid_hist, valid_next))
+    assert "valid_nll" in nll.metrics_ and "valid_recall@10" not in nll.metrics_

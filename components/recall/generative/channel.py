@@ -44,6 +44,8 @@ class GenerativeConfig:
         require(self.ids.levels >= 1, f"{where}.ids.levels", "must be at least 1")
         require(2 <= self.ids.codebook_size <= 4096, f"{where}.ids.codebook_size", "must be between 2 and 4096")
         require(5 <= self.beam_width <= 100, f"{where}.beam_width", f"must be between 5 and 100, got {self.beam_width}")
+        require(self.train.select_by in ("recall", "nll"), f"{where}.train.select_by",
+                f"'{self.train.select_by}' is not allowed; choose 'recall' or 'nll'")
         require(self.model.arch in ("tokens", "items"), f"{where}.model.arch",
                 f"'{self.model.arch}' is not allowed; choose 'tokens' or 'items'")
         require(self.model.d_model % self.model.n_head == 0, f"{where}.model.d_model", "must be a multiple of n_head")
@@ -57,6 +59,16 @@ def _sequences(user: np.ndarray, item: np.ndarray) -> list[np.ndarray]:
     order = np.argsort(user, kind="stable")
     users, starts = np.unique(user[order], return_index=True)
     return np.split(item[order], starts[1:]) if len(users) else []
+
+
+def _recall_at_10(model: torch.nn.Module, rows: np.ndarray, target: np.ndarray, search, device: str,
+                  batch: int = 256) -> float:
+    """Share of validation histories rows [V, T] whose next item target [V] is in the beam's top 10."""
+    hits = 0
+    for lo in range(0, len(rows), batch):
+        found, _ = search(model, torch.from_numpy(rows[lo: lo + batch]).to(device))  # [b, W]
+        hits += int((found[:, :10].cpu().numpy() == target[lo: lo + batch, None]).any(1).sum())
+    return hits / max(len(rows), 1)
 
 
 class GenerativeRecaller:
@@ -89,24 +101,34 @@ class GenerativeRecaller:
         gcfg = GPTConfig(**{**asdict(cfg.model), "n_levels": ids.n_levels, "codebook_size": ids.codebook_size,
                             "n_items": ids.n_items})
         trie = Trie.build(ids.codes, ids.codebook_size).to(torch.device(cfg.device))
-        validate = None
         if gcfg.arch == "items":
             model: torch.nn.Module = ItemGPT(gcfg).to(cfg.device)
             tables = CodeTables.build(ids.codes, trie)
             data = item_windows(sequences, ids.codes, gcfg.max_items)
             loss_fn = lambda m, x: item_loss(m, x, tables)  # noqa: E731
-            if valid is not None:
-                rows = item_rows([np.append(h, t) for h, t in zip(*valid)], ids.codes, gcfg.max_items + 1)
-                validate = lambda m: item_target_nll(m, rows, tables)  # noqa: E731
+            nll_rows = lambda hs: item_rows(hs, ids.codes, gcfg.max_items + 1)  # noqa: E731
+            nll = lambda m, rows: item_target_nll(m, rows, tables)  # noqa: E731
+            search_rows = lambda hs: item_rows(hs, ids.codes, gcfg.max_items)  # noqa: E731
+            search = lambda m, xb: item_beam_search(m, xb, tables, cfg.beam_width)  # noqa: E731
         else:
             model = GPT(gcfg).to(cfg.device)
             tokens = item_tokens(ids.codes, ids.codebook_size)                       # [I, L]
             data = training_sequences(sequences, tokens, gcfg.max_items)
             loss_fn = level_loss
-            if valid is not None:
-                rows = history_tokens([np.append(h, t) for h, t in zip(*valid)], tokens, gcfg.max_items + 1,
-                                      left_pad=False)                                # [V, 1 + (H+1) * L]
-                validate = lambda m: target_nll(m, rows)  # noqa: E731
+            nll_rows = lambda hs: history_tokens(hs, tokens, gcfg.max_items + 1, left_pad=False)  # noqa: E731
+            nll = lambda m, rows: target_nll(m, rows)  # noqa: E731
+            search_rows = lambda hs: history_tokens(hs, tokens, gcfg.max_items, left_pad=True)  # noqa: E731
+            search = lambda m, xb: beam_search(m, xb, trie, cfg.beam_width)  # noqa: E731
+        validate = None
+        if valid is not None and cfg.train.select_by == "nll":
+            rows = nll_rows([np.append(h, t) for h, t in zip(*valid)])
+            validate = lambda m: nll(m, rows)  # noqa: E731
+        elif valid is not None:
+            # The log-likelihood of the validation item bottoms out epochs before its ranking does
+            # (on Beauty: best NLL at epoch 5-14, while recall@10 kept rising to the last epoch), so
+            # by default the epoch is picked on what the channel is for: recall@10 of a beam search.
+            rows, target = search_rows(valid[0]), np.asarray(valid[1])
+            validate = lambda m: -_recall_at_10(m, rows, target, search, cfg.device)  # noqa: E731
         log = train_gpt(model, data, cfg.train, cfg.seed, validate, loss_fn) if len(data) else None
         losses = log.losses if log else []
         self.ids_, self.model_ = ids, model
@@ -115,8 +137,9 @@ class GenerativeRecaller:
                          "ids_seconds": t1 - t0, "model_seconds": time.perf_counter() - t1,
                          "train_loss": losses[-1] if losses else float("nan"),
                          "train_sequences": float(len(data)), "epochs_run": float(len(losses)),
-                         **({"best_epoch": float(log.best_epoch), "valid_nll": min(log.valid)}
-                            if log and log.valid else {}),
+                         **({"best_epoch": float(log.best_epoch),
+                             ("valid_nll" if cfg.train.select_by == "nll" else "valid_recall@10"):
+                                 abs(min(log.valid))} if log and log.valid else {}),
                          "parameters": float(sum(p.numel() for p in model.parameters()))}
         return self
 

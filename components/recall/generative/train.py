@@ -26,6 +26,7 @@ class TrainConfig:
     max_seconds: float = 0.0   # stop after this much training time (0: no limit)
     patience: int = 0          # with a validation set: stop after this many epochs without improvement (0: never)
     bucket_by_length: bool = True   # batch rows of similar length (less padding: faster on the CPU)
+    select_by: str = "recall"  # with validation data, keep the epoch with the best "recall" (@10) or "nll"
 
 
 @dataclass
