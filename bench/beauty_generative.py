@@ -2,13 +2,13 @@
 
 The file has no item text, so semantic ids are quantised from collaborative item embeddings
 (co-occurrence PPMI + SVD over the training part of every sequence); the transformer trains on
-the same training parts, keeps the epoch whose log-likelihood of the validation item (second to
-last) is best on a sample of users, and the test input is each user's history before the target.
+the same training parts, keeps the epoch whose recall@10 of the validation item (second to last)
+is best on a sample of users, and the test input is each user's history before the target.
 `--stage valid` ranks the validation item instead, to compare settings without touching the test.
 
     python -m bench.beauty_generative --data ../shared/data/amazon-beauty/Beauty.txt \
-        --out bench/beauty_generative.json --topk-out FILE --ids rqkmeans --d-model 128 --layers 1 \
-        --lr 5e-3 --epochs 30 --budget-minutes 40 --beam 50 --threads 2
+        --out bench/beauty_generative.json --topk-out FILE --ids rqkmeans --arch items --d-model 128 \
+        --layers 2 --dropout 0.5 --lr 2e-3 --epochs 40 --budget-minutes 30 --beam 50 --threads 2
 """
 from __future__ import annotations
 
