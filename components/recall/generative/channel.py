@@ -101,6 +101,7 @@ class GenerativeRecaller:
         gcfg = GPTConfig(**{**asdict(cfg.model), "n_levels": ids.n_levels, "codebook_size": ids.codebook_size,
                             "n_items": ids.n_items})
         trie = Trie.build(ids.codes, ids.codebook_size).to(torch.device(cfg.device))
+        tables = None
         if gcfg.arch == "items":
             model: torch.nn.Module = ItemGPT(gcfg).to(cfg.device)
             tables = CodeTables.build(ids.codes, trie)
@@ -132,7 +133,7 @@ class GenerativeRecaller:
         log = train_gpt(model, data, cfg.train, cfg.seed, validate, loss_fn) if len(data) else None
         losses = log.losses if log else []
         self.ids_, self.model_ = ids, model
-        self._set_trie(trie)
+        self._set_trie(trie, tables)
         self.metrics_ = {**{f"ids.{k}": v for k, v in ids.metrics(emb).items()},
                          "ids_seconds": t1 - t0, "model_seconds": time.perf_counter() - t1,
                          "train_loss": losses[-1] if losses else float("nan"),
@@ -143,9 +144,11 @@ class GenerativeRecaller:
                          "parameters": float(sum(p.numel() for p in model.parameters()))}
         return self
 
-    def _set_trie(self, trie: Trie) -> None:
+    def _set_trie(self, trie: Trie, tables: CodeTables | None = None) -> None:
         self.trie_ = trie
-        self.tables_ = CodeTables.build(self.ids_.codes, trie) if isinstance(self.model_, ItemGPT) else None
+        if tables is None and isinstance(self.model_, ItemGPT):
+            tables = CodeTables.build(self.ids_.codes, trie)
+        self.tables_ = tables
 
     def _add_new_items(self, catalog: Catalog) -> None:
         """Items that arrived after fitting get ids from their content; the model is unchanged."""
