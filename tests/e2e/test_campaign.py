@@ -231,7 +231,10 @@ def test_comparison_page_in_a_real_browser(campaign_dir, tmp_path):
         with browser.chromium_page() as page:
             page.goto(url, wait_until="domcontentloaded")
             page.get_by_text("Daily table").wait_for(timeout=90_000)
-            page.get_by_text(f"treatment · day {AB_DAYS}").first.wait_for(timeout=30_000)
+            # Streamlit draws the page element by element: wait for both arms' metric cards before
+            # reading them (reading at the first one's arrival once saw only the treatment card).
+            for arm in ("control", "treatment"):
+                page.locator('[data-testid="stMetric"]', has_text=f"{arm} · day {AB_DAYS}").first.wait_for(timeout=30_000)
             metrics = page.locator('[data-testid="stMetric"]').all_inner_texts()
             assert any(m.startswith(f"control · day {AB_DAYS}") for m in metrics), metrics
             assert any(m.startswith(f"treatment · day {AB_DAYS}") and "vs control" in m for m in metrics), metrics
