@@ -12,12 +12,7 @@ from components.recall.generative.beam import Trie
 from components.recall.generative.item_model import (CodeTables, ItemGPT, item_beam_search, item_loss, item_rows,
                                                      item_target_nll, item_windows)
 from components.recall.generative.model import GPTConfig
-
-
-def _catalogue(seed: int, n_items: int, levels: int, k: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    flat = rng.choice(k ** levels, size=n_items, replace=False)
-    return np.stack([(flat // k ** i) % k for i in range(levels)][::-1], axis=1).astype(np.int64)
+from tests.components.test_generative_recall import _random_catalogue as _catalogue
 
 
 def _model(levels: int, k: int, seed: int, **kw) -> ItemGPT:

@@ -121,20 +121,25 @@ def _masked_logp(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits.float().masked_fill(~allowed, float("-inf")), dim=-1)
 
 
+def _id_nll(model: ItemGPT, z: torch.Tensor, target: torch.Tensor, tables: CodeTables) -> torch.Tensor:
+    """NLL of each target item's id, summed over its levels (each trie-normalised), given the states
+    that predict it: z [N, C], target [N] data values -> [N]."""
+    codes = tables.codes[target]                                                     # [N, L]
+    nll = z.new_zeros(len(target))
+    for level in range(model.config.n_levels):
+        logp = _masked_logp(model.logits(z, level), tables.allowed(target, level))   # [N, K]
+        nll = nll - logp.gather(1, codes[:, level: level + 1])[:, 0]
+        if level + 1 < model.config.n_levels:
+            z = model.step(z, codes[:, level], level)
+    return nll
+
+
 def item_loss(model: ItemGPT, x: torch.Tensor, tables: CodeTables) -> torch.Tensor:
     """Summed next-item NLL (sum over levels, trie-normalised) of right-padded rows x [B, T]."""
     h = model.encode(x[:, :-1], tables)                                              # [B, T-1, C]
     target = x[:, 1:]                                                                # [B, T-1]
     keep = target >= ITEM0
-    z, tgt = h[keep], target[keep]                                                   # [N, C], [N]
-    codes = tables.codes[tgt]                                                        # [N, L]
-    total = z.new_zeros(())
-    for level in range(model.config.n_levels):
-        logp = _masked_logp(model.logits(z, level), tables.allowed(tgt, level))      # [N, K]
-        total = total - logp.gather(1, codes[:, level: level + 1]).sum()
-        if level + 1 < model.config.n_levels:
-            z = model.step(z, codes[:, level], level)
-    return total
+    return _id_nll(model, h[keep], target[keep], tables).sum()
 
 
 def item_target_nll(model: ItemGPT, rows: np.ndarray, tables: CodeTables, batch: int = 512) -> float:
@@ -150,12 +155,7 @@ def item_target_nll(model: ItemGPT, rows: np.ndarray, tables: CodeTables, batch:
             h = model.encode(x, tables)                                              # [B, T, C]
             z = h[torch.arange(len(x), device=dev), last - 1]                        # [B, C]
             tgt = x[torch.arange(len(x), device=dev), last]                          # [B]
-            codes = tables.codes[tgt]
-            for level in range(model.config.n_levels):
-                logp = _masked_logp(model.logits(z, level), tables.allowed(tgt, level))
-                total -= float(logp.gather(1, codes[:, level: level + 1]).sum())
-                if level + 1 < model.config.n_levels:
-                    z = model.step(z, codes[:, level], level)
+            total += float(_id_nll(model, z, tgt, tables).sum())
     return total / max(len(rows), 1)
 
 
