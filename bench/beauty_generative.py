@@ -45,7 +45,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--topk-out", type=Path)
     p.add_argument("--ids", choices=["rqvae", "rqkmeans"], default="rqvae")
-    p.add_argument("--embedding", choices=["collaborative"], default="collaborative")
+    p.add_argument("--embedding", choices=["collaborative", "sequential"], default="collaborative",
+                   help="collaborative: co-occurrence PPMI + SVD; sequential: a full-softmax SASRec's item vectors")
+    p.add_argument("--sequential-epochs", type=int, default=30, help="sequential embedding: SASRec epochs")
     p.add_argument("--collab-dim", type=int, default=64, help="collaborative item embedding: SVD dimensions")
     p.add_argument("--collab-window", type=int, default=3, help="collaborative item embedding: co-occurrence window")
     p.add_argument("--epochs", type=int, default=12)
@@ -91,6 +93,7 @@ def main() -> None:
     catalog = Catalog(np.arange(n), np.zeros(n, np.int32), np.zeros((n, 1), np.float32))
     cfg = GenerativeConfig(
         embedding=args.embedding, collab_dim=args.collab_dim, collab_window=args.collab_window,
+        sequential_epochs=args.sequential_epochs,
         ids=QuantizerConfig(method=args.ids, levels=args.levels, codebook_size=args.codebook, epochs=300),
         model=GPTConfig(max_items=beauty.MAX_INPUT, n_layer=args.layers, n_head=args.heads, d_model=args.d_model,
                         dropout=args.dropout, arch=args.arch,

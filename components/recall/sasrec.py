@@ -2,6 +2,7 @@
 next click, trained with a full-softmax cross-entropy over the catalogue (tied item embeddings)."""
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -17,6 +18,7 @@ from components.recall.base import ModelFileError
 from components.recall.history import chronological, click_sequences
 from components.types import Candidates, TrainData, UserBatch, top_k
 
+log_ = logging.getLogger(__name__)
 MASKED = -1e9   # large but finite, as in the original SASRec
 
 
@@ -107,14 +109,17 @@ class SASRecRecaller:
         self.config = config
 
     def fit(self, data: TrainData) -> Self:
+        return self.fit_sequences(click_sequences(data, self.config.window_days), data.catalog.n_items)
+
+    def fit_sequences(self, sequences: list[np.ndarray], n_items: int) -> Self:
+        """Fit from users' chronological item sequences (item ids < n_items)."""
         cfg = self.config
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         dev = training_device(cfg.device, "sasrec.device")
-        self.n_items_ = data.catalog.n_items
+        self.n_items_ = n_items
         self.net_ = SASRecNet(self.n_items_, cfg).to(dev)
-        x, y = (torch.from_numpy(a).to(dev) for a in
-                training_windows(click_sequences(data, cfg.window_days), cfg.max_len))
+        x, y = (torch.from_numpy(a).to(dev) for a in training_windows(sequences, cfg.max_len))
         opt = torch.optim.Adam(self.net_.parameters(), lr=cfg.lr)
         self.losses_, self.steps_ = [], 0
         self.net_.train()
@@ -138,6 +143,8 @@ class SASRecRecaller:
                 total, count = total + loss.item() * int(keep.sum()), count + int(keep.sum())
                 self.steps_ += 1
             self.losses_.append(total / max(count, 1))
+            log_.info("sasrec epoch %d/%d: loss %.4f, %.0f s", len(self.losses_), cfg.epochs, self.losses_[-1],
+                      time.perf_counter() - start)
         self.net_.to("cpu").eval()
         return self
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from common.typedconf import ConfigError
-from components.recall.generative.embeddings import collaborative_embeddings, item_embeddings
+from components.recall.generative.embeddings import collaborative_embeddings, item_embeddings, sequential_embeddings
 from components.recall.generative.quantize import QuantizerConfig, fit_quantizer
 from components.recall.generative.semantic_ids import build_semantic_ids
 
@@ -64,6 +64,20 @@ def test_collaborative_embeddings_put_co_occurring_items_together():
     sim = emb @ emb.T
     assert sim[0, 1:10].mean() > sim[0, 10:20].mean()
     assert np.allclose(emb[20], 0)
+
+
+def test_sequential_embeddings_put_items_a_next_item_model_scores_alike_together(one_thread):
+    rng = np.random.default_rng(0)
+    # Users browse either items 0-9 or items 10-19, never both; 20 never appears.
+    seqs = [rng.permutation(10)[:6] + 10 * (u % 2) for u in range(300)]
+    emb = sequential_embeddings(seqs, 21, dim=8, epochs=80)
+    sim = emb @ emb.T
+    same = np.mean([sim[i, j] for i in range(20) for j in range(20) if i != j and i // 10 == j // 10])
+    cross = np.mean([sim[i, j] for i in range(20) for j in range(20) if i // 10 != j // 10])
+    assert same > cross + 0.5
+    assert np.allclose(emb[20], 0) and np.allclose(np.linalg.norm(emb[:20], axis=1), 1, atol=1e-5)
+    again = [sequential_embeddings(seqs, 21, dim=8, epochs=3) for _ in range(2)]
+    assert np.array_equal(*again)                                                  # one seed, one result
 
 
 def test_embedding_source_errors_name_the_setting():

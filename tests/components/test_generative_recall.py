@@ -128,6 +128,22 @@ def test_items_arriving_after_training_can_be_recalled(arch, co_click_data, make
     assert with_id & {12, 13, 14, 15}
 
 
+def test_ids_from_a_sequential_model_fit_recall_save_and_load(co_click_data, make_users, catalog, tmp_path,
+                                                              one_thread):
+    conf = {**TINY, "embedding": "sequential", "sequential_epochs": 2, "collab_dim": 8,
+            "model": {**TINY["model"], "arch": "items"}}
+    model = GenerativeRecaller(from_mapping(GenerativeConfig, conf)).fit(co_click_data)
+    assert model.metrics_["ids.items_without_id"] == 0
+    users = make_users([0, 1], recent=[[2, 1], [3]])
+    got = model.recall(users, 8)
+    assert set(got.items[got.items >= 0].tolist()) <= set(range(catalog.n_items))
+    model.save(tmp_path / "g")
+    again = GenerativeRecaller.load(tmp_path / "g").recall(users, 8)
+    assert np.array_equal(again.items, got.items)
+    with pytest.raises(ConfigError, match="collab_dim"):
+        from_mapping(GenerativeConfig, {**conf, "collab_dim": 7}, "generative")
+
+
 def test_bad_settings_name_the_setting():
     with pytest.raises(ConfigError, match="beam_width"):
         from_mapping(GenerativeConfig, {"beam_width": 200}, "generative")

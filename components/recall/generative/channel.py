@@ -28,6 +28,7 @@ class GenerativeConfig:
     embedding: str = "content"       # one of SOURCES: what semantic ids are quantised from
     collab_dim: int = 64             # collaborative embedding: SVD dimensions
     collab_window: int = 3           # collaborative embedding: items apart that count as co-occurring
+    sequential_epochs: int = 30      # sequential embedding: epochs of the SASRec it is read from
     ids: QuantizerConfig = field(default_factory=QuantizerConfig)
     unique_slack: int = 8            # spare codes of the unique level for items arriving later
     model: GPTConfig = field(default_factory=GPTConfig)
@@ -51,6 +52,9 @@ class GenerativeConfig:
         require(self.model.d_model % self.model.n_head == 0, f"{where}.model.d_model", "must be a multiple of n_head")
         require(self.collab_dim >= 1 and self.collab_window >= 1, f"{where}.collab_dim",
                 "collab_dim and collab_window must be at least 1")
+        require(self.embedding != "sequential" or (self.collab_dim % 2 == 0 and self.sequential_epochs >= 1),
+                f"{where}.collab_dim", "the sequential embedding (a 2-head SASRec) needs an even collab_dim "
+                "and sequential_epochs of at least 1")
         require(self.window_days >= 1, f"{where}.window_days", "must be at least 1")
 
 
@@ -81,7 +85,8 @@ class GenerativeRecaller:
         titles = None if catalog.title is None else list(catalog.title)
         return item_embeddings(self.config.embedding, content=catalog.content, titles=titles,
                                sequences=sequences, n_items=catalog.n_items, dim=self.config.collab_dim,
-                               window=self.config.collab_window)
+                               window=self.config.collab_window, epochs=self.config.sequential_epochs,
+                               seed=self.config.seed, device=self.config.device)
 
     def fit(self, data: TrainData) -> Self:
         keep = data.day - data.click_day < self.config.window_days

@@ -10,7 +10,7 @@ from scipy.sparse.linalg import svds
 
 from common.typedconf import ConfigError
 
-SOURCES = ("content", "text", "text+content", "collaborative")
+SOURCES = ("content", "text", "text+content", "collaborative", "sequential")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -59,9 +59,29 @@ def collaborative_embeddings(sequences: Sequence[np.ndarray], n_items: int, dim:
     return _unit(emb)
 
 
+def sequential_embeddings(sequences: Sequence[np.ndarray], n_items: int, dim: int = 64, epochs: int = 30,
+                          seed: int = 0, device: str = "cpu") -> np.ndarray:
+    """Item vectors of a SASRec trained with a full softmax on the sequences: items the next-item
+    model scores alike get close vectors, so ids quantised from them group what the generative
+    model must tell apart at the deepest levels. Items never seen get a zero vector."""
+    from components.recall.sasrec import SASRecConfig, SASRecRecaller   # torch model: only when configured
+
+    seqs = [np.asarray(s, np.int64) for s in sequences if len(s) > 1]
+    emb = np.zeros((n_items, dim), np.float32)
+    if not seqs:
+        return emb
+    cfg = SASRecConfig(dim=dim, heads=2, layers=2, max_len=20, dropout=0.3, epochs=epochs, batch_size=256,
+                       lr=2e-3, seed=seed, device=device)
+    net = SASRecRecaller(cfg).fit_sequences(seqs, n_items).net_
+    seen = np.zeros(n_items, bool)
+    seen[np.concatenate(seqs)] = True
+    emb[seen] = net.item.weight[:n_items].detach().cpu().numpy()[seen]
+    return _unit(emb)
+
+
 def item_embeddings(source: str, content: np.ndarray | None = None, titles: Sequence[str] | None = None,
                     sequences: Sequence[np.ndarray] | None = None, n_items: int = 0, dim: int = 64,
-                    window: int = 3) -> np.ndarray:
+                    window: int = 3, epochs: int = 30, seed: int = 0, device: str = "cpu") -> np.ndarray:
     """The configured embedding of every item; raises ConfigError when its input is missing."""
     if source not in SOURCES:
         raise ConfigError(f"generative.embedding: '{source}' is not allowed; choose one of {list(SOURCES)}")
@@ -76,4 +96,6 @@ def item_embeddings(source: str, content: np.ndarray | None = None, titles: Sequ
         return text_embeddings(titles)
     if source == "text+content":
         return np.concatenate([text_embeddings(titles), _unit(content)], axis=1)
+    if source == "sequential":
+        return sequential_embeddings(sequences or [], n_items, dim, epochs, seed, device)
     return collaborative_embeddings(sequences or [], n_items, dim, window)
