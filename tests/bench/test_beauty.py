@@ -1,6 +1,8 @@
 """bench/beauty.py: the leave-one-out split, full-ranking metrics and the top-10 file."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -64,3 +66,25 @@ def test_bad_file_names_the_problem(tmp_path):
     bad.write_text("1 2 3\n")
     with pytest.raises(beauty.BeautyDataError, match="leave-one-out needs"):
         beauty.load(bad)
+
+
+@pytest.mark.parametrize("embedding", ["collaborative", "sequential"])
+def test_generative_bench_writes_metrics_and_each_users_top10(embedding, tmp_path, monkeypatch):
+    from bench import beauty_generative
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "seq.txt"
+    data.write_text("".join(f"{u} " + " ".join(map(str, rng.integers(1, 41, size=8))) + "\n" for u in range(1, 61)))
+    out, top = tmp_path / "g.json", tmp_path / "top10.txt"
+    monkeypatch.setattr("sys.argv", ["beauty_generative", "--data", str(data), "--out", str(out),
+                                     "--topk-out", str(top), "--embedding", embedding, "--sequential-epochs", "2",
+                                     "--collab-dim", "8", "--codebook", "8", "--levels", "2", "--d-model", "16",
+                                     "--heads", "2", "--epochs", "2", "--valid-users", "20", "--beam", "10",
+                                     "--threads", "1", "--no-results"])
+    beauty_generative.main()
+    (name, m), = json.loads(out.read_text()).items()
+    assert "generative" in name and m["users_evaluated"] == 60 and m["stage"] == "test"
+    assert all(0 <= m[k] <= 1 for k in ("recall@5", "recall@10", "ndcg@5", "ndcg@10"))
+    assert m["ndcg@10"] <= m["recall@10"] and m["recall@5"] <= m["recall@10"]
+    lines = top.read_text().splitlines()
+    assert len(lines) == 60 and all(1 <= len(line.split()) <= 11 for line in lines)
