@@ -163,7 +163,7 @@ def main() -> None:
                      + (f"; epoch kept {model.metrics_.get('best_epoch', 0):.0f} (validation {'recall@10' if args.select_by == 'recall' else 'NLL'} on "
                         f"{args.valid_users} users' second-to-last item)" if args.valid_users else
                         f"; no validation split, all {model.metrics_['epochs_run']:.0f} epochs kept")
-                     + "; not niced; "
+                     + f"; niceness {os.nice(0)}; "
                      "load average (1/5/15 min) at start " + "/".join(f"{x:.1f}" for x in load_start)
                      + ", at end " + "/".join(f"{x:.1f}" for x in os.getloadavg()))
 

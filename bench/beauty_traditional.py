@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
            ["channel", "R@5", "N@5", "R@10", "N@10", "fit s", "training budget"], rows,
            notes=(f"{len(split.test):,} users (all), {split.n_items:,} items; fitted on {args.fit_on}; "
                   f"ties {args.ties}; item-CF from the last {args.history} items; recall depth {args.depth}; seen items removed; "
-                  f"one run, under nice; 1-minute load average {min(load):.1f} to {max(load):.1f} on "
+                  f"one run, niceness {os.nice(0)}; 1-minute load average {min(load):.1f} to {max(load):.1f} on "
                   f"{os.cpu_count()} cores during the run (os.getloadavg, shared machine)"))
 
 
