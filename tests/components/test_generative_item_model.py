@@ -13,6 +13,7 @@ from components.recall.generative.item_model import (CodeTables, ItemGPT, item_b
                                                      item_target_nll, item_windows)
 from components.recall.generative.model import GPTConfig
 from tests.components.test_generative_recall import _random_catalogue as _catalogue
+from tests.components.test_generative_recall import assert_decoded_in_catalogue
 
 
 def _model(levels: int, k: int, seed: int, **kw) -> ItemGPT:
@@ -34,12 +35,7 @@ def test_decoding_never_returns_an_id_outside_the_catalogue(seed, n_items, level
     rng = np.random.default_rng(seed)
     rows = torch.from_numpy(item_rows([rng.integers(0, n_items, size=hist_len) for _ in range(3)], codes, 4))
     items, scores = item_beam_search(model, rows, tables, beam)
-    valid = set(np.nonzero(codes[:, 0] >= 0)[0].tolist())
-    for row, srow in zip(items.numpy(), scores.numpy()):
-        got = row[row >= 0].tolist()
-        assert set(got) <= valid
-        assert len(got) == len(set(got)) == min(beam, len(valid))
-        assert np.all(np.diff(srow[row >= 0]) <= 1e-6)
+    assert_decoded_in_catalogue(items, scores, codes, beam)
 
 
 def test_beam_scores_are_the_training_log_likelihood_and_sum_to_one():

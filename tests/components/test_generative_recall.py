@@ -26,6 +26,16 @@ def _random_catalogue(seed: int, n_items: int, levels: int, k: int) -> np.ndarra
     return np.stack([(flat // k ** i) % k for i in range(levels)][::-1], axis=1).astype(np.int64)
 
 
+def assert_decoded_in_catalogue(items: torch.Tensor, scores: torch.Tensor, codes: np.ndarray, beam: int) -> None:
+    """Every row: only items with an id, none twice, as many as the beam allows, best first."""
+    valid = set(np.nonzero(codes[:, 0] >= 0)[0].tolist())
+    for row, srow in zip(items.numpy(), scores.numpy()):
+        got = row[row >= 0].tolist()
+        assert set(got) <= valid
+        assert len(got) == len(set(got)) == min(beam, len(valid))
+        assert np.all(np.diff(srow[row >= 0]) <= 1e-6)          # best first
+
+
 @settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 10_000), n_items=st.integers(1, 40), levels=st.integers(1, 3),
        beam=st.integers(1, 30), hist_len=st.integers(0, 4))
@@ -41,12 +51,7 @@ def test_decoding_never_returns_an_id_outside_the_catalogue(seed, n_items, level
     hist = [rng.integers(0, n_items, size=hist_len) for _ in range(3)]
     x = torch.from_numpy(history_tokens(hist, item_tokens(codes, k), 4, left_pad=True))
     items, scores = beam_search(model, x, Trie.build(codes, k), beam)
-    valid = set(np.nonzero(codes[:, 0] >= 0)[0].tolist())
-    for row, srow in zip(items.numpy(), scores.numpy()):
-        got = row[row >= 0].tolist()
-        assert set(got) <= valid
-        assert len(got) == len(set(got)) == min(beam, len(valid))
-        assert np.all(np.diff(srow[row >= 0]) <= 1e-6)          # best first
+    assert_decoded_in_catalogue(items, scores, codes, beam)
 
 
 def test_kv_cache_gives_the_same_logits_as_a_full_pass():
