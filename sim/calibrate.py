@@ -49,10 +49,10 @@ def read_sequences(path: Path, max_users: int | None = None) -> Log:
     return Log(np.asarray(users, np.int64), dense.astype(np.int64))
 
 
-def item_embedding(log: Log, dim: int = 16, seed: int = 0) -> np.ndarray:
+def item_embedding(log: Log, dim: int = 16, seed: int = 0, n_items: int | None = None) -> np.ndarray:
     """Items on the leading singular vectors of the user x item matrix (randomised SVD): [I, dim]."""
     rng = np.random.default_rng(seed)
-    n_users, n_items = log.user.max() + 1, log.item.max() + 1
+    n_users, n_items = log.user.max() + 1, n_items or log.item.max() + 1
 
     def a_times(x: np.ndarray) -> np.ndarray:       # [I, k] -> [U, k]
         return np.stack([np.bincount(log.user, weights=x[log.item, j], minlength=n_users) for j in range(x.shape[1])], 1)

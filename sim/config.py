@@ -98,6 +98,35 @@ class BehaviorConfig:
 
 
 @dataclass(frozen=True)
+class SequenceConfig:
+    """What a user takes next depends on what they took last: complements, refills, product lines.
+
+    Each item leads on to a few others (a row-stochastic transition kernel, hidden). A user's
+    affinity for item j is A(j) = sum_l lag_decay**l * K(h_l, j) over their `memory` most recent
+    clicks h_0 (newest), h_1, ...; the utility gains weight * log1p(A(j) / floor), so an item no
+    recent click leads to gains nothing and a strong transition gains about weight * log(1 / floor).
+    """
+
+    weight: float = 0.0          # 0 turns the sequential structure off
+    memory: int = 3              # recent clicks the next choice depends on
+    lag_decay: float = 0.5       # weight of the click l steps back: lag_decay ** l
+    floor: float = 0.01          # the affinity at which the bonus is weight * log 2
+    neighbours: int = 12         # generated worlds: items each arriving item links to
+    locality: float = 6.0        # generated worlds: preference of links for items close in hidden taste
+    cross_category: float = 0.3  # generated worlds: share of links to items of another top-level category
+    repeat: float = 0.0          # utility lost on an item the user has already clicked
+
+    def validate(self, where: str) -> None:
+        for name in ("weight", "locality", "repeat"):
+            require(getattr(self, name) >= 0, f"{where}.{name}", f"must be >= 0, got {getattr(self, name)}")
+        require(1 <= self.memory <= 16, f"{where}.memory", f"must be between 1 and 16, got {self.memory}")
+        require(self.neighbours >= 1, f"{where}.neighbours", f"must be at least 1, got {self.neighbours}")
+        require(self.floor > 0, f"{where}.floor", f"must be > 0, got {self.floor}")
+        _rate(self, "lag_decay", where)
+        _rate(self, "cross_category", where)
+
+
+@dataclass(frozen=True)
 class TrafficConfig:
     sessions_per_user: float = 1.0   # mean sessions per active user per day, times the user's activity
     requests_per_session: float = 1.0  # mean requests in a session (at least one)
@@ -137,7 +166,11 @@ class WorldConfig:
     items: ItemConfig = field(default_factory=ItemConfig)
     behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
     traffic: TrafficConfig = field(default_factory=TrafficConfig)
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
+    # A world fitted to a real log (`python -m bench.calibration`): an .npz beside the scenario's
+    # YAML holding its day-0 users, items and transitions; "" draws them from the priors above.
+    fitted: str = ""
     effect: EffectConfig = field(default_factory=EffectConfig)  # a known effect, for validating A/B
 
     def validate(self, where: str) -> None:

@@ -32,6 +32,8 @@ class WorldState:
     item_clicks: np.ndarray   # [I] float32 decayed click counts: popularity as users see it
     seen_key: np.ndarray      # [E] int64 sorted (user * KEY_STRIDE + item) pairs shown recently
     seen_count: np.ndarray    # [E] float32 decayed exposure counts of those pairs
+    user_recent: np.ndarray   # [U, L] int64 each user's most recent clicks, newest first, -1 empty
+    bought_key: np.ndarray    # [P] int64 sorted (user * KEY_STRIDE + item) pairs ever clicked
 
     def exposures(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Decayed count of past exposures of each item to its user: users [B], items [B, K] -> [B, K]."""
@@ -40,6 +42,19 @@ class WorldState:
         keys = users[:, None].astype(np.int64) * KEY_STRIDE + items                  # [B, K]
         pos = np.minimum(np.searchsorted(self.seen_key, keys), len(self.seen_key) - 1)  # [B, K]
         return np.where(self.seen_key[pos] == keys, self.seen_count[pos], np.float32(0))
+
+    def bought(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Whether each item was clicked by its user before: users [B], items [B, K] -> [B, K] bool."""
+        if len(self.bought_key) == 0:
+            return np.zeros(items.shape, bool)
+        keys = users[:, None].astype(np.int64) * KEY_STRIDE + items
+        pos = np.minimum(np.searchsorted(self.bought_key, keys), len(self.bought_key) - 1)
+        return self.bought_key[pos] == keys
+
+    def user_bought(self, user: int) -> np.ndarray:
+        """Items `user` has clicked before."""
+        lo, hi = np.searchsorted(self.bought_key, [user * KEY_STRIDE, (user + 1) * KEY_STRIDE])
+        return self.bought_key[lo:hi] - user * KEY_STRIDE
 
     def user_exposures(self, user: int) -> tuple[np.ndarray, np.ndarray]:
         """Items shown to `user` recently and their decayed counts."""
@@ -52,12 +67,15 @@ def initial_state(world: World) -> WorldState:
     return WorldState(day=0, user_taste=world.user_taste.copy(),
                       user_active=np.ones(world.n_users, bool),
                       item_clicks=np.zeros(world.n_items, np.float32),
-                      seen_key=np.zeros(0, np.int64), seen_count=np.zeros(0, np.float32))
+                      seen_key=np.zeros(0, np.int64), seen_count=np.zeros(0, np.float32),
+                      user_recent=np.full((world.n_users, world.config.sequence.memory), -1, np.int64),
+                      bought_key=np.zeros(0, np.int64))
 
 
 @dataclass(frozen=True)
 class DayLog:
-    """What the world needs of a day to move on: every impression and whether it was clicked."""
+    """What the world needs of a day to move on: every impression and whether it was clicked,
+    in time order (a user's recent clicks are the last ones of the log)."""
 
     user_id: np.ndarray   # [N] int64
     item_id: np.ndarray   # [N] int64
@@ -75,6 +93,33 @@ def _exposure(state: WorldState, log: DayLog, decay: float) -> tuple[np.ndarray,
     summed = np.bincount(inv, weights=counts, minlength=len(uniq)).astype(np.float32)
     keep = summed >= FORGET_BELOW
     return uniq[keep], summed[keep]
+
+
+def remember(recent: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Each user's most recent clicks after `items` (in time order) were clicked: [U, L] -> [U, L]."""
+    if len(users) == 0:
+        return recent
+    memory = recent.shape[1]
+    order = np.lexsort((-np.arange(len(users)), users))                             # per user, newest first
+    u, it = users[order], items[order]
+    first = np.searchsorted(u, u)                                                    # [n] start of the user's run
+    rank = np.arange(len(u)) - first                                                 # 0 = newest click
+    count = np.bincount(u, minlength=len(recent))                                    # [U]
+    out = recent.copy()
+    touched = np.flatnonzero(count)
+    # Shift the old memory right by the number of new clicks (at most L), then write the new ones.
+    shift = np.minimum(count[touched], memory)
+    cols = np.arange(memory)[None, :] - shift[:, None]                               # [T, L] source column
+    old = np.take_along_axis(recent[touched], np.maximum(cols, 0), axis=1)
+    out[touched] = np.where(cols >= 0, old, -1)
+    keep = rank < memory
+    out[u[keep], rank[keep]] = it[keep]
+    return out
+
+
+def _bought(state: WorldState, log: DayLog) -> np.ndarray:
+    keys = log.user_id[log.clicked] * KEY_STRIDE + log.item_id[log.clicked]
+    return np.union1d(state.bought_key, keys) if len(keys) else state.bought_key
 
 
 def advance(world: World, state: WorldState, log: DayLog) -> WorldState:
@@ -105,16 +150,19 @@ def advance(world: World, state: WorldState, log: DayLog) -> WorldState:
     active = np.where(state.user_active, u >= p_churn, u < uc.return_rate)
 
     new_users = slice(n_users, world.n_users)
+    recent = remember(state.user_recent, log.user_id[log.clicked], log.item_id[log.clicked])
     return WorldState(
         day=day + 1,
         user_taste=np.concatenate([taste, world.user_taste[new_users]]),
         user_active=np.concatenate([active, np.ones(world.n_users - n_users, bool)]),
         item_clicks=np.concatenate([item_clicks, np.zeros(world.n_items - n_items, np.float32)]),
         seen_key=seen_key, seen_count=seen_count,
+        user_recent=np.concatenate([recent, np.full((world.n_users - n_users, recent.shape[1]), -1, np.int64)]),
+        bought_key=_bought(state, log),
     )
 
 
-FIELDS = ("user_taste", "user_active", "item_clicks", "seen_key", "seen_count")
+FIELDS = ("user_taste", "user_active", "item_clicks", "seen_key", "seen_count", "user_recent", "bought_key")
 
 
 def state_path(root: Path, day: int) -> Path:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
-from sim.config import WorldConfig
+from sim.config import SCENARIO_DIR, WorldConfig
 from sim.rng import stream
+from sim.transitions import Transitions, generated_edges
 
 CATEGORY_NOUNS = (
     "serum", "lipstick", "shampoo", "moisturiser", "mascara", "perfume", "cleanser", "sunscreen",
@@ -55,6 +57,7 @@ class World:
     item_title: tuple[str, ...]   # [I] public
     item_created_day: np.ndarray  # [I] public
     category_names: tuple[str, ...]  # [L] leaf names, e.g. "night serum"
+    item_next: Transitions        # [I, I] hidden: where a user goes after each item
 
     @property
     def n_users(self) -> int:
@@ -101,8 +104,36 @@ class Hierarchy:
     leaf_centre: np.ndarray  # [L, d]
 
 
+def fitted_path(config: WorldConfig) -> Path:
+    """A fitted world's arrays: an absolute path, or one relative to configs/scenarios."""
+    path = Path(config.fitted)
+    return path if path.is_absolute() else SCENARIO_DIR / path
+
+
+@lru_cache(maxsize=2)
+def fitted_arrays(config: WorldConfig) -> dict[str, np.ndarray]:
+    """The day-0 users, items and transitions of a world fitted to a log (sim/calibrate.py)."""
+    path = fitted_path(config)
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"scenario {config.name}: fitted world {path} cannot be read ({exc}); "
+                         f"regenerate it with `python -m bench.calibration`") from None
+    for key, n, what in (("user_taste", config.users.n, "users.n"), ("item_latent", config.items.n, "items.n")):
+        if len(arrays[key]) != n or arrays[key].shape[1] != config.latent_dim:
+            raise ValueError(f"scenario {config.name}: {path} holds {arrays[key].shape} for {key}, but the "
+                             f"scenario says {what}={n} and latent_dim={config.latent_dim}; refit it")
+    return arrays
+
+
 def hierarchy(config: WorldConfig) -> Hierarchy:
     ic, d = config.items, config.latent_dim
+    if config.fitted:
+        z = fitted_arrays(config)
+        parent = np.arange(len(z["leaf_centre"])) // ic.subcategories
+        sizes = np.bincount(parent[z["item_category"]], minlength=ic.n_categories) + 1.0
+        return Hierarchy(sizes / sizes.sum(), parent, z["leaf_centre"].astype(np.float32))
     rng = stream(config.seed, 0, "categories")
     top = _unit(rng.standard_normal((ic.n_categories, d)))                          # [C, d]
     parent = np.repeat(np.arange(ic.n_categories), ic.subcategories)                 # [L]
@@ -149,13 +180,51 @@ def _user_cohort(config: WorldConfig, h: Hierarchy, day: int, n: int) -> dict[st
             "created_day": np.full(n, day, np.int32)}
 
 
+def _fitted_cohort(config: WorldConfig, kind: str) -> dict[str, np.ndarray]:
+    """Day 0 of a fitted world: tastes, activity, quality and categories from the log, public
+    attributes and content drawn as for any other world."""
+    z, d, c = fitted_arrays(config), config.latent_dim, config.collab_dim
+    rng = stream(config.seed, 0, f"fitted-{kind}")
+    if kind == "items":
+        latent, n = z["item_latent"].astype(np.float32), len(z["item_latent"])
+        content = latent + config.items.content_noise * rng.standard_normal((n, d)) / np.sqrt(d)
+        return {"latent": latent, "collab": (rng.standard_normal((n, c)) / np.sqrt(max(c, 1))).astype(np.float32),
+                "quality": z["item_quality"].astype(np.float32), "category": z["item_category"].astype(np.int32),
+                "content": content.astype(np.float32), "created_day": np.zeros(n, np.int32)}
+    n = len(z["user_taste"])
+    return {"taste": z["user_taste"].astype(np.float32),
+            "collab": (rng.standard_normal((n, c)) / np.sqrt(max(c, 1))).astype(np.float32),
+            "activity": z["user_activity"].astype(np.float64),
+            "age_bucket": rng.integers(0, 6, size=n).astype(np.int32),
+            "region": rng.integers(0, 8, size=n).astype(np.int32), "created_day": np.zeros(n, np.int32)}
+
+
 def _cohorts(config: WorldConfig, h: Hierarchy, through_day: int, kind: str) -> dict[str, np.ndarray]:
     first, per_day = ((config.items.n, config.items.new_per_day) if kind == "items"
                       else (config.users.n, config.users.new_per_day))
     make = _item_cohort if kind == "items" else _user_cohort
-    parts = [make(config, h, 0, first)]
+    parts = [_fitted_cohort(config, kind) if config.fitted else make(config, h, 0, first)]
     parts += [make(config, h, day, per_day) for day in range(1, through_day + 1) if per_day]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def transitions(config: WorldConfig, h: Hierarchy, items: dict[str, np.ndarray]) -> Transitions:
+    """The kernel through the cohorts in `items`: fitted links for a fitted day 0, drawn otherwise."""
+    sc, n0, per_day = config.sequence, config.items.n, config.items.new_per_day
+    top = h.leaf_parent[items["category"]]
+    parts = []
+    if config.fitted:
+        z = fitted_arrays(config)
+        parts.append((z["edge_src"].astype(np.int64), z["edge_dst"].astype(np.int64), z["edge_weight"]))
+    starts = [] if config.fitted else [0]
+    starts += [n0 + (day - 1) * per_day for day in range(1, (len(top) - n0) // per_day + 1)] if per_day else []
+    for start in starts:
+        stop = n0 if start == 0 else start + per_day
+        rng = stream(config.seed, int(items["created_day"][start]), "transitions")
+        parts.append(generated_edges(items["latent"], top, items["quality"], slice(start, stop), sc.neighbours,
+                                     sc.locality, sc.cross_category, rng))
+    src, dst, w = (np.concatenate([p[i] for p in parts]) if parts else np.zeros(0) for i in range(3))
+    return Transitions.from_edges(src.astype(np.int64), dst.astype(np.int64), w.astype(np.float32), len(top))
 
 
 def make_world(config: WorldConfig, through_day: int = 0) -> World:
@@ -173,6 +242,7 @@ def make_world(config: WorldConfig, through_day: int = 0) -> World:
         item_category=items["category"], item_content=items["content"],
         item_title=tuple(_titles(items["latent"], items["category"], names)),
         item_created_day=items["created_day"], category_names=names,
+        item_next=transitions(config, h, items),
     )
 
 

@@ -1,0 +1,178 @@
+"""Fit a world's joint structure to a real sequential log: tastes, popularity and transitions.
+
+sim/calibrate.py reads logs and fits marginals; this module fits what recommenders learn from.
+The fixed part comes straight from the log (item positions from its singular vectors, user tastes
+from what they took, item quality from counts, the transition kernel from co-occurrence); a few
+free scalars (`Knobs`) are then searched so that the simulated log's structure statistics
+(sim/structure.py: popularity, co-occurrence and low-rank taste predictability of the held-out
+event) match the real log's. Nothing here knows which log it is: any file of the format works.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from sim.calibrate import Log, item_embedding, kmeans
+from sim.config import BehaviorConfig, ItemConfig, OracleConfig, SequenceConfig, TrafficConfig, UserConfig, WorldConfig
+from sim.structure import cooccurrence
+
+class LogFormatError(ValueError):
+    """The log is not in the `user item item ...` sequential format."""
+
+
+def read_sequence_log(path: Path) -> tuple[np.ndarray, list[np.ndarray], int]:
+    """Read `user item item ...` lines (items in time order): user ids, sequences with item ids
+    made dense from 0, and the number of items. A malformed file is refused with one line."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LogFormatError(f"{path}: cannot be read ({exc})") from None
+    users, seqs = [], []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            ids = [int(x) for x in line.split()]
+        except ValueError:
+            raise LogFormatError(f"{path}:{n}: expected integers 'user item item ...', got {line[:60]!r}") from None
+        if len(ids) < 2:
+            raise LogFormatError(f"{path}:{n}: expected 'user item item ...', got {line.strip()[:60]!r}")
+        users.append(ids[0])
+        seqs.append(np.asarray(ids[1:], np.int64))
+    if not seqs:
+        raise LogFormatError(f"{path}: no sequences; expected one line 'user item item ...' per user")
+    uniq, dense = np.unique(np.concatenate(seqs), return_inverse=True)
+    cuts = np.cumsum([len(s) for s in seqs])[:-1]
+    return np.asarray(users), [d.astype(np.int64) for d in np.split(dense, cuts)], len(uniq)
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """The world's free scalars, set by the calibration search (bench/calibration.py)."""
+
+    popularity: float = 1.0      # item quality = popularity * centred log count
+    relevance: float = 3.0       # utility per unit of taste match
+    sequence: float = 1.0        # SequenceConfig.weight
+    floor: float = 0.01          # SequenceConfig.floor
+    lag_decay: float = 0.5
+    repeat: float = 0.0          # utility lost on an item the user already took
+    backward: float = 0.5        # weight of "b before a" when counting a -> b transitions
+    damping: float = 0.5         # a transition a -> b counts / count(b) ** damping: popular b less
+
+
+def fit_arrays(seqs: list[np.ndarray], n_items: int, knobs: Knobs, n_categories: int = 20, dim: int = 16,
+               seed: int = 0) -> dict[str, np.ndarray]:
+    """The day-0 world of a fitted scenario, from the whole log.
+
+    Items sit on the leading singular vectors of the user x item matrix, users at the mean of the
+    items they took; an item's quality is its centred log count; transitions are the log's own
+    co-occurrence at most three positions apart (forward, and `backward` for the reverse order),
+    row-normalised into the kernel. Users carry their real activity (events relative to the mean).
+    """
+    users = np.repeat(np.arange(len(seqs)), [len(s) for s in seqs])
+    items = np.concatenate(seqs)
+    log = Log(users, items)
+    latent = item_embedding(log, dim=dim, seed=seed).astype(np.float32)                 # [I, d]
+    labels = kmeans(latent, n_categories, seed=seed)
+    centre = np.stack([latent[labels == c].mean(axis=0) if np.any(labels == c) else latent[c]
+                       for c in range(n_categories)])
+    centre /= np.maximum(np.linalg.norm(centre, axis=1, keepdims=True), 1e-12)
+    taste = np.zeros((len(seqs), dim))
+    np.add.at(taste, users, latent[items])
+    taste /= np.maximum(np.linalg.norm(taste, axis=1, keepdims=True), 1e-12)
+    logc = np.log(np.bincount(items, minlength=n_items) + 1.0)
+    src, dst, w = cooccurrence(seqs, n_items, forward=1.0, backward=knobs.backward)
+    # Co-occurrence counts grow with the popularity of both items; the quality term carries
+    # popularity already, so the kernel is damped by the target's count.
+    w = w / np.bincount(items, minlength=n_items)[dst].astype(float) ** knobs.damping
+    lengths = np.array([len(s) for s in seqs], float)
+    return {"user_taste": taste.astype(np.float32), "user_activity": lengths / lengths.mean(),
+            "item_latent": latent, "item_quality": (knobs.popularity * (logc - logc.mean())).astype(np.float32),
+            "item_category": labels.astype(np.int32), "leaf_centre": centre.astype(np.float32),
+            "edge_src": src.astype(np.int32), "edge_dst": dst.astype(np.int32), "edge_weight": w.astype(np.float32)}
+
+
+def fitted_scenario(arrays: dict[str, np.ndarray], knobs: Knobs, fitted: str, name: str = "beauty",
+                    seed: int = 31, n_categories: int = 20) -> WorldConfig:
+    """The scenario of a fitted world: sizes from the arrays, behaviour from the knobs."""
+    return WorldConfig(
+        name=name, seed=seed, latent_dim=arrays["item_latent"].shape[1], collab_dim=0, fitted=fitted,
+        users=UserConfig(n=len(arrays["user_taste"]), favourite_categories=1, activity="lognormal",
+                         activity_sigma=round(float(np.log(arrays["user_activity"]).std()), 3)),
+        items=ItemConfig(n=len(arrays["item_latent"]), n_categories=n_categories, subcategories=1),
+        behavior=BehaviorConfig(relevance_scale=knobs.relevance, content_weight=1.0),
+        sequence=SequenceConfig(weight=knobs.sequence, floor=knobs.floor, lag_decay=knobs.lag_decay,
+                                repeat=knobs.repeat),
+        traffic=TrafficConfig(sessions_per_user=1.0, requests_per_session=1.5),
+        oracle=OracleConfig(sample_requests=2000),
+    )
+
+
+MATCHED = ("last_in_top10_popular", "last_in_top50_popular", "top1pct_share", "last_in_top10_cooc",
+           "last_in_top50_cooc", "last_in_top50_taste")
+
+
+def simulate_organic(arrays: dict[str, np.ndarray], knobs: Knobs, lengths: np.ndarray, path: Path,
+                     seed: int = 1) -> list[np.ndarray]:
+    """Every user's sequence of organic choices in the world fitted with `knobs` (saved to `path`)."""
+    from sim.organic import simulate_sequences
+    from sim.state import initial_state
+    from sim.world import make_world
+
+    np.savez(path, **arrays)
+    world = make_world(fitted_scenario(arrays, knobs, str(path)), 0)
+    return simulate_sequences(world, lengths, seed, initial_state(world))
+
+
+def loss(real: dict[str, float], sim: dict[str, float]) -> float:
+    """Squared log ratios of the matched statistics (a floor keeps empty ones finite)."""
+    return float(sum(np.log((sim[k] + 1e-3) / (real[k] + 1e-3)) ** 2 for k in MATCHED))
+
+
+@dataclass(frozen=True)
+class Search:
+    knobs: Knobs
+    loss: float
+    evaluations: list[dict[str, float]]   # every point tried: knobs, loss
+
+
+def search(seqs: list[np.ndarray], n_items: int, workdir: Path, users: int = 8000, evaluations: int = 40,
+           start: Knobs = Knobs(), seed: int = 0, log=print) -> Search:
+    """Nelder-Mead over log(popularity), log(floor), log(relevance) on a random subset of users,
+    each point simulated with the same draws (common random numbers keep the objective smooth)."""
+    from scipy.optimize import minimize
+
+    from sim.structure import structure
+
+    rng = np.random.default_rng(seed)
+    subset = np.sort(rng.choice(len(seqs), size=min(users, len(seqs)), replace=False))
+    lengths = np.zeros(len(seqs), np.int64)
+    lengths[subset] = [len(seqs[u]) for u in subset]
+    real = structure([seqs[u] for u in subset], n_items)
+    tried: list[dict[str, float]] = []
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def knobs_at(x: np.ndarray) -> Knobs:
+        return replace(start, popularity=float(np.exp(x[0])), floor=float(np.exp(x[1])),
+                       relevance=float(np.exp(x[2])))
+
+    def objective(x: np.ndarray) -> float:
+        k = knobs_at(x)
+        arrays = fit_arrays(seqs, n_items, k, seed=seed)
+        sim = simulate_organic(arrays, k, lengths, workdir / f"search-{len(tried)}.npz")
+        value = loss(real, structure([sim[u] for u in subset], n_items))
+        tried.append({"popularity": k.popularity, "floor": k.floor, "relevance": k.relevance, "loss": value})
+        (workdir / f"search-{len(tried) - 1}.npz").unlink()
+        log(f"  calibration {len(tried):3d}: popularity {k.popularity:.3f} floor {k.floor:.2e} "
+            f"relevance {k.relevance:.2f} -> loss {value:.4f}")
+        return value
+
+    x0 = np.log([start.popularity, start.floor, start.relevance])
+    simplex = x0 + np.vstack([np.zeros(3), np.diag([0.4, 1.0, 0.4])])
+    res = minimize(objective, x0, method="Nelder-Mead",
+                   options={"maxfev": evaluations, "initial_simplex": simplex, "xatol": 0.05, "fatol": 1e-3})
+    best = min(range(len(tried)), key=lambda i: tried[i]["loss"])
+    return Search(knobs_at(np.log([tried[best][k] for k in ("popularity", "floor", "relevance")])),
+                  tried[best]["loss"], tried)

@@ -1,0 +1,112 @@
+"""The structure of a sequential log: what recommenders learn from, measured on the log itself.
+
+Each statistic holds the last event of every sequence out, as the leave-one-out protocol does,
+and asks how predictable it is from the rest of the log: from item popularity, from the item
+before it through co-occurrence counted on the held-in part, from the user's own past (repeats).
+The same numbers on a real and a simulated log say whether the world has the real log's structure.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+WINDOW = 3   # positions either side that count as co-occurring (the data README's item-CF window)
+
+
+def to_pairs(seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user row, item, position) of every event: [N] each."""
+    users = np.repeat(np.arange(len(seqs)), [len(s) for s in seqs])
+    items = np.concatenate(seqs).astype(np.int64) if seqs else np.zeros(0, np.int64)
+    pos = np.concatenate([np.arange(len(s)) for s in seqs]) if seqs else np.zeros(0, np.int64)
+    return users, items, pos
+
+
+def cooccurrence(seqs: list[np.ndarray], n_items: int, window: int = WINDOW,
+                 forward: float = 1.0, backward: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs of items at most `window` positions apart in a sequence: (src, dst, count), summed.
+
+    A pair (a then b, d positions later) counts `forward / d` towards a -> b and `backward / d`
+    towards b -> a."""
+    src, dst, w = [], [], []
+    for d in range(1, window + 1):
+        a = np.concatenate([s[:-d] for s in seqs if len(s) > d] or [np.zeros(0, np.int64)])
+        b = np.concatenate([s[d:] for s in seqs if len(s) > d] or [np.zeros(0, np.int64)])
+        src += [a, b]
+        dst += [b, a]
+        w += [np.full(len(a), forward / d), np.full(len(a), backward / d)]
+    src, dst, w = np.concatenate(src), np.concatenate(dst), np.concatenate(w)
+    keep = (src != dst) & (w > 0)
+    keys = src[keep] * n_items + dst[keep]
+    uniq, inv = np.unique(keys, return_inverse=True)
+    return uniq // n_items, uniq % n_items, np.bincount(inv, weights=w[keep], minlength=len(uniq))
+
+
+def _top_neighbours(src: np.ndarray, dst: np.ndarray, w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each source's k strongest targets, as sorted keys (src * n + dst) and ranks 0..k-1."""
+    order = np.lexsort((dst, -w, src))
+    s = src[order]
+    rank = np.arange(len(s)) - np.searchsorted(s, s)
+    keep = rank < k
+    return order[keep], rank[keep]
+
+
+def structure(seqs: list[np.ndarray], n_items: int, ks: tuple[int, ...] = (10, 50)) -> dict[str, float]:
+    """Statistics of a log of time-ordered sequences (0-based item ids), the last event held out."""
+    seqs = [np.asarray(s, np.int64) for s in seqs if len(s) >= 2]
+    if not seqs:
+        raise ValueError("the log has no sequence of two events or more")
+    held = [s[:-1] for s in seqs]
+    last = np.array([s[-1] for s in seqs])
+    before = np.array([s[-2] for s in seqs])
+    lengths = np.array([len(s) for s in seqs])
+    out = {"users": float(len(seqs)), "items": float(len(np.unique(np.concatenate(seqs)))),
+           "events": float(lengths.sum()), "length_mean": float(lengths.mean()),
+           "length_median": float(np.median(lengths)), "length_p90": float(np.quantile(lengths, 0.9))}
+    # Repeats: an event whose item the user took before.
+    rep = sum(len(s) - len(np.unique(s)) for s in seqs)
+    out["repeat_rate"] = rep / float(lengths.sum())
+    out["last_is_repeat"] = float(np.mean([s[-1] in set(s[:-1].tolist()) for s in seqs]))
+    # Popularity: is the held-out item among the k most taken items of the held-in log?
+    counts = np.bincount(np.concatenate(held), minlength=n_items)
+    order = np.argsort(-counts, kind="stable")
+    rank = np.empty(n_items, np.int64)
+    rank[order] = np.arange(n_items)
+    for k in ks:
+        out[f"last_in_top{k}_popular"] = float(np.mean(rank[last] < k))
+    top1 = counts[order[: max(n_items // 100, 1)]].sum() / max(counts.sum(), 1)
+    out["top1pct_share"] = float(top1)
+    c = np.sort(counts)[::-1].astype(float)
+    out["gini"] = float(1 - 2 * np.sum(np.cumsum(c[::-1]) / c.sum()) / n_items + 1 / n_items) if c.sum() else 0.0
+    # Sequence: is the held-out item among the k strongest co-occurring items of the item before it?
+    src, dst, w = cooccurrence(held, n_items)
+    keep, nrank = _top_neighbours(src, dst, w, max(ks))
+    keys = src[keep] * n_items + dst[keep]
+    sort = np.argsort(keys)
+    keys, nrank = keys[sort], nrank[sort]
+    q = before * n_items + last
+    pos = np.minimum(np.searchsorted(keys, q), max(len(keys) - 1, 0))
+    found = (keys[pos] == q) if len(keys) else np.zeros(len(q), bool)
+    for k in ks:
+        out[f"last_in_top{k}_cooc"] = float(np.mean(found & (nrank[pos] < k)))
+    out.update(_taste(held, last, n_items, ks))
+    return out
+
+
+def _taste(held: list[np.ndarray], last: np.ndarray, n_items: int, ks: tuple[int, ...],
+           dim: int = 16, chunk: int = 2048) -> dict[str, float]:
+    """Is the held-out item among the k nearest to the user's past, on the held-in log's leading
+    singular vectors (items the user took removed)? The low-rank taste a factor model learns."""
+    from sim.calibrate import Log, item_embedding
+    users, items, _ = to_pairs(held)
+    emb = item_embedding(Log(users, items), dim=dim, n_items=n_items).astype(np.float32)              # [I, d]
+    profile = np.zeros((len(held), dim), np.float32)
+    np.add.at(profile, users, emb[items])
+    hits = {k: 0 for k in ks}
+    for lo in range(0, len(held), chunk):
+        s = profile[lo:lo + chunk] @ emb.T                                           # [b, I]
+        rows = np.flatnonzero((users >= lo) & (users < lo + chunk))
+        s[users[rows] - lo, items[rows]] = -np.inf
+        t = s[np.arange(len(s)), last[lo:lo + chunk]]
+        rank = (s > t[:, None]).sum(axis=1)
+        for k in ks:
+            hits[k] += int(np.sum(rank < k))
+    return {f"last_in_top{k}_taste": hits[k] / len(held) for k in ks}
