@@ -42,7 +42,7 @@ PUBLISHED = {"TIGER (published)": (0.0454, 0.0321, 0.0648, 0.0384),
              "item co-occurrence (data README)": (0.0605, 0.0446, 0.0803, 0.0510)}
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
@@ -84,14 +84,13 @@ def main() -> None:
                    help="train: the training parts only; before-target: every sequence up to its test item "
                         "(the data README's co-occurrence baseline does so), the epoch count then fixed")
     p.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
-    args = p.parse_args()
-    if args.fit_on == "before-target" and (args.valid_users or args.stage == "valid"):
-        p.error("--fit-on before-target trains on the validation items: use --valid-users 0 and --stage test")
-    torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    load_start = os.getloadavg()
+    return p
 
-    split = beauty.load(args.data)
+
+def fit_and_evaluate(split: beauty.Split, args: argparse.Namespace):
+    """Fit the generative channel on `split` as `args` say and rank every user's target.
+
+    Returns (metrics, top [U, 10], model, fit seconds, decode seconds, the evaluated split)."""
     n = split.n_items
     catalog = Catalog(np.arange(n), np.zeros(n, np.int32), np.zeros((n, 1), np.float32))
     cfg = GenerativeConfig(
@@ -116,8 +115,6 @@ def main() -> None:
                  [np.append(t, v) for t, v in zip(split.train, split.valid)])   # never a test item
     model = GenerativeRecaller(cfg).fit_sequences(sequences, catalog, valid)
     fit_s = time.perf_counter() - t0
-
-    full = split
     if args.eval_users:
         pick = np.sort(np.random.default_rng(0).choice(len(split.user_ids), args.eval_users, replace=False))
         split = beauty.Split(split.user_ids[pick], [split.train[i] for i in pick], split.valid[pick],
@@ -136,6 +133,20 @@ def main() -> None:
         return s
 
     metrics, top = beauty.evaluate(split, score, args.stage)
+    return metrics, top, model, fit_s, decode_s, split, cfg
+
+
+def main() -> None:
+    p = parser()
+    args = p.parse_args()
+    if args.fit_on == "before-target" and (args.valid_users or args.stage == "valid"):
+        p.error("--fit-on before-target trains on the validation items: use --valid-users 0 and --stage test")
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    load_start = os.getloadavg()
+
+    full = beauty.load(args.data)
+    metrics, top, model, fit_s, decode_s, split, cfg = fit_and_evaluate(full, args)
     name = f"generative_{args.ids}_{args.embedding}"
     report = {name: {**metrics, "stage": args.stage, "fit_on": args.fit_on, "users_evaluated": len(split.user_ids), "users": len(full.user_ids),
                      "fit_seconds": fit_s, "decode_seconds": decode_s, "threads": args.threads,
@@ -148,7 +159,7 @@ def main() -> None:
         beauty.write_topk(args.topk_out, split, top)
     print(json.dumps({name: metrics}, indent=2))
     print(f"fit {fit_s:.0f} s (ids {model.metrics_['ids_seconds']:.0f} s, model {model.metrics_['model_seconds']:.0f} s),"
-          f" decode {decode_s:.0f} s for {len(recent)} users")
+          f" decode {decode_s:.0f} s for {len(split.user_ids)} users")
     if not args.no_results and args.stage == "test":   # validation figures only compare settings
         rows = [[k, *v, "published / data README"] for k, v in PUBLISHED.items()]
         rows.append([name, *(f"{metrics[m]:.4f}" for m in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")),

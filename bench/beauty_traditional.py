@@ -110,7 +110,7 @@ def score_fn(model, split: beauty.Split, data: TrainData, depth: int, stage: str
     return score
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
@@ -136,6 +136,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fit-on", choices=("before-target", "train"), default="before-target",
                    help="before-target: every sequence up to the item before the stage's target")
     p.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser()
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)

@@ -52,14 +52,17 @@ def read_sequence_log(path: Path) -> tuple[np.ndarray, list[np.ndarray], int]:
 class Knobs:
     """The world's free scalars, set by the calibration search (bench/calibration.py)."""
 
-    popularity: float = 1.0      # item quality = popularity * centred log count
-    relevance: float = 3.0       # utility per unit of taste match
+    popularity: float = 0.5      # item quality = popularity * centred log count
+    relevance: float = 4.5       # utility per unit of taste match
     sequence: float = 1.0        # SequenceConfig.weight
-    floor: float = 0.01          # SequenceConfig.floor
+    floor: float = 1e-4          # SequenceConfig.floor
     lag_decay: float = 0.5
     repeat: float = 0.0          # utility lost on an item the user already took
     backward: float = 0.5        # weight of "b before a" when counting a -> b transitions
     damping: float = 0.5         # a transition a -> b counts / count(b) ** damping: popular b less
+    smooth: float = 0.0          # share of each item's transitions on the low-rank kernel
+    discount: float = 0.0        # subtracted from every pair count: one-off pairs are mostly noise
+    memory: int = 3              # SequenceConfig.memory
 
 
 def fit_arrays(seqs: list[np.ndarray], n_items: int, knobs: Knobs, n_categories: int = 20, dim: int = 16,
@@ -86,12 +89,62 @@ def fit_arrays(seqs: list[np.ndarray], n_items: int, knobs: Knobs, n_categories:
     src, dst, w = cooccurrence(seqs, n_items, forward=1.0, backward=knobs.backward)
     # Co-occurrence counts grow with the popularity of both items; the quality term carries
     # popularity already, so the kernel is damped by the target's count.
-    w = w / np.bincount(items, minlength=n_items)[dst].astype(float) ** knobs.damping
+    count = np.bincount(items, minlength=n_items).astype(float)
+    src, dst, w = _kernel(src, dst, w, count, n_items, knobs)
     lengths = np.array([len(s) for s in seqs], float)
     return {"user_taste": taste.astype(np.float32), "user_activity": lengths / lengths.mean(),
             "item_latent": latent, "item_quality": (knobs.popularity * (logc - logc.mean())).astype(np.float32),
             "item_category": labels.astype(np.int32), "leaf_centre": centre.astype(np.float32),
             "edge_src": src.astype(np.int32), "edge_dst": dst.astype(np.int32), "edge_weight": w.astype(np.float32)}
+
+
+SMOOTH_TEMPERATURE = 0.1   # cosine gap that divides a transition's weight by e in the low-rank kernel
+
+
+def _row_normalised(src: np.ndarray, w: np.ndarray, n_items: int) -> np.ndarray:
+    total = np.bincount(src, weights=w, minlength=n_items)
+    return w / np.maximum(total[src], 1e-300)
+
+
+def _kernel(src: np.ndarray, dst: np.ndarray, w: np.ndarray, count: np.ndarray, n_items: int, knobs: Knobs,
+            neighbours: int = 50) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Transition edges: the log's discounted, damped co-occurrence, and a share `smooth` on the
+    low-rank kernel (each item's `neighbours` best targets by the co-occurrence factors).
+
+    Counted pairs alone make a world too faithful to the sample: a pair seen once in the log
+    becomes a path every simulated user may take. Discounting removes part of that noise and the
+    low-rank kernel spreads the mass over items that behave alike, as real transitions do."""
+    from sim.structure import transition_factors
+
+    w = np.maximum(w - knobs.discount, 0.0) / count[dst] ** knobs.damping
+    keep = w > 0
+    emp_src, emp_dst, emp_w = src[keep], dst[keep], _row_normalised(src[keep], w[keep], n_items)
+    if knobs.smooth <= 0:
+        return emp_src, emp_dst, emp_w
+    out_f, in_f = transition_factors(src, dst, np.ones(len(src)), n_items)
+    # Cosine in the factor space: the norms of the factors grow with an item's degree, and the
+    # quality term already makes popular items popular.
+    out_f /= np.maximum(np.linalg.norm(out_f, axis=1, keepdims=True), 1e-12)
+    in_f /= np.maximum(np.linalg.norm(in_f, axis=1, keepdims=True), 1e-12)
+    s_src, s_dst, s_w = [], [], []
+    k = min(neighbours, n_items - 1)
+    for lo in range(0, n_items, 2048):
+        score = out_f[lo:lo + 2048] @ in_f.T                                         # [b, I]
+        rows = np.arange(lo, min(lo + 2048, n_items))
+        score[rows - lo, rows] = -np.inf
+        top = np.argpartition(-score, k - 1, axis=1)[:, :k]                          # [b, k]
+        val = np.take_along_axis(score, top, axis=1)
+        val = np.exp((val - 1.0) / SMOOTH_TEMPERATURE)
+        s_src.append(np.repeat(rows, k))
+        s_dst.append(top.reshape(-1))
+        s_w.append(val.reshape(-1))
+    s_src, s_dst, s_w = np.concatenate(s_src), np.concatenate(s_dst), np.concatenate(s_w)
+    ok = s_w > 0
+    s_src, s_dst, s_w = s_src[ok], s_dst[ok], _row_normalised(s_src[ok], s_w[ok], n_items)
+    has_emp = np.bincount(emp_src, minlength=n_items) > 0
+    share = np.where(has_emp[s_src], knobs.smooth, 1.0)                              # an item with no pair: all smooth
+    return (np.concatenate([emp_src, s_src]), np.concatenate([emp_dst, s_dst]),
+            np.concatenate([(1 - knobs.smooth) * emp_w, share * s_w]))
 
 
 def fitted_scenario(arrays: dict[str, np.ndarray], knobs: Knobs, fitted: str, name: str = "beauty",
@@ -104,7 +157,7 @@ def fitted_scenario(arrays: dict[str, np.ndarray], knobs: Knobs, fitted: str, na
         items=ItemConfig(n=len(arrays["item_latent"]), n_categories=n_categories, subcategories=1),
         behavior=BehaviorConfig(relevance_scale=knobs.relevance, content_weight=1.0),
         sequence=SequenceConfig(weight=knobs.sequence, floor=knobs.floor, lag_decay=knobs.lag_decay,
-                                repeat=knobs.repeat),
+                                repeat=knobs.repeat, memory=knobs.memory),
         traffic=TrafficConfig(sessions_per_user=1.0, requests_per_session=1.5),
         oracle=OracleConfig(sample_requests=2000),
     )
@@ -140,8 +193,9 @@ class Search:
 
 def search(seqs: list[np.ndarray], n_items: int, workdir: Path, users: int = 8000, evaluations: int = 40,
            start: Knobs = Knobs(), seed: int = 0, log=print) -> Search:
-    """Nelder-Mead over log(popularity), log(floor), log(relevance) on a random subset of users,
-    each point simulated with the same draws (common random numbers keep the objective smooth)."""
+    """A grid, then Nelder-Mead, over log(popularity), log(floor), log(relevance) on a random subset
+    of users, each point simulated with the same draws (common random numbers keep it smoother);
+    `evaluations` counts both."""
     from scipy.optimize import minimize
 
     from sim.structure import structure
@@ -169,10 +223,15 @@ def search(seqs: list[np.ndarray], n_items: int, workdir: Path, users: int = 800
             f"relevance {k.relevance:.2f} -> loss {value:.4f}")
         return value
 
-    x0 = np.log([start.popularity, start.floor, start.relevance])
+    # A coarse grid first: logs differ most in how strongly one item leads to the next (floor)
+    # and how concentrated popularity is; the simplex then refines around the best point.
+    grid = [np.log([start.popularity * p, start.floor * f, start.relevance]) for f in (0.1, 1.0, 10.0, 100.0)
+            for p in (0.5, 1.0, 2.0)]
+    values = [objective(x) for x in grid]
+    x0 = grid[int(np.argmin(values))]
     simplex = x0 + np.vstack([np.zeros(3), np.diag([0.4, 1.0, 0.4])])
     res = minimize(objective, x0, method="Nelder-Mead",
-                   options={"maxfev": evaluations, "initial_simplex": simplex, "xatol": 0.05, "fatol": 1e-3})
+                   options={"maxfev": max(evaluations - len(grid), 4), "initial_simplex": simplex, "xatol": 0.05, "fatol": 1e-3})
     best = min(range(len(tried)), key=lambda i: tried[i]["loss"])
     return Search(knobs_at(np.log([tried[best][k] for k in ("popularity", "floor", "relevance")])),
                   tried[best]["loss"], tried)

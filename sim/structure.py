@@ -87,8 +87,52 @@ def structure(seqs: list[np.ndarray], n_items: int, ks: tuple[int, ...] = (10, 5
     found = (keys[pos] == q) if len(keys) else np.zeros(len(q), bool)
     for k in ks:
         out[f"last_in_top{k}_cooc"] = float(np.mean(found & (nrank[pos] < k)))
+    # How often the held-out step is a pair the held-in log has seen at all: a world whose users
+    # only retrace counted pairs gives counting methods an edge real logs do not.
+    all_keys = np.sort(src * n_items + dst)
+    at = np.minimum(np.searchsorted(all_keys, q), max(len(all_keys) - 1, 0))
+    out["last_pair_seen"] = float(np.mean(all_keys[at] == q)) if len(all_keys) else 0.0
+    out["last_is_rare"] = float(np.mean(counts[last] < 3))
     out.update(_taste(held, last, n_items, ks))
+    out.update(_smooth(held, before, last, n_items, ks))
     return out
+
+
+def transition_factors(src: np.ndarray, dst: np.ndarray, w: np.ndarray, n_items: int,
+                       dim: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Low-rank factors of the degree-normalised co-occurrence matrix: out [I, k], in [I, k], so
+    that out[i] @ in[j] says how strongly i leads to j, also for pairs never seen together."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import svds
+
+    m = sp.csr_matrix((w, (src, dst)), shape=(n_items, n_items))
+    deg = np.asarray(m.sum(axis=1)).ravel() + 1.0
+    m = sp.diags(deg ** -0.5) @ m @ sp.diags(deg ** -0.5)
+    k = int(min(dim, n_items - 2))
+    u, sv, vt = svds(m.astype(np.float64), k=k, random_state=0)
+    return (u * np.sqrt(sv)).astype(np.float32), (vt.T * np.sqrt(sv)).astype(np.float32)
+
+
+def _smooth(held: list[np.ndarray], before: np.ndarray, last: np.ndarray, n_items: int, ks: tuple[int, ...],
+            chunk: int = 2048) -> dict[str, float]:
+    """Is the held-out item among the k best next items of the one before it by low-rank
+    co-occurrence (items the user took removed)? Transition structure that generalises across
+    similar items, which a sequence model learns and plain co-occurrence counting cannot."""
+    src, dst, w = cooccurrence(held, n_items)
+    if n_items < 4 or len(src) == 0:
+        return {f"last_in_top{k}_smooth": 0.0 for k in ks}
+    out_f, in_f = transition_factors(src, dst, w, n_items)
+    users, items, _ = to_pairs(held)
+    hits = {k: 0 for k in ks}
+    for lo in range(0, len(held), chunk):
+        s = out_f[before[lo:lo + chunk]] @ in_f.T                                   # [b, I]
+        rows = np.flatnonzero((users >= lo) & (users < lo + chunk))
+        s[users[rows] - lo, items[rows]] = -np.inf
+        t = s[np.arange(len(s)), last[lo:lo + chunk]]
+        rank = (s > t[:, None]).sum(axis=1)
+        for k in ks:
+            hits[k] += int(np.sum(rank < k))
+    return {f"last_in_top{k}_smooth": hits[k] / len(held) for k in ks}
 
 
 def _taste(held: list[np.ndarray], last: np.ndarray, n_items: int, ks: tuple[int, ...],

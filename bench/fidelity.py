@@ -1,0 +1,258 @@
+"""Does the simulated world teach recommenders what the real log teaches them?
+
+Calibrate a world from any file in the `user item item ...` format (sim/fit.py: tastes,
+popularity and item-to-item transitions from the log, a few scalars searched on structure
+statistics), simulate its users under each exposure (bench/fidelity_policies.py), write every
+simulated click log in the same format, 5-core filtered like the input, and run the same offline
+protocol (bench/beauty.py: leave-one-out, full ranking) for each algorithm on the real log and on
+every simulated one. Writes bench/fidelity.json (one entry per data file stem), a section of
+bench/RESULTS.md and a picture.
+
+    python -m bench.fidelity --data ../shared/data/amazon-beauty/Beauty.txt \
+        [--algorithms popular,itemcf,sasrec,generative] [--policies organic,uniform,loop] [--device cuda]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from bench import beauty, beauty_generative, beauty_traditional
+from bench.fidelity_policies import POLICIES, k_core, simulate, write_log
+from bench.results import append
+from sim import fit
+from sim.structure import structure
+
+HERE = Path(__file__).resolve().parent
+ALGORITHMS = ("popular", "itemcf", "sasrec", "generative")
+TRADITIONAL = {"popular": "popular", "itemcf": "itemcf_window", "sasrec": "sasrec"}
+STRUCTURE_SHOWN = ("users", "items", "events", "length_mean", "length_median", "repeat_rate",
+                   "last_in_top10_popular", "top1pct_share", "gini", "last_in_top10_cooc", "last_in_top50_cooc",
+                   "last_in_top50_taste")
+
+
+def run_algorithm(name: str, path: Path, args: argparse.Namespace) -> dict[str, float]:
+    """The protocol's figures for one algorithm on one log file."""
+    split = beauty.load(path)
+    t0 = time.perf_counter()
+    if name == "generative":
+        gargs = beauty_generative.parser().parse_args(
+            ["--data", str(path), "--out", os.devnull, "--device", args.device, "--epochs", str(args.generative_epochs),
+             "--threads", str(args.threads), "--budget-minutes", str(args.budget_minutes)])
+        metrics = beauty_generative.fit_and_evaluate(split, gargs)[0]
+    else:
+        targs = beauty_traditional.parser().parse_args(
+            ["--data", str(path), "--out", os.devnull, "--device", args.device, "--threads", str(args.threads),
+             "--sasrec-epochs", str(args.sasrec_epochs), "--budget-minutes", str(args.budget_minutes)])
+        data = beauty_traditional.train_data(split, "test")
+        model = beauty_traditional.channels(targs)[TRADITIONAL[name]].fit(data)
+        metrics, _ = beauty.evaluate(split, beauty_traditional.score_fn(model, split, data, targs.depth, "test",
+                                                                        targs.ties), "test")
+    out = {k: round(v, 5) for k, v in metrics.items()}
+    print(f"    {name:10s} {path.name:28s} R@10 {out['recall@10']:.4f}  N@10 {out['ndcg@10']:.4f}  "
+          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    return out
+
+
+def kendall(real: list[float], sim: list[float]) -> float:
+    from scipy.stats import kendalltau
+    return float(kendalltau(real, sim).statistic) if len(real) >= 2 else float("nan")
+
+
+def order_kept(real: dict[str, float], sim: dict[str, float], margin: float = 0.10) -> tuple[int, int]:
+    """Pairs whose real figures differ by more than `margin` (relative), and how many keep their order."""
+    names, kept, total = list(real), 0, 0
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if abs(real[a] - real[b]) > margin * min(real[a], real[b]):
+                total += 1
+                kept += (real[a] - real[b]) * (sim[a] - sim[b]) > 0
+    return kept, total
+
+
+def calibrate(seqs: list[np.ndarray], n_items: int, args: argparse.Namespace, workdir: Path):
+    if args.calibration:
+        saved = json.loads(Path(args.calibration).read_text())
+        knobs = fit.Knobs(**saved["knobs"])
+        print(f"  knobs from {args.calibration}: {knobs}")
+        return knobs, saved
+    print(f"  calibrating on {min(args.search_users, len(seqs)):,} users, {args.search_evals} evaluations")
+    res = fit.search(seqs, n_items, workdir, users=args.search_users, evaluations=args.search_evals,
+                     start=fit.Knobs(repeat=repeat_penalty(seqs)), seed=args.seed)
+    return res.knobs, {"knobs": asdict(res.knobs), "loss": res.loss, "evaluations": res.evaluations}
+
+
+def repeat_penalty(seqs: list[np.ndarray]) -> float:
+    """A log without repeats gets users who never take an item twice; one with repeats, none."""
+    rate = sum(len(s) - len(np.unique(s)) for s in seqs) / max(sum(map(len, seqs)), 1)
+    return 8.0 if rate < 0.01 else 0.0
+
+
+def picture(result: dict, stem: str, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    algs = [a for a in ALGORITHMS if a in result]
+    sources = ["real"] + [k for k in ("sim", "sim_uniform", "sim_loop") if all(k in result[a] for a in algs)]
+    labels = {"real": "real log", "sim": "simulated, organic", "sim_uniform": "simulated, uniform slates",
+              "sim_loop": "simulated, loop policy"}
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / len(sources)
+    for j, src in enumerate(sources):
+        ax.bar(np.arange(len(algs)) + j * width, [result[a][src]["recall@10"] for a in algs], width, label=labels[src])
+    ax.set_xticks(np.arange(len(algs)) + width * (len(sources) - 1) / 2, algs)
+    ax.set_ylabel("Recall@10 (leave-one-out, full ranking)")
+    ax.set_title(f"{stem}: the same algorithms on the real and the simulated logs")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, required=True, help="a log in the `user item item ...` format")
+    p.add_argument("--out", type=Path, default=HERE / "fidelity.json")
+    p.add_argument("--workdir", type=Path, default=HERE / "out" / "fidelity", help="simulated logs and worlds")
+    p.add_argument("--algorithms", default=",".join(ALGORITHMS))
+    p.add_argument("--policies", default=",".join(POLICIES))
+    p.add_argument("--days", type=int, default=30, help="days simulated under the slate policies")
+    p.add_argument("--search-users", type=int, default=8000, help="users the calibration search simulates")
+    p.add_argument("--search-evals", type=int, default=30, help="points the calibration search tries")
+    p.add_argument("--calibration", type=Path, help="reuse the knobs of an earlier run's calibration JSON")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--sasrec-epochs", type=int, default=30)
+    p.add_argument("--generative-epochs", type=int, default=40)
+    p.add_argument("--budget-minutes", type=float, default=15.0, help="training cap of each neural model")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the algorithms an earlier run wrote for this file (same --calibration)")
+    p.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    algs = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    bad = sorted(set(algs) - set(ALGORITHMS)) + sorted(set(policies) - set(POLICIES))
+    if bad:
+        print(f"error: unknown {bad}; algorithms are {list(ALGORITHMS)}, policies {list(POLICIES)}", file=sys.stderr)
+        return 2
+    import torch
+    torch.set_num_threads(args.threads)
+    try:
+        _, seqs, n_items = fit.read_sequence_log(args.data)
+        beauty.load(args.data)       # the protocol needs 3+ items a user: refuse early, with its line
+    except (fit.LogFormatError, beauty.BeautyDataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stem = args.data.stem
+    workdir = args.workdir / stem
+    workdir.mkdir(parents=True, exist_ok=True)
+    load = [os.getloadavg()[0]]
+    t0 = time.perf_counter()
+    print(f"{stem}: {len(seqs):,} users, {n_items:,} items, {sum(map(len, seqs)):,} events")
+    knobs, calibration = calibrate(seqs, n_items, args, workdir)
+    (workdir / "calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")
+    arrays = fit.fit_arrays(seqs, n_items, knobs, seed=args.seed)
+    lengths = np.array([len(s) for s in seqs])
+    logs = {"real": args.data}
+    stats = {"real": structure(seqs, n_items)}
+    for policy in policies:
+        t = time.perf_counter()
+        sim = k_core(simulate(policy, arrays, knobs, lengths, workdir, args.days, args.seed + 1))
+        if len(sim) < 10:
+            print(f"  {policy}: only {len(sim)} users keep 5 events after 5-core filtering; skipped")
+            continue
+        logs[policy] = write_log(workdir / f"sim-{policy}.txt", sim)
+        stats[policy] = structure(sim, int(max(s.max() for s in sim)) + 1)
+        print(f"  {policy}: {len(sim):,} users, {int(stats[policy]['events']):,} events after 5-core "
+              f"({time.perf_counter() - t:.0f} s)", flush=True)
+        load.append(os.getloadavg()[0])
+    result: dict[str, object] = {}
+    key = {"real": "real", "organic": "sim", "uniform": "sim_uniform", "loop": "sim_loop"}
+    for alg in algs:
+        result[alg] = {key[src]: {m: v for m, v in run_algorithm(alg, path, args).items() if m in ("recall@10", "ndcg@10")}
+                       for src, path in logs.items()}
+        load.append(os.getloadavg()[0])
+    everything = json.loads(args.out.read_text()) if args.out.exists() else {}
+    if args.merge and stem in everything:
+        # Algorithms measured by an earlier run of the same calibration join this one's.
+        for a in ALGORITHMS:
+            if a not in result and a in everything[stem]:
+                result[a] = everything[stem][a]
+        algs = [a for a in ALGORITHMS if a in result]
+    for src in logs:
+        if src == "real":
+            continue
+        if not all(key[src] in result[a] for a in algs):
+            continue
+        real = {a: result[a]["real"]["recall@10"] for a in algs}
+        sim = {a: result[a][key[src]]["recall@10"] for a in algs}
+        suffix = "" if src == "organic" else f"_{src}"
+        result[f"kendall_tau{suffix}"] = kendall(list(real.values()), list(sim.values()))
+        result[f"order_kept{suffix}"] = list(order_kept(real, sim))
+    result["structure"] = stats
+    result["calibration"] = calibration
+    result["settings"] = {"days": args.days, "seed": args.seed, "device": args.device, "threads": args.threads,
+                          "sasrec_epochs": args.sasrec_epochs, "generative_epochs": args.generative_epochs,
+                          "search_users": args.search_users, "search_evals": args.search_evals,
+                          "seconds": round(time.perf_counter() - t0, 1), "load_min": min(load), "load_max": max(load)}
+    everything[stem] = result
+    args.out.write_text(json.dumps(everything, indent=2) + "\n")
+    pic = picture(result, stem, args.out.with_name(f"fidelity-{stem}.png"))
+    print(f"wrote {args.out} and {pic}")
+    if not args.no_results:
+        results_section(stem, result, algs, list(logs), args, load)
+    return 0
+
+
+def results_section(stem: str, result: dict, algs: list[str], sources: list[str], args: argparse.Namespace,
+                    load: list[float]) -> None:
+    key = {"organic": "sim", "uniform": "sim_uniform", "loop": "sim_loop"}
+    header = ["algorithm", "real R@10", "real N@10"]
+    for src in sources[1:]:
+        header += [f"{src} R@10", f"{src} / real"]
+    rows = []
+    for a in algs:
+        real = result[a]["real"]["recall@10"]
+        row = [a, f"{real:.4f}", f"{result[a]['real']['ndcg@10']:.4f}"]
+        for src in sources[1:]:
+            sim = result[a][key[src]]["recall@10"]
+            row += [f"{sim:.4f}", f"{sim / real:.2f}" if real else "-"]
+        rows.append(row)
+    taus = "; ".join(f"{src}: Kendall tau {result['kendall_tau' + ('' if src == 'organic' else '_' + src)]:.2f}, "
+                     f"order kept {result['order_kept' + ('' if src == 'organic' else '_' + src)][0]} of "
+                     f"{result['order_kept' + ('' if src == 'organic' else '_' + src)][1]} pairs differing by >10 %"
+                     for src in sources[1:])
+    k = result["calibration"]["knobs"]
+    s = result["settings"]
+    append(f"Fidelity: {stem}, real log against the world calibrated to it", header, rows,
+           notes=(f"{taus}. Calibrated knobs: popularity {k['popularity']:.3f}, relevance {k['relevance']:.2f}, "
+                  f"floor {k['floor']:.2e}, repeat {k['repeat']:g} (search on {s['search_users']:,} users, "
+                  f"loss {result['calibration'].get('loss', float('nan')):.3f}); slate policies over {s['days']} days; "
+                  f"SASRec {s['sasrec_epochs']} epochs, generative {s['generative_epochs']} epochs, on {s['device']} "
+                  f"with {s['threads']} CPU threads; one run, seed {s['seed']}, {s['seconds'] / 60:.1f} min; niceness "
+                  f"{os.nice(0)}; 1-minute load average {min(load):.1f} to {max(load):.1f}"))
+    st = result["structure"]
+    append(f"Fidelity: {stem}, structure of the real and the simulated logs", ["statistic", *sources],
+           [[name, *(f"{st[src][name]:.4f}" if st[src][name] < 100 else f"{st[src][name]:,.0f}" for src in sources)]
+            for name in STRUCTURE_SHOWN],
+           notes="last event of each sequence held out; popularity and co-occurrence (window 3) counted on the rest; "
+                 "taste: nearest items to the user's past on the held-in log's 16 leading singular vectors; the file "
+                 "format has no timestamps, so inter-event gaps cannot be compared")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
