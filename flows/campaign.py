@@ -8,13 +8,13 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from common.typedconf import ConfigError, to_mapping
+from components.experiment import load_experiment
 from components.reports import summary_rows
-from components.serving import load_experiment
 from flows import progress, tracking
-from flows.campaign_state import create_campaign, open_campaign
 from flows.recovery import claim
 from flows.stages import build_samples, day_metrics, report, simulate_day, train
 from sim.config import load_scenario
+from story.campaign import create_campaign, open_campaign
 
 STAGES_PER_DAY = 4
 

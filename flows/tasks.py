@@ -11,11 +11,12 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from components import recall_eval, reports, samples, training
+from components import recall_eval, samples, training
 from components.features import build_features, consistency, lineage
 from common.typedconf import to_mapping
-from flows import simulate, tracking
-from flows.campaign_state import Campaign, open_campaign
+from flows import progress, tracking
+from story import day as story_day, models, report, world
+from story.campaign import Campaign, open_campaign
 
 # Tasks write to the lake, so a cached result would skip a write: caching stays off.
 TASK = dict(cache_policy=NO_CACHE, persist_result=False)
@@ -24,7 +25,7 @@ TASK = dict(cache_policy=NO_CACHE, persist_result=False)
 @task(**TASK)
 def publish_catalog(data_dir: str, day: int) -> dict[str, int]:
     """Write the items and users that appear on `day` into the lake."""
-    return simulate.publish_catalog(open_campaign(data_dir), day)
+    return world.publish_catalog(open_campaign(data_dir), day)
 
 
 @task(**TASK)
@@ -35,18 +36,30 @@ def features_for(data_dir: str, day: int) -> int:
 
 
 @task(**TASK)
+def train_bootstrap(data_dir: str) -> str:
+    """Train the logging policy's models, which serve day 0."""
+    return str(models.train_bootstrap(open_campaign(data_dir)))
+
+
+@task(**TASK)
+def plan_day(data_dir: str, day: int) -> str:
+    """Draw the day's requests and their arms once, for every shard; returns the plan's file."""
+    return story_day.plan_to_file(open_campaign(data_dir), day)
+
+
+@task(**TASK)
 def serve_shard(data_dir: str, day: int, index: int, shards: int) -> str:
     """Serve the requests of one user-hash shard and draw their clicks; returns the shard file."""
     c = open_campaign(data_dir)
     # A/B days are served by what the registry's arm aliases point at, as production would.
     pipelines = tracking.load_pipelines(c, day) if day > 0 else None
-    return simulate.serve_shard(c, day, index, shards, pipelines)
+    return story_day.serve_shard_to_file(c, day, index, shards, pipelines, progress.track)
 
 
 @task(**TASK)
 def finish_day(data_dir: str, day: int, shards: int) -> dict[str, float]:
     """Gather the shards into the day's tables and move the world on to the next day."""
-    return simulate.finish_day(open_campaign(data_dir), day, shards)
+    return story_day.finish_from_files(open_campaign(data_dir), day, shards)
 
 
 SAMPLE_INPUTS = ("impressions", "features_user", "features_item")
@@ -153,9 +166,9 @@ def recall_day(data_dir: str, day: int) -> list[dict]:
     c = open_campaign(data_dir)
     if day == 0:
         return []
-    _, arms = simulate.arms_of_day(c, day)
     cfg = c.experiment.recall_eval
-    return recall_eval.recall_daily(c.lake, day, simulate.load_pipelines(c, day, arms), cfg.ks, cfg.max_users)
+    # The registry's pipelines, as serving loaded them: what is replayed is what served.
+    return recall_eval.recall_daily(c.lake, day, tracking.load_pipelines(c, day), cfg.ks, cfg.max_users)
 
 
 @task(**TASK)
@@ -197,14 +210,4 @@ def register_models(data_dir: str, day: int, run_id: str) -> str:
 @task(**TASK)
 def report_day(data_dir: str, day: int) -> list[dict]:
     """Write ab_daily, latency_daily and channel_latency_daily for `day`; return the day's summary rows."""
-    c = open_campaign(data_dir)
-    experiment, arms = simulate.arms_of_day(c, day)
-    exp = c.experiment
-    control = exp.control if day > 0 else simulate.BOOTSTRAP_ARM
-    layer = exp.layer if day > 0 else simulate.BOOTSTRAP_EXPERIMENT
-    reports.ab_daily(c.lake, day, experiment, {n: a.share for n, a in arms.items()}, control, layer=layer,
-                     exclude_users=exp.forced_users(), covariate_day=0, analysis=exp.analysis)
-    reports.latency_daily(c.lake, day)
-    reports.channel_latency_daily(c.lake, day)
-    c.lake.refresh_catalog()
-    return reports.summary_rows(c.lake, [day])
+    return report.report_day(open_campaign(data_dir), day)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.typedconf import require
 from components.features.definitions import FEATURES
 from components.ranking.base import Samples, serving_features
 from components.types import UserBatch
@@ -23,6 +24,13 @@ class MLPConfig:
     batch_size: int = 4096
     lr: float = 1e-2
     seed: int = 0
+
+    def validate(self, where: str) -> None:
+        for name in ("hidden", "epochs", "batch_size"):
+            value = getattr(self, name)
+            require(value >= 1, f"{where}.{name}", f"must be at least 1, got {value}")
+        require(self.seed >= 0, f"{where}.seed", f"must be >= 0, got {self.seed}")
+        require(self.lr > 0, f"{where}.lr", f"must be > 0, got {self.lr}")
 
 
 class MLPNet(nn.Module):

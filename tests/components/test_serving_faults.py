@@ -11,7 +11,8 @@ from components.features.store import FeatureStore, blank_columns, load_catalog
 from components.lake import Lake
 from components.ranking import MLPConfig, MLPRanker, Samples
 from components.recall import CHANNELS
-from components.serving import Pipeline, load_experiment
+from components.experiment import load_experiment
+from components.serving import Pipeline
 from components.types import ItemFeatures, TrainData
 
 EXP = load_experiment("default")

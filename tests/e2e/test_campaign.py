@@ -10,8 +10,8 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from components.lake import Lake
-from flows.campaign_state import open_campaign
 from flows.tracking import registered_name
+from story.campaign import open_campaign
 
 pytestmark = pytest.mark.e2e
 AB_DAYS = 2
@@ -133,7 +133,8 @@ def test_each_models_run_records_its_features_and_sources(campaign_dir, monkeypa
 
 def test_recall_of_channels_and_merge_is_logged_daily_and_recomputable(campaign_dir):
     from components import recall_eval
-    from flows import simulate
+    from story.models import pipelines_from_folder
+    from story.plan import arms_of_day
 
     c = open_campaign(campaign_dir)
     client = MlflowClient(tracking_uri=c.tracking_uri)
@@ -149,9 +150,9 @@ def test_recall_of_channels_and_merge_is_logged_daily_and_recomputable(campaign_
         assert logged["recall.treatment.merge.at_all"] > 0
         assert all(0.0 <= v <= 1.0 for v in logged.values())
         # The same replay from the lake and the day's serving models gives exactly the logged figures.
-        _, arms = simulate.arms_of_day(c, day)
+        _, arms = arms_of_day(c, day)
         cfg = c.experiment.recall_eval
-        rows = recall_eval.recall_daily(c.lake, day, simulate.load_pipelines(c, day, arms), cfg.ks, cfg.max_users)
+        rows = recall_eval.recall_daily(c.lake, day, pipelines_from_folder(c, day, arms), cfg.ks, cfg.max_users)
         assert {recall_eval.metric_name(r): r["recall"] for r in rows} == pytest.approx(logged, abs=1e-12)
         # Control serves popular only: its itemcf rows are the ones exposure did not shape.
         assert [r["in_arm"] for r in rows if r["arm"] == "control" and r["channel"] == "itemcf"] == [False, False]
