@@ -23,7 +23,7 @@ def main() -> None:
     from bench.results import append
     from components import samples, training
     from components.experiment import load_experiment
-    from components.features import build_features
+    from components.features.store import build_features
     from sim.config import load_scenario
     from story import models
     from story.campaign import create_campaign

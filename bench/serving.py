@@ -15,9 +15,8 @@ import numpy as np
 
 from bench.results import append
 from components import samples, training
-from components.features import build_features
 from components.experiment import load_experiment
-from components.features.store import FeatureStore
+from components.features.store import FeatureStore, build_features
 from sim import behavior
 from sim.config import load_scenario
 from sim.rng import stream

@@ -12,7 +12,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from components import recall_eval, samples, training
-from components.features import build_features, consistency, lineage
+from components.features import consistency, lineage
+from components.features.store import build_features
 from common.typedconf import to_mapping
 from flows import progress, tracking
 from story import day as story_day, models, report, world

@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from components.features import build_features
+from components.features.store import build_features
 from components.features.definitions import FEATURES
 from components.features.store import FeatureStore, blank_columns, load_catalog
 from components.lake import Lake

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from components import reports
-from components.features import build_features
+from components.features.store import build_features
 from components.experiment import load_experiment
 from components.serving import ArmConfig, Pipeline
 from components.types import Candidates, pad_rows

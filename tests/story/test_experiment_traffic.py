@@ -12,7 +12,7 @@ import pytest
 from common.typedconf import ConfigError
 from components import reports, samples, training
 from components.ab import HOLDOUT, NO_EXPERIMENT, UNENROLLED
-from components.features import build_features
+from components.features.store import build_features
 from components.experiment import load_experiment
 from components.serving import ArmConfig
 from flows.campaign import prepare_campaign
