@@ -175,28 +175,8 @@ def recall_day(data_dir: str, day: int) -> list[dict]:
 @task(**TASK)
 def publish_summary(rows: list[dict], day: int, campaign: str, recall: list[dict] | None = None) -> str:
     """The day's A/B summary as a markdown artifact on the flow run, for the Prefect UI."""
-    lines = [f"# {campaign}: day {day}", "",
-             "| arm | requests | CTR | 95% CI | lift | p | E[CTR] | oracle | random | p99 ms "
-             "| new-item impressions | new-item clicks |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    share = lambda v: "" if v is None else f"{v:.1%}"  # noqa: E731
-    for r in rows:
-        lift = "" if r["lift"] is None else f"{r['lift']:+.1%}"
-        p = "" if r["p_value"] is None else f"{r['p_value']:.3g}"
-        lines.append(f"| {r['arm']} | {r['requests']} | {r['ctr']:.4f} | [{r['ctr_ci_low']:.4f}, "
-                     f"{r['ctr_ci_high']:.4f}] | {lift} | {p} | {r['ctr_expected']:.4f} | "
-                     f"{r['ctr_oracle']:.4f} | {r['ctr_random']:.4f} | {r['p99']:.2f} | "
-                     f"{share(r.get('new_impression_share'))} | {share(r.get('new_click_share'))} |")
-    lines += ["", "New-item shares: of the day's impressions and clicks, those on items that arrived that "
-              "day (on day 0 every item is new)."]
-    if recall:
-        lines += ["", "## Recall against the day's clicks", "",
-                  "Candidates replayed from the models and features that served the day; recall over each "
-                  "user's clicked items not already in their history. Exposure bias: clicks land only on shown "
-                  "items, which the serving arm's own merge chose, so rows with 'in arm' = yes are inflated; "
-                  "compare channels on the 'no' rows.", "", *recall_eval.markdown(recall)]
     key = "".join(ch if ch.isalnum() else "-" for ch in f"ab-{campaign}-day-{day}".lower())
-    create_markdown_artifact(markdown="\n".join(lines), key=key[:100],
+    create_markdown_artifact(markdown=report.summary_markdown(rows, day, campaign, recall), key=key[:100],
                              description=f"A/B summary of day {day}")
     return key
 

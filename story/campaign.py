@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 from common.typedconf import ConfigError, from_mapping, to_mapping
-from components.experiment import ExperimentConfig
+from components.experiment import ExperimentConfig, load_experiment
 from components.lake import Lake
-from sim.config import WorldConfig
+from sim.config import WorldConfig, load_scenario
 from sim.world import World, make_world
 
 MANIFEST = "campaign.json"
@@ -84,6 +84,19 @@ def create_campaign(data_dir: Path, name: str, scenario: WorldConfig, experiment
     tmp.write_text(json.dumps(campaign.manifest(), indent=2))
     tmp.replace(path)
     return campaign
+
+
+def resolve_campaign(data_dir: Path, scenario: str, experiment: str, seed: int | None,
+                     name: str | None) -> Campaign:
+    """The campaign of a scenario and an experiment (preset names or YAML paths), its manifest written."""
+    world = load_scenario(scenario)
+    if seed is not None:
+        world = replace(world, seed=seed)
+    exp = load_experiment(experiment)
+    if world.effect.arm and world.effect.arm not in exp.arms:
+        raise ConfigError(f"scenario.effect.arm: unknown arm '{world.effect.arm}'; the experiment's arms "
+                          f"are {sorted(exp.arms)}")
+    return create_campaign(data_dir, name or f"{exp.name}@{world.name}-seed{world.seed}", world, exp, None)
 
 
 def open_campaign(data_dir: str | Path) -> Campaign:

@@ -1,6 +1,8 @@
 """A tiny campaign through real Prefect (temporary server), MLflow (sqlite) and the dashboard."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -42,6 +44,25 @@ def test_lake_holds_each_day_once(campaign_dir):
     dup = con.execute("SELECT count(*) FROM (SELECT request_id, position FROM impressions "
                   "GROUP BY ALL HAVING count(*) > 1)").fetchone()[0]
     assert dup == 0
+
+
+DIGESTS = Path(__file__).with_name("lake_digests.json")
+
+
+def test_lake_tables_are_byte_identical_to_the_committed_digests(campaign_dir):
+    """Behaviour is pinned: every partition but the measured latency ones hashes as the campaign's
+    did when the digests were taken (before issue 16's move of the day into story/). A change that
+    means to alter the tables regenerates them: RECLAB_WRITE_LAKE_DIGESTS=1 pytest this test. The
+    ranker's float arithmetic is torch's on this CPU kind, so another CPU kind may need them too."""
+    lake = campaign_dir / "lake"
+    got = {p.relative_to(lake).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+           for p in sorted(lake.rglob("*.parquet")) if p.relative_to(lake).parts[0] not in MEASURED}
+    if os.environ.get("RECLAB_WRITE_LAKE_DIGESTS") == "1":
+        DIGESTS.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+    want = json.loads(DIGESTS.read_text())
+    assert len(want) == (len(TABLES) - len(MEASURED)) * (AB_DAYS + 1)
+    assert {k: v for k, v in got.items() if want.get(k) != v} == {}
+    assert set(got) == set(want)
 
 
 def test_arms_get_configured_traffic(campaign_dir):
