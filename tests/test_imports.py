@@ -64,6 +64,45 @@ def test_imports_follow_the_house_plan(package):
     assert broken == []
 
 
+def module_graph() -> dict[str, set[str]]:
+    """Our modules -> our modules they import at module level, `if TYPE_CHECKING:` blocks included
+    (a circle hidden from the interpreter is still one for the reader); imports inside functions
+    are left out, they run after every module has loaded."""
+    names = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+             for package in ALLOWED for p in modules(package)}
+    graph = {}
+    for name, path in names.items():
+        deps = set()
+        body = ast.parse(path.read_text()).body
+        body += [n for node in body if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                 for n in node.body]
+        for node in body:
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                deps |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        graph[name] = {d for d in deps if d in names and d != name}
+    return graph
+
+
+def test_no_import_circles():
+    graph, state, circles = module_graph(), {}, []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for dep in sorted(graph[node]):
+            if state.get(dep) == "open":
+                circles.append(" -> ".join(path[path.index(dep):] + [dep]))
+            elif dep not in state:
+                visit(dep, path + [dep])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert circles == []
+
+
 def test_the_checker_sees_imports_inside_functions(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from flows import tracking\n    import sim.world\n")
