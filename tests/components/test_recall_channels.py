@@ -1,4 +1,4 @@
-"""The issue-4 recall channels: popular per category, Swing, two-tower + FAISS, SASRec, cold start."""
+"""Recall channels beyond popular and item-CF: popular per category, Swing, two-tower + FAISS, SASRec, cold start."""
 from __future__ import annotations
 
 import numpy as np
