@@ -6,6 +6,7 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY common common
 COPY sim sim
 COPY components components
+COPY story story
 COPY flows flows
 COPY dashboards dashboards
 COPY configs configs

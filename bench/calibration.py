@@ -33,7 +33,7 @@ def simulate_counts(cfg: WorldConfig, days: int, slate_size: int = 10) -> calibr
     for day in range(days):
         tr = traffic(world, state, day, stream(cfg.seed, day, "traffic"))
         slates = stream(cfg.seed, day, "random-slates").integers(0, world.n_items, (len(tr.user_id), slate_size))
-        clicked = respond(world, state, tr.user_id, slates, request_uniform(cfg.seed, day, tr.request_id))
+        clicked = respond(world, state, tr.user_id, slates, request_uniform(cfg.seed, day, tr.request_id)).clicked
         r, k = np.nonzero(clicked)
         users.append(tr.user_id[r])
         items.append(slates[r, k])

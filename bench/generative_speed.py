@@ -22,7 +22,7 @@ from bench.serving import build
 from components import training
 from components.features.store import FeatureStore
 from components.recall.generative import GenerativeRecaller
-from components.serving import load_experiment
+from components.experiment import load_experiment
 
 
 def main() -> None:

@@ -1,21 +1,16 @@
 """One day of a scenario end to end (publish, features, serve, clicks, samples, train, report).
 
-Run under `/usr/bin/time -v` for the peak memory; each stage's wall time is printed and appended to
+The day's story and the components, as the flows call them, without Prefect or MLflow. Run under
+`/usr/bin/time -v` for the peak memory; each stage's wall time is printed and appended to
 bench/RESULTS.md.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
-
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 def main() -> None:
@@ -26,20 +21,37 @@ def main() -> None:
     args = p.parse_args()
 
     from bench.results import append
-    from components.serving import load_experiment
-    from flows.campaign_state import create_campaign
-    from flows.stages import build_samples, report, simulate_day, train
+    from components import samples, training
+    from components.experiment import load_experiment
+    from components.features.store import build_features
     from sim.config import load_scenario
+    from story import models
+    from story.campaign import create_campaign
+    from story.day import run_day
+    from story.report import report_day
+    from story.world import publish_catalog
 
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="reclab-large-"))
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    create_campaign(data_dir, f"bench-{args.scenario}", load_scenario(args.scenario),
-                    load_experiment(args.experiment), None)
-    for name, stage in (("simulate", simulate_day), ("build_samples", build_samples), ("train", train),
-                        ("report", report)):
+    c = create_campaign(data_dir, f"bench-{args.scenario}", load_scenario(args.scenario),
+                        load_experiment(args.experiment), None)
+
+    def simulate() -> dict[str, float]:
+        publish_catalog(c, 0)
+        build_features(c.lake, 0)
+        models.train_bootstrap(c)
+        return run_day(c, 0)
+
+    def train() -> dict[str, float]:
+        out = c.models_dir(0)
+        return training.train_channels(c.lake, 0, c.experiment, out) | \
+            training.train_rankers(c.lake, 0, c.experiment, out)
+
+    for name, stage in (("simulate", simulate), ("build_samples", lambda: samples.build_samples(c.lake, 0)),
+                        ("train", train), ("report", lambda: report_day(c, 0))):
         t = time.perf_counter()
-        out = stage(data_dir=str(data_dir), day=0)
+        out = stage()
         times[name] = time.perf_counter() - t
         print(f"{name}: {times[name]:.1f} s", {k: v for k, v in (out.items() if isinstance(out, dict) else [])
                                                  if "requests" in k}, flush=True)

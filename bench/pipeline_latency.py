@@ -18,7 +18,8 @@ from bench.results import append
 from bench.serving import build
 from components.contracts import STAGES
 from components.features.store import FeatureStore
-from flows import simulate
+from story.models import pipelines_from_folder
+from story.plan import arms_of_day
 
 
 def measure(pipe, store, users: np.ndarray, batch: int) -> tuple[dict[str, list[float]], float]:
@@ -47,8 +48,8 @@ def main() -> None:
         c = build(Path(tmp), args.scenario, args.experiment)
         build_s = time.perf_counter() - t0
         load = [os.getloadavg()[0]]
-        _, arms = simulate.arms_of_day(c, 2)
-        pipes = simulate.load_pipelines(c, 2, arms)
+        _, arms = arms_of_day(c, 2)
+        pipes = pipelines_from_folder(c, 2, arms)
         store = FeatureStore.load(c.lake, 2)
         rng = np.random.default_rng(0)
         for arm, pipe in pipes.items():

@@ -1,7 +1,7 @@
 """Serving latency per request and simulator throughput, on the `small` world.
 
-Builds a two-day lake without Prefect (the same component calls the flows make), trains the
-day-1 models, then serves batches of several sizes with the treatment arm's pipeline.
+Builds a two-day lake with the day's story (story/, what the flows call, without Prefect or MLflow),
+trains the day-1 models, then serves batches of several sizes with the treatment arm's pipeline.
 Each configuration runs `--repeats` times; the table shows the median of the runs.
 """
 from __future__ import annotations
@@ -15,23 +15,27 @@ import numpy as np
 
 from bench.results import append
 from components import samples, training
-from components.features import build_features
-from components.features.store import FeatureStore
-from components.serving import load_experiment
-from flows import simulate
-from flows.campaign_state import create_campaign
+from components.experiment import load_experiment
+from components.features.store import FeatureStore, build_features
 from sim import behavior
 from sim.config import load_scenario
 from sim.rng import stream
 from sim.state import initial_state
+from story import models
+from story.campaign import create_campaign
+from story.day import run_day
+from story.plan import arms_of_day
+from story.world import publish_catalog
 
 
 def build(data_dir: Path, scenario: str, experiment: str = "default"):
     c = create_campaign(data_dir, "bench", load_scenario(scenario), load_experiment(experiment), None)
     for day in (0, 1):
-        simulate.publish_catalog(c, day)
+        publish_catalog(c, day)
         build_features(c.lake, day)
-        simulate.serve_day(c, day)
+        if day == 0:
+            models.train_bootstrap(c)
+        run_day(c, day)
         samples.build_samples(c.lake, day)
         out = c.models_dir(day)
         training.train_channels(c.lake, day, c.experiment, out)
@@ -41,8 +45,8 @@ def build(data_dir: Path, scenario: str, experiment: str = "default"):
 
 
 def serving_rows(c, batch_sizes: list[int], requests: int, repeats: int) -> list[list[object]]:
-    _, arms = simulate.arms_of_day(c, 2)
-    pipe = simulate.load_pipelines(c, 2, arms)["treatment"]
+    _, arms = arms_of_day(c, 2)
+    pipe = models.pipelines_from_folder(c, 2, arms)["treatment"]
     store = FeatureStore.load(c.lake, 2)
     users = np.random.default_rng(0).integers(0, c.world.n_users, size=requests)
     rows = []

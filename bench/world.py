@@ -56,7 +56,8 @@ def main() -> None:
     with threadpool_limits(1):
         for _ in range(args.repeats):
             t, c = time.perf_counter(), time.process_time()
-            clicks = behavior.respond(world, state, users, slates, behavior.request_uniform(cfg.seed, 1, request_ids))
+            uniform = behavior.request_uniform(cfg.seed, 1, request_ids)
+            clicks = behavior.respond(world, state, users, slates, uniform).clicked
             rates.append(clicks.size / (time.process_time() - c))
             wall_rates.append(clicks.size / (time.perf_counter() - t))
         m = args.oracle_requests

@@ -9,7 +9,8 @@ import pyarrow as pa
 #    `features_online`, `features_consistency` and `model_lineage`.
 SCHEMA_VERSION = 3
 
-# Stages timed by the serving pipeline, in the order a request goes through them.
+# The serving pipeline's stages, in the order a request goes through them, declared once: the
+# pipeline times them in this order, and request_latency, latency_daily and the dashboard follow it.
 STAGES = ("recall", "merge", "coarse", "fine", "total")
 
 

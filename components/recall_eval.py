@@ -21,17 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from common.typedconf import require
 from components.features.store import FeatureStore
 from components.lake import Lake
+from components.serving.pipeline import Pipeline
 from components.types import Candidates
-
-if TYPE_CHECKING:   # serving's config holds RecallEvalConfig, so the import goes one way only
-    from components.serving.pipeline import Pipeline
 
 MERGE = "merge"
 

@@ -12,7 +12,7 @@ from components.lake import Lake
 from components.ranking import RANKERS, Samples
 from components.ranking.metrics import auc, calibration, gauc, logloss
 from components.recall import CHANNELS
-from components.serving.config import ExperimentConfig
+from components.experiment import ExperimentConfig
 from components.types import TrainData
 
 HOLDOUT_SHARE = 0.1
@@ -41,6 +41,15 @@ def train_channels(lake: Lake, day: int, exp: ExperimentConfig, out: Path) -> di
         # Channels that report on their fit (e.g. semantic-id quality) have it recorded per day.
         metrics |= {f"{name}.{k}": float(v) for k, v in getattr(model, "metrics_", {}).items()}
     return metrics
+
+
+def train_bootstrap(lake: Lake, exp: ExperimentConfig, out: Path) -> None:
+    """Fit and save the logging policy's channels on the day-0 catalogue and no clicks: they serve day 0."""
+    empty = np.zeros(0, np.int64)
+    data = TrainData(day=-1, catalog=load_catalog(lake, 0), click_user=empty, click_item=empty,
+                     click_day=empty.astype(np.int32), click_ts=empty)
+    for name in exp.logging_policy.channels:
+        CHANNELS[name](getattr(exp.models, name)).fit(data).save(out / name)
 
 
 def _holdout(request_id: np.ndarray) -> np.ndarray:

@@ -1,7 +1,6 @@
 """A day of the closed loop, and a campaign: a bootstrap day then N days of the A/B experiment."""
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from prefect import flow, task
@@ -9,12 +8,10 @@ from prefect.cache_policies import NO_CACHE
 
 from common.typedconf import ConfigError, to_mapping
 from components.reports import summary_rows
-from components.serving import load_experiment
 from flows import progress, tracking
-from flows.campaign_state import create_campaign, open_campaign
 from flows.recovery import claim
 from flows.stages import build_samples, day_metrics, report, simulate_day, train
-from sim.config import load_scenario
+from story.campaign import open_campaign, resolve_campaign
 
 STAGES_PER_DAY = 4
 
@@ -53,15 +50,7 @@ def daily(data_dir: str = "data", day: int | None = None, parent_run_id: str | N
 def prepare_campaign(data_dir: str, scenario: str, experiment: str, seed: int | None,
                      name: str | None) -> str:
     """Resolve the configs and write the campaign's manifest into `data_dir`."""
-    world = load_scenario(scenario)
-    if seed is not None:
-        world = replace(world, seed=seed)
-    exp = load_experiment(experiment)
-    if world.effect.arm and world.effect.arm not in exp.arms:
-        raise ConfigError(f"scenario.effect.arm: unknown arm '{world.effect.arm}'; the experiment's arms "
-                          f"are {sorted(exp.arms)}")
-    campaign_name = name or f"{exp.name}@{world.name}-seed{world.seed}"
-    return create_campaign(Path(data_dir), campaign_name, world, exp, None).name
+    return resolve_campaign(Path(data_dir), scenario, experiment, seed, name).name
 
 
 @flow(name="campaign", flow_run_name="campaign-{scenario}-{experiment}-{days}d")

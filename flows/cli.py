@@ -104,7 +104,7 @@ def _next_steps(data_dir: Path) -> str:
 def cmd_campaign(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from components.serving import load_experiment
+    from components.experiment import load_experiment
     from sim.config import load_scenario
 
     # Fail on a bad config before the orchestrator starts, with just the one-line message.
@@ -119,7 +119,8 @@ def cmd_campaign(args: argparse.Namespace) -> int:
 
     check(args.scale, shards)
     data_dir = Path(args.data_dir)
-    from flows.campaign_state import MANIFEST, clear_data_dir, open_campaign
+    from flows.campaign_state import clear_data_dir
+    from story.campaign import MANIFEST, open_campaign
     from flows.recovery import claim
 
     # The lock is taken here, before Prefect starts, so a busy data dir is refused at once.
@@ -152,12 +153,13 @@ def cmd_campaign(args: argparse.Namespace) -> int:
 
 
 def cmd_run_day(args: argparse.Namespace) -> int:
-    from flows.campaign_state import open_campaign
     from flows.recovery import claim
-    from flows.simulate import require_models
+    from story.campaign import open_campaign
+    from story.models import require_models
 
     with claim(args.data_dir):
-        require_models(open_campaign(args.data_dir), args.day)
+        if args.day > 0:    # day 0's models are the bootstrap's, trained again with the day
+            require_models(open_campaign(args.data_dir), args.day)
         from flows.campaign import daily
 
         daily(data_dir=args.data_dir, day=args.day)

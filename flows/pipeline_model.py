@@ -13,23 +13,17 @@ import numpy as np
 import pandas as pd
 
 from common.typedconf import from_mapping
+from components.experiment import ExperimentConfig
 from components.features.store import FeatureStore
 from components.lake import Lake
-from components.ranking import RANKERS
-from components.recall import CHANNELS
-from components.serving import ExperimentConfig, Pipeline
+from components.serving import build_pipelines
 
 
 class PipelineModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         root = Path(context.artifacts["models"])
         self.experiment_ = from_mapping(ExperimentConfig, json.loads((root / "experiment.json").read_text()))
-        exp = self.experiment_
-        channels = {n: CHANNELS[n].load(root / n) for n in exp.channels_needed() if (root / n).exists()}
-        rankers = {r: RANKERS[r].load(root / r) for r in exp.rankers_needed()}
-        self.pipelines_ = {name: Pipeline(arm, exp.slate_size, channels, rankers.get(arm.fine_ranker),
-                                          rankers.get(arm.coarse))
-                           for name, arm in exp.arms.items()}
+        self.pipelines_ = build_pipelines(self.experiment_.arms, self.experiment_.slate_size, root)
         self.stores_: dict[tuple[str, int], FeatureStore] = {}
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:

@@ -7,7 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from flows import tracking
-from flows.campaign_state import MANIFEST, exclusive, open_campaign
+from flows.campaign_state import exclusive
+from story.campaign import MANIFEST, open_campaign
 
 
 @contextmanager

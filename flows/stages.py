@@ -6,7 +6,7 @@ from prefect import flow
 from common.typedconf import to_mapping
 from components import recall_eval
 from flows import tasks, tracking
-from flows.campaign_state import open_campaign
+from story.campaign import open_campaign
 from flows.recovery import claim
 from flows.scale import run_shards
 
@@ -20,6 +20,9 @@ def simulate_day(data_dir: str = "data", day: int = 0, parent_run_id: str | None
         with tracking.run(c, f"day-{day}/simulate", parent_run_id, {"day": day}) as run_id:
             tasks.publish_catalog(data_dir, day)
             tasks.features_for(data_dir, day)
+            if day == 0:
+                tasks.train_bootstrap(data_dir)
+            tasks.plan_day(data_dir, day)
             run_shards(data_dir, day, scale, shards, dask_address)
             metrics = tasks.finish_day(data_dir, day, shards)
             tracking.log_metrics(c, run_id, metrics, step=day)

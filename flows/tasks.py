@@ -11,11 +11,13 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from components import recall_eval, reports, samples, training
-from components.features import build_features, consistency, lineage
+from components import recall_eval, samples, training
+from components.features import consistency, lineage
+from components.features.store import build_features
 from common.typedconf import to_mapping
-from flows import simulate, tracking
-from flows.campaign_state import Campaign, open_campaign
+from flows import progress, tracking
+from story import day as story_day, models, report, world
+from story.campaign import Campaign, open_campaign
 
 # Tasks write to the lake, so a cached result would skip a write: caching stays off.
 TASK = dict(cache_policy=NO_CACHE, persist_result=False)
@@ -24,7 +26,7 @@ TASK = dict(cache_policy=NO_CACHE, persist_result=False)
 @task(**TASK)
 def publish_catalog(data_dir: str, day: int) -> dict[str, int]:
     """Write the items and users that appear on `day` into the lake."""
-    return simulate.publish_catalog(open_campaign(data_dir), day)
+    return world.publish_catalog(open_campaign(data_dir), day)
 
 
 @task(**TASK)
@@ -35,18 +37,30 @@ def features_for(data_dir: str, day: int) -> int:
 
 
 @task(**TASK)
+def train_bootstrap(data_dir: str) -> str:
+    """Train the logging policy's models, which serve day 0."""
+    return str(models.train_bootstrap(open_campaign(data_dir)))
+
+
+@task(**TASK)
+def plan_day(data_dir: str, day: int) -> str:
+    """Draw the day's requests and their arms once, for every shard; returns the plan's file."""
+    return story_day.plan_to_file(open_campaign(data_dir), day)
+
+
+@task(**TASK)
 def serve_shard(data_dir: str, day: int, index: int, shards: int) -> str:
     """Serve the requests of one user-hash shard and draw their clicks; returns the shard file."""
     c = open_campaign(data_dir)
     # A/B days are served by what the registry's arm aliases point at, as production would.
     pipelines = tracking.load_pipelines(c, day) if day > 0 else None
-    return simulate.serve_shard(c, day, index, shards, pipelines)
+    return story_day.serve_shard_to_file(c, day, index, shards, pipelines, progress.track)
 
 
 @task(**TASK)
 def finish_day(data_dir: str, day: int, shards: int) -> dict[str, float]:
     """Gather the shards into the day's tables and move the world on to the next day."""
-    return simulate.finish_day(open_campaign(data_dir), day, shards)
+    return story_day.finish_from_files(open_campaign(data_dir), day, shards)
 
 
 SAMPLE_INPUTS = ("impressions", "features_user", "features_item")
@@ -153,36 +167,16 @@ def recall_day(data_dir: str, day: int) -> list[dict]:
     c = open_campaign(data_dir)
     if day == 0:
         return []
-    _, arms = simulate.arms_of_day(c, day)
     cfg = c.experiment.recall_eval
-    return recall_eval.recall_daily(c.lake, day, simulate.load_pipelines(c, day, arms), cfg.ks, cfg.max_users)
+    # The registry's pipelines, as serving loaded them: what is replayed is what served.
+    return recall_eval.recall_daily(c.lake, day, tracking.load_pipelines(c, day), cfg.ks, cfg.max_users)
 
 
 @task(**TASK)
 def publish_summary(rows: list[dict], day: int, campaign: str, recall: list[dict] | None = None) -> str:
     """The day's A/B summary as a markdown artifact on the flow run, for the Prefect UI."""
-    lines = [f"# {campaign}: day {day}", "",
-             "| arm | requests | CTR | 95% CI | lift | p | E[CTR] | oracle | random | p99 ms "
-             "| new-item impressions | new-item clicks |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    share = lambda v: "" if v is None else f"{v:.1%}"  # noqa: E731
-    for r in rows:
-        lift = "" if r["lift"] is None else f"{r['lift']:+.1%}"
-        p = "" if r["p_value"] is None else f"{r['p_value']:.3g}"
-        lines.append(f"| {r['arm']} | {r['requests']} | {r['ctr']:.4f} | [{r['ctr_ci_low']:.4f}, "
-                     f"{r['ctr_ci_high']:.4f}] | {lift} | {p} | {r['ctr_expected']:.4f} | "
-                     f"{r['ctr_oracle']:.4f} | {r['ctr_random']:.4f} | {r['p99']:.2f} | "
-                     f"{share(r.get('new_impression_share'))} | {share(r.get('new_click_share'))} |")
-    lines += ["", "New-item shares: of the day's impressions and clicks, those on items that arrived that "
-              "day (on day 0 every item is new)."]
-    if recall:
-        lines += ["", "## Recall against the day's clicks", "",
-                  "Candidates replayed from the models and features that served the day; recall over each "
-                  "user's clicked items not already in their history. Exposure bias: clicks land only on shown "
-                  "items, which the serving arm's own merge chose, so rows with 'in arm' = yes are inflated; "
-                  "compare channels on the 'no' rows.", "", *recall_eval.markdown(recall)]
     key = "".join(ch if ch.isalnum() else "-" for ch in f"ab-{campaign}-day-{day}".lower())
-    create_markdown_artifact(markdown="\n".join(lines), key=key[:100],
+    create_markdown_artifact(markdown=report.summary_markdown(rows, day, campaign, recall), key=key[:100],
                              description=f"A/B summary of day {day}")
     return key
 
@@ -197,14 +191,4 @@ def register_models(data_dir: str, day: int, run_id: str) -> str:
 @task(**TASK)
 def report_day(data_dir: str, day: int) -> list[dict]:
     """Write ab_daily, latency_daily and channel_latency_daily for `day`; return the day's summary rows."""
-    c = open_campaign(data_dir)
-    experiment, arms = simulate.arms_of_day(c, day)
-    exp = c.experiment
-    control = exp.control if day > 0 else simulate.BOOTSTRAP_ARM
-    layer = exp.layer if day > 0 else simulate.BOOTSTRAP_EXPERIMENT
-    reports.ab_daily(c.lake, day, experiment, {n: a.share for n, a in arms.items()}, control, layer=layer,
-                     exclude_users=exp.forced_users(), covariate_day=0, analysis=exp.analysis)
-    reports.latency_daily(c.lake, day)
-    reports.channel_latency_daily(c.lake, day)
-    c.lake.refresh_catalog()
-    return reports.summary_rows(c.lake, [day])
+    return report.report_day(open_campaign(data_dir), day)

@@ -16,7 +16,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from flows.campaign_state import Campaign
+from story.campaign import Campaign
 
 MAX_PARAM = 6000
 # Tells this process's runs from those of an earlier process with the same pid (a container's).

@@ -10,9 +10,11 @@ the same item to the same user. Click probability stays inside sim/.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
+from sim.effects import favour
 from sim.rng import keyed_uniform
 from sim.state import WorldState
 from sim.transitions import lag_weights
@@ -90,10 +92,19 @@ def choose(prob: np.ndarray, uniform: np.ndarray) -> np.ndarray:
     return np.arange(prob.shape[1])[None, :] == idx[:, None]
 
 
-def respond(world: World, state: WorldState, users: np.ndarray, slates: np.ndarray,
-            uniform: np.ndarray) -> np.ndarray:
-    """Clicks for a batch of slates in one pass, given one uniform draw per request: [B, K] bool."""
-    return choose(click_probability(world, state, users, slates), uniform)
+class Response(NamedTuple):
+    prob: np.ndarray     # [B, K] click probability of each slot, the known effect included
+    clicked: np.ndarray  # [B, K] bool, at most one per request
+
+
+def respond(world: World, state: WorldState, users: np.ndarray, slates: np.ndarray, uniform: np.ndarray,
+            favoured: np.ndarray | None = None) -> Response:
+    """The world's one answer to a batch of slates, given one uniform draw per request; the
+    scenario's known effect (sim/effects.py) lifts the requests marked `favoured` [B]."""
+    prob = click_probability(world, state, users, slates)                                       # [B, K]
+    if favoured is not None:
+        prob = favour(prob, favoured, world.config.effect.logit)
+    return Response(prob, choose(prob, uniform))
 
 
 def all_utilities(world: World, state: WorldState, users: np.ndarray, exact: bool = True) -> np.ndarray:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.typedconf import ConfigError, from_mapping, load_yaml, to_mapping
-from components.serving import ExperimentConfig, load_experiment
+from components.experiment import ExperimentConfig, load_experiment
 from sim.config import WorldConfig, load_scenario
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -22,13 +22,13 @@ MAX_POSITION = 100
 class Inputs:
     """Model inputs for rows [...]: the dense feature vector, the item, its category, the history."""
 
-    x: torch.Tensor          # [..., F] standardised
-    item: torch.Tensor       # [...] embedding rows
-    category: torch.Tensor   # [...]
-    history: torch.Tensor    # [..., H] embedding rows (padding row where empty)
+    x: torch.Tensor                   # [..., F] standardised
+    item: torch.Tensor | None         # [...] embedding rows; None for a ranker without ids
+    category: torch.Tensor | None     # [...]
+    history: torch.Tensor | None      # [..., H] embedding rows (padding row where empty)
 
     def take(self, idx: torch.Tensor) -> "Inputs":
-        return Inputs(self.x[idx], self.item[idx], self.category[idx], self.history[idx])
+        return Inputs(self.x[idx], *(None if t is None else t[idx] for t in (self.item, self.category, self.history)))
 
 
 class PositionBias(nn.Module):
@@ -44,10 +44,16 @@ class PositionBias(nn.Module):
 
 
 class TorchRanker(abc.ABC):
-    """Subclasses set `name`, `config_cls` and implement `build_net(n_features)`."""
+    """Subclasses set `name`, `config_cls` and implement `build_net(n_features)`; a net has a
+    `position` (PositionBias) module and maps Inputs to a logit."""
 
     name: str
     config_cls: type
+    # False: the net reads the feature vector alone, so no id table is fitted, looked up or saved.
+    uses_ids = True
+    # True: scores are click probabilities at the top slot, its position bias included (the MLP's
+    # were so before it shared this base, and the lake keeps them); False: the bias is left out.
+    top_slot_bias = False
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.config_cls()
@@ -59,6 +65,9 @@ class TorchRanker(abc.ABC):
     # ---- inputs --------------------------------------------------------------------------------
     def _inputs(self, x: np.ndarray, items: np.ndarray, recent: np.ndarray, catalog: Catalog) -> Inputs:
         # x: [..., F], items: [...], recent: [..., H] (broadcast over the item axis by the caller)
+        if not self.uses_ids:
+            return Inputs(x=torch.from_numpy(((x - self.mean_) / self.std_).astype(np.float32)),
+                          item=None, category=None, history=None)
         safe = np.where((items >= 0) & (items < catalog.n_items), items, 0)
         return Inputs(
             x=torch.from_numpy(((x - self.mean_) / self.std_).astype(np.float32)),
@@ -75,8 +84,9 @@ class TorchRanker(abc.ABC):
         std = samples.x.std(axis=0)
         self.std_ = np.where(std > 1e-6, std, 1.0)
         cat = samples.catalog
-        self.n_categories_ = int(cat.category.max(initial=0)) + 1
-        self.ids_ = IdTable.fit(samples.item_id, cat.n_items, cfg.min_count, cfg.hash_buckets)
+        if self.uses_ids:
+            self.n_categories_ = int(cat.category.max(initial=0)) + 1
+            self.ids_ = IdTable.fit(samples.item_id, cat.n_items, cfg.min_count, cfg.hash_buckets)
         inputs = self._inputs(samples.x, samples.item_id, samples.recent, cat)
         pos = torch.from_numpy(samples.position)
         y = torch.from_numpy(samples.label)
@@ -98,28 +108,34 @@ class TorchRanker(abc.ABC):
         self.net_.eval()
         return self
 
+    def _serving_logit(self, inputs: Inputs) -> torch.Tensor:
+        z = self.net_(inputs)
+        if self.top_slot_bias:
+            z = z + self.net_.position(torch.zeros(z.shape, dtype=torch.long))
+        return z
+
     def predict_samples(self, samples: Samples) -> np.ndarray:
         """Click probability of sample rows as if shown at the top (position 0)."""
         with torch.no_grad():
-            z = self.net_(self._inputs(samples.x, samples.item_id, samples.recent, samples.catalog))
+            z = self._serving_logit(self._inputs(samples.x, samples.item_id, samples.recent, samples.catalog))
         return torch.sigmoid(z).numpy()
 
     def score(self, users: UserBatch, items: np.ndarray) -> np.ndarray:
         x = serving_features(users, items)                                          # [B, n, F]
         recent = np.broadcast_to(users.recent[:, None, :], (*items.shape, users.recent.shape[1]))
         with torch.no_grad():
-            z = self.net_(self._inputs(x, items, recent, users.items.catalog))       # [B, n]
+            z = self._serving_logit(self._inputs(x, items, recent, users.items.catalog))   # [B, n]
         return np.where(items >= 0, torch.sigmoid(z).numpy(), -np.inf)
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def save(self, path) -> None:
         from dataclasses import asdict
         path.mkdir(parents=True, exist_ok=True)
+        ids = {"n_categories": self.n_categories_, "id_rows": torch.from_numpy(self.ids_.rows),
+               "n_admitted": self.ids_.n_admitted} if self.uses_ids else {}
         torch.save({"config": asdict(self.config), "features": [f.name for f in FEATURES],
                     "state": self.net_.state_dict(), "mean": torch.from_numpy(self.mean_),
-                    "std": torch.from_numpy(self.std_), "n_categories": self.n_categories_,
-                    "id_rows": torch.from_numpy(self.ids_.rows), "n_admitted": self.ids_.n_admitted},
-                   path / "model.pt")
+                    "std": torch.from_numpy(self.std_), **ids}, path / "model.pt")
 
     @classmethod
     def load(cls, path):
@@ -132,8 +148,9 @@ class TorchRanker(abc.ABC):
             raise ValueError(f"{path}: trained on features {ckpt['features']}, this code serves {names}; retrain")
         obj = cls(cls.config_cls(**ckpt["config"]))
         obj.mean_, obj.std_ = ckpt["mean"].numpy(), ckpt["std"].numpy()
-        obj.n_categories_ = int(ckpt["n_categories"])
-        obj.ids_ = IdTable(ckpt["id_rows"].numpy(), int(ckpt["n_admitted"]), obj.config.hash_buckets)
+        if cls.uses_ids:
+            obj.n_categories_ = int(ckpt["n_categories"])
+            obj.ids_ = IdTable(ckpt["id_rows"].numpy(), int(ckpt["n_admitted"]), obj.config.hash_buckets)
         obj.net_ = obj.build_net(len(names))
         obj.net_.load_state_dict(ckpt["state"])
         obj.net_.eval()

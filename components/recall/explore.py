@@ -7,6 +7,7 @@ from typing import Self
 
 import numpy as np
 
+from common.typedconf import require
 from components.recall.base import read_state, write_state
 from components.types import Candidates, TrainData, UserBatch
 
@@ -14,6 +15,9 @@ from components.types import Candidates, TrainData, UserBatch
 @dataclass(frozen=True)
 class ExploreConfig:
     seed: int = 0
+
+    def validate(self, where: str) -> None:
+        require(self.seed >= 0, f"{where}.seed", f"must be >= 0, got {self.seed}")
 
 
 class ExploreRecaller:

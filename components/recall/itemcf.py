@@ -15,6 +15,7 @@ from typing import Self
 import numpy as np
 import scipy.sparse as sp
 
+from common.typedconf import require
 from components.recall.base import read_state, write_state
 from components.types import Candidates, TrainData, UserBatch, top_k
 
@@ -30,6 +31,16 @@ class ItemCFConfig:
     distance_decay: float = 0.0   # windowed pair weight 1 / distance ** decay
     forward_weight: float = 1.0   # weight of "j came after i" relative to "j came before i" (windowed)
     recency_decay: float = 0.0    # the user's k-th most recent click (k from 0) seeds with 1 / (k + 1) ** decay
+
+    def validate(self, where: str) -> None:
+        for name in ("window_days", "neighbours", "history"):
+            value = getattr(self, name)
+            require(value >= 1, f"{where}.{name}", f"must be at least 1, got {value}")
+        require(0 <= self.alpha <= 1, f"{where}.alpha", f"must be between 0 and 1, got {self.alpha}")
+        require(self.recency_decay >= 0, f"{where}.recency_decay", f"must be >= 0, got {self.recency_decay}")
+        require(self.pair_window >= 0, f"{where}.pair_window",
+                f"must be >= 0 (0 pairs every two clicks of a user), got {self.pair_window}")
+        require(self.forward_weight >= 0, f"{where}.forward_weight", f"must be >= 0, got {self.forward_weight}")
 
 
 def windowed_cooccurrence(data: TrainData, keep: np.ndarray, cfg: ItemCFConfig) -> sp.csr_matrix:

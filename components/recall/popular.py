@@ -7,6 +7,7 @@ from typing import Self
 
 import numpy as np
 
+from common.typedconf import require
 from components.recall.base import read_state, write_state
 from components.types import Candidates, TrainData, UserBatch
 
@@ -15,6 +16,10 @@ from components.types import Candidates, TrainData, UserBatch
 class PopularConfig:
     window_days: int = 7
     decay: float = 0.7   # a click d days old counts decay ** d
+
+    def validate(self, where: str) -> None:
+        require(self.window_days >= 1, f"{where}.window_days", f"must be at least 1, got {self.window_days}")
+        require(0 < self.decay <= 1, f"{where}.decay", f"must be in (0, 1], got {self.decay}")
 
 
 class PopularRecaller:

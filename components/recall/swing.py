@@ -8,6 +8,7 @@ from typing import Self
 import numpy as np
 import scipy.sparse as sp
 
+from common.typedconf import require
 from components.recall.itemcf import ItemCFRecaller
 from components.types import TrainData
 
@@ -21,6 +22,9 @@ class SwingConfig:
     user_weight: bool = True    # also weight each user by 1 / sqrt(|I_u|) (heavy users count less)
     max_user_items: int = 200   # a user's most recent distinct items used (bounds the pair count)
     recency_decay: float = 0.0  # the user's k-th most recent click (k from 0) seeds with 1 / (k + 1) ** decay
+
+    def validate(self, where: str) -> None:
+        require(self.recency_decay >= 0, f"{where}.recency_decay", f"must be >= 0, got {self.recency_decay}")
 
 
 def swing_similarity(clicks: sp.csr_matrix, cfg: SwingConfig) -> sp.csr_matrix:

@@ -1,5 +1,6 @@
 """Serving: the arm's pipeline of recall channels, merge, ranking; timed per stage."""
-from components.serving.config import ArmConfig, ExperimentConfig, ModelsConfig, load_experiment
-from components.serving.pipeline import Pipeline, ServeResult
+from components.serving.build import build_pipelines
+from components.serving.config import ArmConfig
+from components.serving.pipeline import Pipeline, ServeResult, channel_lists
 
-__all__ = ["ArmConfig", "ExperimentConfig", "ModelsConfig", "Pipeline", "ServeResult", "load_experiment"]
+__all__ = ["ArmConfig", "Pipeline", "ServeResult", "build_pipelines", "channel_lists"]

@@ -4,25 +4,43 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import compress
 
 import numpy as np
 import torch
 
+from components.contracts import STAGES
 from components.ranking.base import Ranker
 from components.recall.base import Recaller
 from components.serving.config import ArmConfig
 from components.types import Candidates, UserBatch, top_k
 
 
+def channel_lists(names: Sequence[str], masks: np.ndarray) -> list[tuple[str, ...]]:
+    """Provenance bitmasks (bit c: channel `names[c]`) [n] -> the channels of each, in `names` order."""
+    table = [tuple(compress(names, [m >> c & 1 for c in range(len(names))])) for m in range(1 << len(names))]
+    return [table[m] for m in masks.tolist()]
+
+
 @dataclass(frozen=True)
 class ServeResult:
     items: np.ndarray                       # [B, K] int64, -1 where fewer candidates than K
     scores: np.ndarray                      # [B, K] float32
-    channels: list[list[tuple[str, ...]]]   # [B][K] the channels each item came from
-    timings_ms: dict[str, float]            # stage -> wall-clock ms for the whole batch
+    # Provenance keeps this one form, from the merge to the impressions table: bit c of a slot is
+    # set when channel `channel_names[c]` (the arm's config order) recalled its item.
+    origin: np.ndarray                      # [B, K] int64 bitmask
+    channel_names: tuple[str, ...]
+    timings_ms: dict[str, float]            # stage (contracts.STAGES) -> wall-clock ms for the whole batch
     channel_ms: dict[str, float] = field(default_factory=dict)  # recall channel -> its own wall-clock ms
+
+    @property
+    def channels(self) -> list[list[tuple[str, ...]]]:
+        """[B][K] the channels each item came from, decoded for readers."""
+        flat = channel_lists(self.channel_names, self.origin.reshape(-1))
+        k = self.origin.shape[1]
+        return [flat[r * k:(r + 1) * k] for r in range(len(self.origin))]
 
 
 class Pipeline:
@@ -42,10 +60,7 @@ class Pipeline:
         self.channels = {name: channels[name] for name in arm.channels}
         self.ranker = ranker if arm.fine_ranker != "none" else None
         self.coarse = coarse if arm.coarse != "none" else None
-        names = list(self.channels)
-        # Channel bitmask -> names, built once: a slate's provenance is then a table lookup.
-        self._origin_names = [tuple(compress(names, [m >> c & 1 for c in range(len(names))]))
-                              for m in range(1 << len(names))]
+        self.channel_names = tuple(self.channels)
         # Channels run side by side when asked (torch, numpy and scipy release the GIL), so the
         # recall stage takes as long as its slowest channel rather than their sum.
         self._pool = ThreadPoolExecutor(len(self.channels)) if arm.parallel_recall and len(self.channels) > 1 else None
@@ -67,7 +82,7 @@ class Pipeline:
 
     def _serve(self, users: UserBatch) -> ServeResult:
         clock = time.perf_counter
-        t0 = clock()
+        marks = [clock()]                       # one per stage boundary, in the order of STAGES
         h = users.recent.shape[1]
         # Ask each channel for extra items: seen ones and duplicates are dropped in the merge.
         quota = {name: self.arm.channels[name] + h for name in self.channels}
@@ -77,9 +92,9 @@ class Pipeline:
         else:
             done = {n: self._recall_one(n, users, quota[n]) for n in self.channels}
         recalled = {n: d[0] for n, d in done.items()}
-        t1 = clock()
+        marks.append(clock())
         merged, origin, order = self._merge(users, recalled)
-        t2 = clock()
+        marks.append(clock())
         if self.coarse is not None and merged.shape[1] > self.arm.coarse_keep and (merged >= 0).any():
             coarse = self.coarse.score(users, merged)                                # [B, M]
             keep = top_k(coarse, self.arm.coarse_keep)                               # [B, C]
@@ -87,7 +102,7 @@ class Pipeline:
             merged = np.where(dropped, -1, np.take_along_axis(merged, keep, axis=1))
             origin = np.take_along_axis(origin, keep, axis=1)
             order = np.where(dropped, np.inf, np.take_along_axis(order, keep, axis=1))
-        t3 = clock()
+        marks.append(clock())
         if self.ranker is not None and (merged >= 0).any():   # none at all: an empty catalogue
             scores = self.ranker.score(users, merged)                                # [B, M]
         else:
@@ -96,15 +111,13 @@ class Pipeline:
         items = np.take_along_axis(merged, idx, axis=1)
         top_scores = np.take_along_axis(scores, idx, axis=1)
         items = np.where(np.isfinite(top_scores), items, -1)
-        t4 = clock()
-        masks = np.take_along_axis(origin, idx, axis=1)
-        channels = [[self._origin_names[m] for m in row] for row in masks.tolist()]
-        ms = lambda a, b: (b - a) * 1000.0  # noqa: E731
+        marks.append(clock())
+        # Each stage but the last lasts from its mark to the next; `total` spans them all.
+        timings = {s: (b - a) * 1000.0 for s, a, b in zip(STAGES[:-1], marks, marks[1:])}
+        timings[STAGES[-1]] = (marks[-1] - marks[0]) * 1000.0
         return ServeResult(items=items, scores=np.nan_to_num(top_scores, neginf=0.0).astype(np.float32),
-                           channels=channels,
-                           timings_ms={"recall": ms(t0, t1), "merge": ms(t1, t2), "coarse": ms(t2, t3),
-                                       "fine": ms(t3, t4), "total": ms(t0, t4)},
-                           channel_ms={n: d[1] for n, d in done.items()})
+                           origin=np.take_along_axis(origin, idx, axis=1), channel_names=self.channel_names,
+                           timings_ms=timings, channel_ms={n: d[1] for n, d in done.items()})
 
     def recall_and_merge(self, users: UserBatch) -> tuple[dict[str, Candidates], np.ndarray, np.ndarray]:
         """The recall stage and the merge exactly as `serve` runs them: each channel's list, the

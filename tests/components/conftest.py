@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from components.features.store import blank_columns
+from components.ranking import Samples
+from components.ranking.base import serving_features
 from components.types import Catalog, ItemFeatures, TrainData, UserBatch, pad_rows
 
 
@@ -80,3 +82,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def taste_samples(make_users, catalog):
+    """Users click items of their category only: user u likes category u % 3 (item i is in i % 3)."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    users = rng.integers(0, 30, n)
+    items = rng.integers(0, 12, n)
+    recent = [[(u % 3) + 3 * k for k in range(3)] for u in users]
+    batch = make_users(users, recent=recent, width=5)
+    x = serving_features(batch, items[:, None])[:, 0]
+    label = ((items % 3) == (users % 3)).astype(np.float32)
+    return Samples(x=x, label=label, position=np.zeros(n, np.int64), request_id=np.arange(n),
+                   item_id=items.astype(np.int64), user_id=users.astype(np.int64), recent=batch.recent,
+                   catalog=catalog)

@@ -9,8 +9,7 @@ from scipy import stats
 
 from common.typedconf import ConfigError, from_mapping
 from components.ab import (HOLDOUT, NO_EXPERIMENT, UNENROLLED, Allocation, Assigner, SplitError, Splitter)
-from components.serving import ExperimentConfig, load_experiment
-from components.serving.config import EXPERIMENT_DIR, check_presets
+from components.experiment import EXPERIMENT_DIR, ExperimentConfig, check_presets, load_experiment
 
 USERS = np.arange(20_000, dtype=np.int64)
 AB = {"control": 50, "treatment": 50}

@@ -59,7 +59,7 @@ def lake(tmp_path) -> Lake:
 
 
 def replay_online(lake: Lake, day: int, stream: StreamProcessor | None = None) -> dict[tuple[int, int], np.ndarray]:
-    """Serve the day's logged requests as flows/simulate.py does: micro-batches in time order, the
+    """Serve the day's logged requests as story/serve.py does: micro-batches in time order, the
     stream taking each one's events after it is served. -> (request_id, position) -> vector [F]."""
     imp = lake.read("impressions", day).to_pandas().sort_values(["ts", "request_id", "position"])
     store = FeatureStore.load(lake, day)

@@ -5,7 +5,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from components.features import FEATURES, FeatureStore, build_features
+from components.features.definitions import FEATURES
+from components.features.store import FeatureStore, build_features
 from components.features.definitions import PRIOR_CTR, PRIOR_WEIGHT
 from components.features.store import load_catalog
 from components.lake import Lake, MissingPartitionError

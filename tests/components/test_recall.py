@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from components.recall import (CHANNELS, ExploreConfig, ExploreRecaller, ItemCFConfig, ItemCFRecaller,
+from components.recall import (ExploreConfig, ExploreRecaller, ItemCFConfig, ItemCFRecaller,
                                PopularConfig, PopularRecaller)
-from components.recall.base import ModelFileError
 from components.types import Catalog
 
 
@@ -130,43 +128,3 @@ def test_explore_changes_from_day_to_day(make_train_data, make_users):
 def test_explore_never_asks_for_more_than_the_catalog(make_train_data, make_users):
     out = ExploreRecaller().fit(make_train_data([], day=0)).recall(make_users([0]), 50)
     assert sorted(out.items[0].tolist()) == list(range(12))
-
-
-# ---- every channel (RecBole-style smoke test) --------------------------------------------------
-
-@pytest.mark.parametrize("name", sorted(CHANNELS))
-def test_every_channel_fits_recalls_and_survives_save_load(name, co_click_data, make_users, tmp_path):
-    cls = CHANNELS[name]
-    model = cls()
-    assert model.fit(co_click_data) is model
-    assert model.name == name
-    users = make_users([0, 1, 2, 3], recent=[[1], [4, 0], [], [7, 3, 2]])
-    out = model.recall(users, 6)
-    assert out.items.shape == out.scores.shape == (4, 6)
-    assert out.items.dtype == np.int64
-    assert ((out.items >= -1) & (out.items < 12)).all()
-    assert np.isfinite(out.scores).all()
-    for row in out.items.tolist():
-        shown = [i for i in row if i >= 0]
-        assert len(shown) == len(set(shown))
-    model.save(tmp_path / name)
-    loaded = cls.load(tmp_path / name)
-    assert type(loaded) is cls and loaded.config == model.config
-    again = loaded.recall(users, 6)
-    np.testing.assert_array_equal(again.items, out.items)
-    np.testing.assert_array_equal(again.scores, out.scores)
-    assert not list((tmp_path / name).glob("*.pkl"))
-
-
-@pytest.mark.parametrize("name", sorted(CHANNELS))
-def test_every_channel_refuses_a_missing_model(name, tmp_path):
-    with pytest.raises(ModelFileError, match=str(tmp_path)):
-        CHANNELS[name].load(tmp_path / "nothing-here")
-
-
-@pytest.mark.parametrize("name", sorted(CHANNELS))
-def test_every_channel_serves_a_new_catalog_with_no_clicks(name, make_train_data, make_users):
-    # day 0 of a campaign: the logging policy is fitted on nothing
-    model = CHANNELS[name]().fit(make_train_data([], day=-1))
-    out = model.recall(make_users([0, 1]), 3)
-    assert out.items.shape == (2, 3)

@@ -8,7 +8,7 @@ from common.typedconf import ConfigError, from_mapping
 from components.features.columns import columns_of
 from components.features.store import FeatureStore
 from components.recall_eval import MERGE, RecallEvalConfig, arm_recall, markdown, metric_name, recall_of, unseen_top
-from components.serving.config import ArmConfig
+from components.serving import ArmConfig
 from components.serving.pipeline import Pipeline
 from components.types import Candidates, Catalog, ItemFeatures
 

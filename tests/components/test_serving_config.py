@@ -1,4 +1,4 @@
-"""components/serving/config.py: experiments and arms, checked when read."""
+"""components/experiment.py and components/serving/config.py: experiments and arms, checked when read."""
 from __future__ import annotations
 
 import copy
@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from common.typedconf import ConfigError, from_mapping, to_mapping
-from components.serving import ArmConfig, ExperimentConfig, load_experiment
+from components.experiment import ExperimentConfig, load_experiment
+from components.serving import ArmConfig
 
 BASE = {
     "name": "exp",

@@ -5,13 +5,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from components.features import build_features
+from components.features.store import build_features
 from components.features.definitions import FEATURES
 from components.features.store import FeatureStore, blank_columns, load_catalog
 from components.lake import Lake
 from components.ranking import MLPConfig, MLPRanker, Samples
 from components.recall import CHANNELS
-from components.serving import Pipeline, load_experiment
+from components.experiment import load_experiment
+from components.serving import Pipeline
 from components.types import ItemFeatures, TrainData
 
 EXP = load_experiment("default")

@@ -22,7 +22,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from components.lake import Lake
-from flows.campaign_state import CampaignBusyError, exclusive, open_campaign
+from flows.campaign_state import CampaignBusyError, exclusive
+from story.campaign import open_campaign
 from flows.cli import main
 
 pytestmark = pytest.mark.e2e

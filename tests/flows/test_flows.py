@@ -5,10 +5,10 @@ import pytest
 
 from components.lake import MissingPartitionError
 from flows.campaign import campaign, daily
-from flows.campaign_state import create_campaign
 from flows.stages import build_samples, report, simulate_day, train
-from components.serving import load_experiment
+from components.experiment import load_experiment
 from sim.config import load_scenario
+from story.campaign import create_campaign
 
 
 def test_flows_have_typed_parameters():

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from components.serving import load_experiment
+from components.experiment import load_experiment
 from flows import tracking
-from flows.campaign_state import (LOCK, CampaignBusyError, clear_data_dir, create_campaign, exclusive,
-                                  holds_lock)
+from flows.campaign_state import LOCK, CampaignBusyError, clear_data_dir, exclusive, holds_lock
 from flows.cli import main
 from flows.recovery import claim, recover
 from sim.config import load_scenario
+from story.campaign import create_campaign
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -143,7 +143,7 @@ def test_taking_over_marks_a_dead_process_runs_failed_and_sweeps_its_temp_files(
 STOPPED = """
     import signal, sys, time
     from flows import tracking
-    from flows.campaign_state import open_campaign
+    from story.campaign import open_campaign
     from flows.cli import _stop
     from flows.recovery import claim
     signal.signal(signal.SIGTERM, _stop)

@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 
 from common.typedconf import ConfigError
-from components.serving import load_experiment
-from flows.campaign_state import create_campaign
+from components.experiment import load_experiment
 from flows.scale import check
-from flows.simulate import world_dir
 from flows.stages import simulate_day
 from sim.config import load_scenario
 from sim.state import load_state
+from story.campaign import create_campaign
 
 MEASURED = {"batch_size", "recall_ms", "merge_ms", "rank_ms", "total_ms"}   # wall clock, batching: differ by design
 
@@ -35,7 +34,7 @@ def _assert_same(a, b):
     for table in ta:
         assert len(ta[table]) > 0 or table in ("items", "users")
         assert ta[table] == tb[table], table
-    sa, sb = load_state(world_dir(a), 1), load_state(world_dir(b), 1)
+    sa, sb = load_state(a.world_dir, 1), load_state(b.world_dir, 1)
     for key, value in vars(sa).items():
         np.testing.assert_array_equal(getattr(sb, key), value, err_msg=key)
 
@@ -44,7 +43,7 @@ def test_three_local_shards_give_the_same_day_as_one(prefect_server, tmp_path):
     one = _day0(tmp_path, "one")
     three = _day0(tmp_path, "three", shards=3)
     _assert_same(one, three)
-    assert not list(world_dir(three).glob("shards-*"))          # shard files are cleaned up
+    assert not list(three.world_dir.glob("shards-*"))          # shard files are cleaned up
 
 
 def test_dask_shards_give_the_same_day_as_one(prefect_server, tmp_path):

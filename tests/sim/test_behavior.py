@@ -63,7 +63,7 @@ def test_respond_draws_at_most_one_click_per_request_at_the_right_rate(world):
     users = np.tile(np.arange(w.n_users), 400)                                       # [8000]
     slates = np.stack([rng.choice(w.n_items, 5, replace=False) for _ in users])     # [8000, 5]
     p = click_probability(w, s, users, slates)
-    clicks = respond(w, s, users, slates, rng.random(len(users)))
+    clicks = respond(w, s, users, slates, rng.random(len(users))).clicked
     assert clicks.dtype == bool and clicks.shape == slates.shape
     assert clicks.sum(axis=1).max() == 1
     sd = np.sqrt((p * (1 - p)).sum(axis=0))

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from common.typedconf import ConfigError
 from components.recall.generative.beam import Trie
-from components.recall.generative.qwen import QwenLM, apply_rope, rms_norm, rope_tables
+from bench.gpu.qwen import QwenLM, apply_rope, rms_norm, rope_tables
 
 
 def select_step(logits: torch.Tensor, node: torch.Tensor, score: torch.Tensor, children: torch.Tensor, beam: int):

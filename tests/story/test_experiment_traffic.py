@@ -1,6 +1,6 @@
 """A served day with a partial bucket range, a holdout, forced users and a known effect.
 
-Runs the same component calls as the flows, without Prefect, on the tiny world.
+Runs the day's story as the flows call it, without Prefect, on the tiny world.
 """
 from __future__ import annotations
 
@@ -12,13 +12,17 @@ import pytest
 from common.typedconf import ConfigError
 from components import reports, samples, training
 from components.ab import HOLDOUT, NO_EXPERIMENT, UNENROLLED
-from components.features import build_features
-from components.serving import ArmConfig, load_experiment
-from flows import simulate
+from components.features.store import build_features
+from components.experiment import load_experiment
+from components.serving import ArmConfig
 from flows.campaign import prepare_campaign
-from flows.campaign_state import create_campaign
 from sim.config import load_scenario
 from sim.effects import EffectConfig
+from story import models
+from story.campaign import create_campaign
+from story.day import run_day
+from story.plan import BOOTSTRAP_EXPERIMENT
+from story.world import publish_catalog
 
 FORCED = [3, 5, 8]
 
@@ -32,9 +36,11 @@ def campaign(tmp_path_factory):
     world = replace(load_scenario("tiny"), effect=EffectConfig(arm="treatment", logit=1.0))
     c = create_campaign(tmp_path_factory.mktemp("traffic"), "t", world, exp, None)
     for day in (0, 1):
-        simulate.publish_catalog(c, day)
+        publish_catalog(c, day)
         build_features(c.lake, day)
-        simulate.serve_day(c, day)
+        if day == 0:
+            models.train_bootstrap(c)
+        run_day(c, day)
         if day == 0:
             samples.build_samples(c.lake, day)
             training.train_channels(c.lake, day, exp, c.models_dir(day))
@@ -54,7 +60,7 @@ def test_requests_record_who_is_in_the_experiment(campaign):
     assert set(req.loc[req["arm"].isin(["control", "treatment"]), "experiment"]) == {exp.name}
     forced = req[req["user_id"].isin(FORCED)]
     assert len(forced) and set(forced["arm"]) == {"treatment"}
-    assert set(campaign.lake.read("requests", 0).to_pandas()["layer"]) == {simulate.BOOTSTRAP_EXPERIMENT}
+    assert set(campaign.lake.read("requests", 0).to_pandas()["layer"]) == {BOOTSTRAP_EXPERIMENT}
 
 
 def test_report_leaves_out_forced_and_unenrolled_users(campaign):

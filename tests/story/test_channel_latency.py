@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 
 from components import reports
-from components.features import build_features
-from components.serving import ArmConfig, Pipeline, load_experiment
+from components.features.store import build_features
+from components.experiment import load_experiment
+from components.serving import ArmConfig, Pipeline
 from components.types import Candidates, pad_rows
-from flows import simulate
-from flows.campaign_state import create_campaign
+from story import models
+from story.campaign import create_campaign
+from story.day import run_day
+from story.plan import BOOTSTRAP_ARM
+from story.world import publish_catalog
 from sim.config import load_scenario
 
 SLEEP_S = 0.05
@@ -30,16 +34,15 @@ class SleepyRecaller:
         return Candidates(items=items, scores=np.where(items >= 0, 1.0, 0.0).astype(np.float32))
 
 
-def _day0(tmp_path, logging_policy: ArmConfig, pipelines=None, monkeypatch=None):
+def _day0(tmp_path, logging_policy: ArmConfig, pipelines=None):
     """Serve day 0 of a tiny campaign (optionally with stand-in pipelines); its per-request latency tables."""
     exp = replace(load_experiment("default"), logging_policy=logging_policy, serve_batch_size=512)
     c = create_campaign(tmp_path, "t", load_scenario("tiny"), exp, None)
-    if pipelines is not None:
-        monkeypatch.setattr(simulate, "load_pipelines", lambda c, day, arms: pipelines)
-    simulate.publish_catalog(c, 0)
+    publish_catalog(c, 0)
     build_features(c.lake, 0)
-    simulate.serve_shard(c, 0, 0, 1)
-    simulate.finish_day(c, 0, 1)
+    if pipelines is None:
+        models.train_bootstrap(c)
+    run_day(c, 0, pipelines)
     with c.lake.connect() as con:
         per_channel = con.sql("""SELECT request_id, l.recall_ms, max(ms) AS slowest, sum(ms) AS total,
                                         count(*) AS channels, list(channel ORDER BY channel) AS names
@@ -58,17 +61,17 @@ def test_real_channels_are_logged_for_every_request(tmp_path):
     daily = reports.channel_latency_daily(c.lake, 0).to_pylist()
     assert sorted(r["channel"] for r in daily) == ["explore", "popular"]
     for r in daily:
-        assert r["arm"] == simulate.BOOTSTRAP_ARM and r["requests"] == requests
+        assert r["arm"] == BOOTSTRAP_ARM and r["requests"] == requests
         assert 0 <= r["p50"] <= r["p95"] <= r["p99"]
 
 
 @pytest.mark.parametrize("parallel", [True, False])
-def test_recall_takes_the_slowest_channel_in_parallel_and_the_sum_serially(tmp_path, monkeypatch, parallel):
+def test_recall_takes_the_slowest_channel_in_parallel_and_the_sum_serially(tmp_path, parallel):
     quotas = {"a": 3, "b": 3, "c": 4}
     arm = ArmConfig(channels=quotas, share=100.0, parallel_recall=parallel)
     channels = {"a": SleepyRecaller([1, 2, 3]), "b": SleepyRecaller([4, 5, 6]), "c": SleepyRecaller([7, 8, 9])}
-    pipelines = {simulate.BOOTSTRAP_ARM: Pipeline(arm, 10, channels, None)}
-    _, rows, requests = _day0(tmp_path, arm, pipelines, monkeypatch)
+    pipelines = {BOOTSTRAP_ARM: Pipeline(arm, 10, channels, None)}
+    _, rows, requests = _day0(tmp_path, arm, pipelines)
     assert len(rows) == requests > 0 and (rows["channels"] == 3).all()
     assert (rows["slowest"] >= SLEEP_S * 1000).all()
     assert (rows["recall_ms"] >= rows["slowest"]).all()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from common.typedconf import ConfigError
-from components.recall.generative.fast_beam import FastBeamSearch
+from bench.gpu.fast_beam import FastBeamSearch
 
 
 @dataclass(frozen=True)

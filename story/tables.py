@@ -1,0 +1,81 @@
+"""The day's tables, laid out from its plan, what was served and the world's reference CTRs."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from components.contracts import STAGES
+from components.features import consistency
+from components.serving import channel_lists
+from sim.behavior import Reference
+from story.plan import DayPlan
+from story.serve import ServedDay, channel_names
+
+
+def requests(plan: DayPlan) -> pa.Table:
+    tr, n = plan.traffic, len(plan)
+    return pa.table({
+        "day": np.full(n, plan.day, np.int32), "ts": tr.ts, "request_id": tr.request_id, "user_id": tr.user_id,
+        "experiment": plan.enrolled.astype(str), "layer": [plan.layer] * n, "arm": plan.assigned.astype(str),
+    })
+
+
+def request_latency(plan: DayPlan, served: ServedDay) -> pa.Table:
+    return pa.table({
+        "day": np.full(len(plan), plan.day, np.int32), "request_id": plan.traffic.request_id,
+        "arm": plan.assigned.astype(str), "batch_size": served.batch_size,
+        **{f"{s}_ms": served.stage_ms[:, i] for i, s in enumerate(STAGES)},
+    })
+
+
+def request_channel_latency(plan: DayPlan, served: ServedDay) -> pa.Table:
+    names = np.asarray(channel_names(plan), dtype=object)
+    req, ch = np.nonzero(np.isfinite(served.channel_ms))                        # request order, then channel
+    return pa.table({
+        "day": np.full(len(req), plan.day, np.int32), "request_id": plan.traffic.request_id[req],
+        "arm": plan.assigned[req].astype(str), "channel": names[ch].astype(str), "ms": served.channel_ms[req, ch],
+    })
+
+
+def impressions(plan: DayPlan, served: ServedDay) -> pa.Table:
+    tr = plan.traffic
+    r, pos = np.nonzero(served.slates >= 0)
+    # A slot's provenance bits name the channels of the arm whose pipeline served it.
+    by = plan.served_by(plan.assigned[r])
+    channels: list[list[str]] = [[] for _ in r]
+    for arm, cfg in plan.arms.items():
+        rows = np.flatnonzero(by == arm)
+        for row, names in zip(rows.tolist(), channel_lists(list(cfg.channels), served.origin[r[rows], pos[rows]])):
+            channels[row] = list(names)
+    return pa.table({
+        "day": np.full(len(r), plan.day, np.int32), "ts": tr.ts[r], "request_id": tr.request_id[r],
+        "user_id": tr.user_id[r], "item_id": served.slates[r, pos], "position": pos.astype(np.int32),
+        "arm": plan.assigned[r].astype(str), "channels": channels,
+        "score": served.scores[r, pos], "clicked": served.clicked[r, pos],
+    })
+
+
+def features_online(plan: DayPlan, served: ServedDay) -> pa.Table:
+    logged = served.logged
+    return consistency.online_table(plan.day, plan.traffic.request_id[logged], served.slates[logged],
+                                    served.log_x[logged])
+
+
+def world_daily(plan: DayPlan, served: ServedDay, sampled: np.ndarray, ref: Reference) -> pa.Table:
+    """Per arm: the world's expected CTR of the served slates, and of the oracle's and random slates
+    on the requests the oracle ran on (`sampled` [R]; `ref` holds their figures in order)."""
+    n, assigned, shown = len(plan), plan.assigned, served.slates >= 0
+    oracle, random = np.zeros(n), np.zeros(n)
+    oracle[sampled], random[sampled] = ref.oracle, ref.random
+    rows = []
+    # The arms, then held-out and unenrolled users, who are served what control serves.
+    for arm in [*plan.arms, *sorted(set(assigned.tolist()) - set(plan.arms))]:
+        m, ms = assigned == arm, (assigned == arm) & sampled
+        rows.append({"day": plan.day, "arm": arm, "requests": int(m.sum()),
+                     # Rounded far below any reported digit: BLAS may split the world's matrix
+                     # products differently from one process to another, and re-runs must be
+                     # byte-identical.
+                     "ctr_expected": round(float(served.prob[m].sum() / max(shown[m].sum(), 1)), 10),
+                     "ctr_oracle": round(float(oracle[ms].mean()), 10) if ms.any() else 0.0,
+                     "ctr_random": round(float(random[ms].mean()), 10) if ms.any() else 0.0})
+    return pa.Table.from_pylist(rows)

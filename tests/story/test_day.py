@@ -1,0 +1,79 @@
+"""story/: a day from traffic to tables, without Prefect or MLflow, on the tiny world."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from components.experiment import load_experiment
+from components.features.store import build_features
+from components.lake import MissingPartitionError
+from sim.config import load_scenario
+from story import models
+from story.campaign import create_campaign
+from story.day import finish_from_files, plan_to_file, run_day, serve_shard_to_file
+from story.plan import plan_day
+from story.serve import ServedDay
+from story.world import publish_catalog
+
+# Written from what the world and the pipelines decided, so they do not depend on the sharding.
+DECIDED = ("requests", "impressions", "features_online", "world_daily")
+
+
+def _campaign(tmp_path, name):
+    c = create_campaign(tmp_path / name, "t", load_scenario("tiny"), load_experiment("default"), None)
+    publish_catalog(c, 0)
+    build_features(c.lake, 0)
+    return c
+
+
+def test_day_0_is_served_by_bootstrap_models_trained_before_it(tmp_path):
+    c = _campaign(tmp_path, "c")
+    with pytest.raises(MissingPartitionError, match="logging policy's models"):
+        run_day(c, 0)               # serving fits nothing: without the bootstrap models it stops
+    assert not c.lake.has("impressions", 0)
+    out = models.train_bootstrap(c)
+    assert sorted(p.name for p in out.iterdir()) == sorted(c.experiment.logging_policy.channels)
+    assert run_day(c, 0)["logging.requests"] > 0
+    channels = c.lake.read("impressions", 0).column("channels").to_pylist()
+    assert {ch for row in channels for ch in row} == set(c.experiment.logging_policy.channels)
+
+
+def test_a_day_served_in_shards_through_files_writes_the_tables_of_one_process(tmp_path):
+    one, three = _campaign(tmp_path, "one"), _campaign(tmp_path, "three")
+    for c in (one, three):
+        models.train_bootstrap(c)
+    metrics = run_day(one, 0)
+    plan_to_file(three, 0)
+    for index in range(3):
+        serve_shard_to_file(three, 0, index, 3)
+    assert finish_from_files(three, 0, 3) == metrics
+    for table in DECIDED:
+        assert one.lake.path(table, 0).read_bytes() == three.lake.path(table, 0).read_bytes(), table
+    assert not list(three.world_dir.glob("shards-*"))          # the plan and shard files are removed
+
+
+def test_the_plan_is_the_same_draw_whoever_reads_it(tmp_path):
+    c = _campaign(tmp_path, "c")
+    a, b = plan_day(c, 0), plan_day(c, 0)
+    np.testing.assert_array_equal(a.traffic.request_id, b.traffic.request_id)
+    saved = tmp_path / "plan.npz"
+    a.save(saved)
+    loaded = type(a).load(c, 0, saved)
+    for field in ("request_id", "user_id", "ts"):
+        np.testing.assert_array_equal(getattr(loaded.traffic, field), getattr(a.traffic, field))
+    assert loaded.assigned.tolist() == a.assigned.tolist() and loaded.layer == a.layer
+
+
+def test_a_served_day_round_trips_through_its_file(tmp_path):
+    rows = np.array([4, 0, 2])
+    served = ServedDay.empty(rows, slate_size=3, n_channels=2)
+    served.slates[1] = [7, 8, -1]
+    served.origin[1] = [1, 3, 0]
+    served.channel_ms[2, 1] = 0.5
+    served.save(tmp_path / "s.npz")
+    back = ServedDay.load(tmp_path / "s.npz")
+    for name in vars(served):
+        np.testing.assert_array_equal(getattr(back, name), getattr(served, name), err_msg=name)
+    gathered = ServedDay.gather([back], n=5, slate_size=3, n_channels=2)
+    assert gathered.slates[0].tolist() == [7, 8, -1] and gathered.origin[0].tolist() == [1, 3, 0]
+    assert gathered.slates[3].tolist() == [-1, -1, -1] and np.isnan(gathered.channel_ms[3]).all()
