@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from bench import beauty, beauty_generative, beauty_traditional
-from bench.fidelity_policies import POLICIES, k_core, simulate, write_log
+from bench.fidelity_policies import POLICIES, simulate, write_log
 from bench.results import append
 from sim import fit
-from sim.structure import structure
+from sim.structure import k_core, structure
 
 HERE = Path(__file__).resolve().parent
 ALGORITHMS = ("popular", "itemcf", "sasrec", "generative")

@@ -116,19 +116,6 @@ def simulate(policy: str, arrays: dict[str, np.ndarray], knobs: fit.Knobs, lengt
     return slates_world(replace(cfg, seed=seed), policy, days, seed)
 
 
-def k_core(seqs: list[np.ndarray], k: int = 5) -> list[np.ndarray]:
-    """Drop items taken fewer than k times and users with fewer than k events, until none is left."""
-    seqs = [np.asarray(s, np.int64) for s in seqs]
-    while True:
-        n = max((int(s.max()) for s in seqs if len(s)), default=-1) + 1
-        counts = np.bincount(np.concatenate(seqs), minlength=n) if n else np.zeros(0, np.int64)
-        kept = [s[counts[s] >= k] for s in seqs]
-        kept = [s for s in kept if len(s) >= k]
-        if sum(map(len, kept)) == sum(map(len, seqs)):
-            return kept
-        seqs = kept
-
-
 def write_log(path: Path, seqs: list[np.ndarray]) -> Path:
     """The log in the input's format: `user item item ...`, ids from 1, items made dense."""
     uniq = np.unique(np.concatenate(seqs)) if seqs else np.zeros(0, np.int64)

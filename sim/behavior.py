@@ -82,8 +82,24 @@ def click_probability(world: World, state: WorldState, users: np.ndarray, slates
     shown = slates >= 0
     items = np.where(shown, slates, 0)
     v = np.exp(utility(world, state, users, items)) * examination(world, slates.shape[1]) * shown  # [B, K]
-    v0 = np.float32(np.exp(world.config.behavior.no_click_utility))
-    return v / (v0 + v.sum(axis=1, keepdims=True))
+    return v / (no_click(world, state, users)[:, None] + v.sum(axis=1, keepdims=True))
+
+
+def no_click(world: World, state: WorldState, users: np.ndarray) -> np.ndarray:
+    """The weight of the no-click option for each request's user: [B] float32."""
+    b = world.config.behavior
+    return np.exp(np.float32(b.no_click_utility) + state.user_outside[users]).astype(np.float32)
+
+
+def log_organic_mass(world: World, state: WorldState, chunk: int = 512) -> np.ndarray:
+    """log sum_j exp(utility(u, j)) over the catalogue for every user: [U] float32, the no-click
+    weight of a "catalogue" outside option. Summed in a fixed order, so shards and re-runs agree."""
+    out = np.zeros(len(state.user_taste), np.float32)
+    for lo in range(0, len(out), chunk):
+        u = all_utilities(world, state, np.arange(lo, min(lo + chunk, len(out)))).astype(np.float64)
+        top = u.max(axis=1)
+        out[lo:lo + chunk] = top + np.log(np.exp(u - top[:, None]).sum(axis=1))
+    return out
 
 
 def choose(prob: np.ndarray, uniform: np.ndarray) -> np.ndarray:
@@ -162,12 +178,12 @@ def reference_ctr(world: World, state: WorldState, users: np.ndarray, slate_size
     cfg = world.config
     draws = draws or cfg.oracle.random_draws
     exam = examination(world, slate_size)                                                         # [K]
-    v0 = np.exp(cfg.behavior.no_click_utility)
     n_items = world.n_items
     k = min(slate_size, n_items)
     oracle, random = np.empty(len(users)), np.empty(len(users))
     for start in range(0, len(users), chunk):
         u = users[start:start + chunk]
+        v0 = no_click(world, state, u).astype(np.float64)                                         # [b]
         v = np.exp(all_utilities(world, state, u).astype(np.float64))                           # [b, I]
         top = -np.sort(-np.partition(v, n_items - k, axis=1)[:, -k:], axis=1)                     # [b, k]
         s = (top * exam[:k]).sum(axis=1)                                                          # [b]
@@ -179,7 +195,7 @@ def reference_ctr(world: World, state: WorldState, users: np.ndarray, slate_size
             else:
                 slates = rng.integers(0, n_items, size=(draws, k))
             sr = (v[row, slates] * exam[:k]).sum(axis=1)                                          # [draws]
-            random[start + row] = (sr / (v0 + sr)).mean() / slate_size
+            random[start + row] = (sr / (v0[row] + sr)).mean() / slate_size
     return Reference(oracle=oracle, random=random)
 
 

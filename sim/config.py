@@ -85,6 +85,11 @@ class BehaviorConfig:
     novelty: float = 0.0              # utility bonus of an item on its arrival day
     novelty_days: float = 3.0         # e-folding time of the novelty bonus, in days
     drift: float = 0.0                # daily random-walk step of each user's taste (0: fixed tastes)
+    # What the no-click option is worth. "fixed": exp(no_click_utility) for everyone. "catalogue":
+    # exp(no_click_utility) times the user's whole organic mass (sum of exp(utility) over the
+    # catalogue, at the start of the day): a slate competes with what the user would find on their
+    # own, so showing the item they were about to look for is clicked, a random one almost never.
+    outside: Literal["fixed", "catalogue"] = "fixed"
 
     def validate(self, where: str) -> None:
         require(self.relevance_scale >= 0, f"{where}.relevance_scale", "must be >= 0")

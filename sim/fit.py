@@ -60,7 +60,7 @@ class Knobs:
     repeat: float = 0.0          # utility lost on an item the user already took
     backward: float = 0.5        # weight of "b before a" when counting a -> b transitions
     damping: float = 0.5         # a transition a -> b counts / count(b) ** damping: popular b less
-    smooth: float = 0.0          # share of each item's transitions on the low-rank kernel
+    smooth: float = 0.5          # share of each item's transitions on the low-rank kernel
     discount: float = 0.0        # subtracted from every pair count: one-off pairs are mostly noise
     memory: int = 3              # SequenceConfig.memory
 
@@ -163,8 +163,8 @@ def fitted_scenario(arrays: dict[str, np.ndarray], knobs: Knobs, fitted: str, na
     )
 
 
-MATCHED = ("last_in_top10_popular", "last_in_top50_popular", "top1pct_share", "last_in_top10_cooc",
-           "last_in_top50_cooc", "last_in_top50_taste")
+MATCHED = ("items", "last_in_top10_popular", "last_in_top50_popular", "top1pct_share", "last_in_top10_cooc",
+           "last_in_top50_cooc", "last_pair_seen", "last_in_top50_taste", "last_in_top50_smooth")
 
 
 def simulate_organic(arrays: dict[str, np.ndarray], knobs: Knobs, lengths: np.ndarray, path: Path,
@@ -181,7 +181,7 @@ def simulate_organic(arrays: dict[str, np.ndarray], knobs: Knobs, lengths: np.nd
 
 def loss(real: dict[str, float], sim: dict[str, float]) -> float:
     """Squared log ratios of the matched statistics (a floor keeps empty ones finite)."""
-    return float(sum(np.log((sim[k] + 1e-3) / (real[k] + 1e-3)) ** 2 for k in MATCHED))
+    return float(sum(np.log((sim.get(k, 0.0) + 1e-3) / (real[k] + 1e-3)) ** 2 for k in MATCHED))
 
 
 @dataclass(frozen=True)
@@ -193,45 +193,51 @@ class Search:
 
 def search(seqs: list[np.ndarray], n_items: int, workdir: Path, users: int = 8000, evaluations: int = 40,
            start: Knobs = Knobs(), seed: int = 0, log=print) -> Search:
-    """A grid, then Nelder-Mead, over log(popularity), log(floor), log(relevance) on a random subset
+    """A grid, then Nelder-Mead, over log(popularity), log(floor), log(relevance), logit(smooth) on a random subset
     of users, each point simulated with the same draws (common random numbers keep it smoother);
     `evaluations` counts both."""
     from scipy.optimize import minimize
 
-    from sim.structure import structure
+    from sim.structure import k_core, structure
 
     rng = np.random.default_rng(seed)
     subset = np.sort(rng.choice(len(seqs), size=min(users, len(seqs)), replace=False))
     lengths = np.zeros(len(seqs), np.int64)
     lengths[subset] = [len(seqs[u]) for u in subset]
-    real = structure([seqs[u] for u in subset], n_items)
+    # Both sides 5-core filtered, as the benchmark filters the simulated log: a subset of a
+    # 5-core log is not 5-core, and the simulated items that fall below the core are part of the fit.
+    real = structure(k_core([seqs[u] for u in subset]), n_items)
     tried: list[dict[str, float]] = []
     workdir.mkdir(parents=True, exist_ok=True)
 
     def knobs_at(x: np.ndarray) -> Knobs:
         return replace(start, popularity=float(np.exp(x[0])), floor=float(np.exp(x[1])),
-                       relevance=float(np.exp(x[2])))
+                       relevance=float(np.exp(x[2])), smooth=float(1 / (1 + np.exp(-x[3]))))
 
     def objective(x: np.ndarray) -> float:
         k = knobs_at(x)
         arrays = fit_arrays(seqs, n_items, k, seed=seed)
         sim = simulate_organic(arrays, k, lengths, workdir / f"search-{len(tried)}.npz")
-        value = loss(real, structure([sim[u] for u in subset], n_items))
-        tried.append({"popularity": k.popularity, "floor": k.floor, "relevance": k.relevance, "loss": value})
+        kept = k_core([sim[u] for u in subset])
+        value = loss(real, structure(kept, n_items)) if len(kept) > 10 else 1e3
+        tried.append({"popularity": k.popularity, "floor": k.floor, "relevance": k.relevance,
+                      "smooth": k.smooth, "loss": value})
         (workdir / f"search-{len(tried) - 1}.npz").unlink()
         log(f"  calibration {len(tried):3d}: popularity {k.popularity:.3f} floor {k.floor:.2e} "
-            f"relevance {k.relevance:.2f} -> loss {value:.4f}")
+            f"relevance {k.relevance:.2f} smooth {k.smooth:.2f} -> loss {value:.4f}", flush=True)
         return value
 
     # A coarse grid first: logs differ most in how strongly one item leads to the next (floor)
     # and how concentrated popularity is; the simplex then refines around the best point.
-    grid = [np.log([start.popularity * p, start.floor * f, start.relevance]) for f in (0.1, 1.0, 10.0, 100.0)
-            for p in (0.5, 1.0, 2.0)]
+    logit = float(np.log(start.smooth / (1 - start.smooth)))
+    grid = [np.array([*np.log([start.popularity * p, start.floor * f, start.relevance]), logit + m])
+            for f in (0.3, 1.0, 3.0) for p in (0.7, 1.4) for m in (-1.5, 1.5)]
     values = [objective(x) for x in grid]
     x0 = grid[int(np.argmin(values))]
-    simplex = x0 + np.vstack([np.zeros(3), np.diag([0.4, 1.0, 0.4])])
+    simplex = x0 + np.vstack([np.zeros(4), np.diag([0.3, 0.7, 0.3, 1.0])])
     res = minimize(objective, x0, method="Nelder-Mead",
                    options={"maxfev": max(evaluations - len(grid), 4), "initial_simplex": simplex, "xatol": 0.05, "fatol": 1e-3})
     best = min(range(len(tried)), key=lambda i: tried[i]["loss"])
-    return Search(knobs_at(np.log([tried[best][k] for k in ("popularity", "floor", "relevance")])),
-                  tried[best]["loss"], tried)
+    b = tried[best]
+    return Search(replace(start, popularity=b["popularity"], floor=b["floor"], relevance=b["relevance"],
+                          smooth=b["smooth"]), b["loss"], tried)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ class WorldState:
     seen_count: np.ndarray    # [E] float32 decayed exposure counts of those pairs
     user_recent: np.ndarray   # [U, L] int64 each user's most recent clicks, newest first, -1 empty
     bought_key: np.ndarray    # [P] int64 sorted (user * KEY_STRIDE + item) pairs ever clicked
+    user_outside: np.ndarray  # [U] float32 log of the no-click option's weight for the day (0: exp(0))
 
     def exposures(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Decayed count of past exposures of each item to its user: users [B], items [B, K] -> [B, K]."""
@@ -64,12 +65,21 @@ class WorldState:
 
 def initial_state(world: World) -> WorldState:
     """Day 0: tastes as drawn, everyone active, nothing shown yet."""
-    return WorldState(day=0, user_taste=world.user_taste.copy(),
+    return with_outside(world, WorldState(day=0, user_taste=world.user_taste.copy(),
                       user_active=np.ones(world.n_users, bool),
                       item_clicks=np.zeros(world.n_items, np.float32),
                       seen_key=np.zeros(0, np.int64), seen_count=np.zeros(0, np.float32),
                       user_recent=np.full((world.n_users, world.config.sequence.memory), -1, np.int64),
-                      bought_key=np.zeros(0, np.int64))
+                      bought_key=np.zeros(0, np.int64), user_outside=np.zeros(world.n_users, np.float32)))
+
+
+def with_outside(world: World, state: WorldState) -> WorldState:
+    """The state with the day's no-click weights: 0 for a fixed outside option, else each user's
+    log organic mass over the catalogue as the day starts (sim/behavior.log_organic_mass)."""
+    if world.config.behavior.outside == "fixed":
+        return state
+    from sim.behavior import log_organic_mass   # behavior builds on this module's state
+    return replace(state, user_outside=log_organic_mass(world, state))
 
 
 @dataclass(frozen=True)
@@ -151,18 +161,19 @@ def advance(world: World, state: WorldState, log: DayLog) -> WorldState:
 
     new_users = slice(n_users, world.n_users)
     recent = remember(state.user_recent, log.user_id[log.clicked], log.item_id[log.clicked])
-    return WorldState(
+    return with_outside(world, WorldState(
         day=day + 1,
         user_taste=np.concatenate([taste, world.user_taste[new_users]]),
         user_active=np.concatenate([active, np.ones(world.n_users - n_users, bool)]),
         item_clicks=np.concatenate([item_clicks, np.zeros(world.n_items - n_items, np.float32)]),
         seen_key=seen_key, seen_count=seen_count,
         user_recent=np.concatenate([recent, np.full((world.n_users - n_users, recent.shape[1]), -1, np.int64)]),
-        bought_key=_bought(state, log),
-    )
+        bought_key=_bought(state, log), user_outside=np.zeros(world.n_users, np.float32),
+    ))
 
 
-FIELDS = ("user_taste", "user_active", "item_clicks", "seen_key", "seen_count", "user_recent", "bought_key")
+FIELDS = ("user_taste", "user_active", "item_clicks", "seen_key", "seen_count", "user_recent", "bought_key",
+          "user_outside")
 
 
 def state_path(root: Path, day: int) -> Path:

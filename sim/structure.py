@@ -20,6 +20,19 @@ def to_pairs(seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return users, items, pos
 
 
+def k_core(seqs: list[np.ndarray], k: int = 5) -> list[np.ndarray]:
+    """Drop items taken fewer than k times and users with fewer than k events, until none is left."""
+    seqs = [np.asarray(s, np.int64) for s in seqs]
+    while True:
+        n = max((int(s.max()) for s in seqs if len(s)), default=-1) + 1
+        counts = np.bincount(np.concatenate(seqs), minlength=n) if n else np.zeros(0, np.int64)
+        kept = [s[counts[s] >= k] for s in seqs]
+        kept = [s for s in kept if len(s) >= k]
+        if sum(map(len, kept)) == sum(map(len, seqs)):
+            return kept
+        seqs = kept
+
+
 def cooccurrence(seqs: list[np.ndarray], n_items: int, window: int = WINDOW,
                  forward: float = 1.0, backward: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs of items at most `window` positions apart in a sequence: (src, dst, count), summed.
