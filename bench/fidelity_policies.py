@@ -94,7 +94,7 @@ def slates_world(cfg: WorldConfig, policy: str, days: int, seed: int) -> list[np
             u, it = np.concatenate(users_log), np.concatenate(items_log)
             loop.fit(day - 1, u, it, np.arange(len(u)))
             slates = loop.slates(tr.user_id, _recent(clicks, tr.user_id))
-        clicked = respond(world, state, tr.user_id, slates, request_uniform(seed, day, tr.request_id))
+        clicked = respond(world, state, tr.user_id, slates, request_uniform(seed, day, tr.request_id)).clicked
         r, k = np.nonzero(clicked)
         users_log.append(tr.user_id[r])
         items_log.append(slates[r, k])

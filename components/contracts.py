@@ -196,6 +196,17 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("p99", pa.float64(), nullable=False),
         pa.field("mean", pa.float64(), nullable=False),
     ]),
+    "exposure_daily": pa.schema([  # components/exposure.py
+        pa.field("day", pa.int32(), nullable=False),
+        pa.field("arm", pa.string(), nullable=False),
+        pa.field("impressions", pa.int64(), nullable=False),
+        pa.field("items_shown", pa.int64(), nullable=False),
+        pa.field("items_clicked", pa.int64(), nullable=False),
+        pa.field("catalogue", pa.int64(), nullable=False),
+        pa.field("gini", pa.float64(), nullable=False),
+        pa.field("top1pct_share", pa.float64(), nullable=False),
+        pa.field("personalised_share", pa.float64(), nullable=False),
+    ]),
     "world_daily": pa.schema([
         pa.field("day", pa.int32(), nullable=False),
         pa.field("arm", pa.string(), nullable=False),

@@ -152,18 +152,25 @@ def summary_rows(lake: Lake, days: list[int] | None = None) -> list[dict]:
     and clicks, per arm and day, for printing."""
     con = lake.connect()
     day_list = ",".join(map(str, days)) if days else ""
+    # A lake written before exposure_daily existed has no such view: its columns come out null.
+    exposure = ("exposure_daily" if lake.days("exposure_daily") else
+                "(SELECT NULL::INT AS day, NULL AS arm, NULL AS items_shown, NULL AS items_clicked, NULL AS gini, "
+                "NULL AS top1pct_share, NULL AS personalised_share WHERE false)")
     where = f"WHERE a.day IN ({day_list})" if days else ""
     rows = con.sql(f"""
         SELECT a.day, a.arm, a.requests, a.ctr, a.ctr_ci_low, a.ctr_ci_high, a.lift, a.p_value,
-               w.ctr_expected, w.ctr_oracle, w.ctr_random, l.p50, l.p99, n.new_impression_share, n.new_click_share
+               w.ctr_expected, w.ctr_oracle, w.ctr_random, l.p50, l.p99, n.new_impression_share, n.new_click_share,
+               e.items_shown, e.items_clicked, e.gini, e.top1pct_share, e.personalised_share
         FROM ab_daily a
         JOIN world_daily w USING (day, arm)
         JOIN (SELECT * FROM latency_daily WHERE stage = 'total') l USING (day, arm)
         LEFT JOIN ({NEW_ITEM_SQL.format(where=f"WHERE i.day IN ({day_list})" if days else "")}) n USING (day, arm)
+        LEFT JOIN {exposure} e USING (day, arm)
         {where} ORDER BY a.day, a.is_control DESC, a.arm
     """).fetchall()
     cols = ["day", "arm", "requests", "ctr", "ctr_ci_low", "ctr_ci_high", "lift", "p_value",
-            "ctr_expected", "ctr_oracle", "ctr_random", "p50", "p99", "new_impression_share", "new_click_share"]
+            "ctr_expected", "ctr_oracle", "ctr_random", "p50", "p99", "new_impression_share", "new_click_share",
+            "items_shown", "items_clicked", "gini", "top1pct_share", "personalised_share"]
     con.close()
     return [dict(zip(cols, r)) for r in rows]
 

@@ -37,7 +37,7 @@ def load(root: str) -> dict[str, pd.DataFrame]:
     with lake.connect() as con:
         tables = {}
         for name in ("ab_daily", "latency_daily", "world_daily", "model_lineage", "features_consistency",
-                     "channel_latency_daily"):
+                     "channel_latency_daily", "exposure_daily"):
             tables[name] = con.sql(f"SELECT * FROM {name} ORDER BY day").df() if lake.days(name) else pd.DataFrame()
     return tables
 
@@ -245,6 +245,10 @@ def main() -> None:
     if not chan.empty:
         channel_latency_table(chan, last_day)
 
+    exposure = tables["exposure_daily"]
+    if not exposure.empty:
+        exposure_section(exposure[exposure["arm"].isin(rows["arm"].unique()) & exposure["day"].isin(days)])
+
     st.subheader("Daily table")
     table = rows.merge(w, on=["day", "arm", "requests"], how="left")
     shown = ["day", "arm", "users", "requests", "impressions", "clicks", "ctr", "ctr_ci_low", "ctr_ci_high",
@@ -252,6 +256,20 @@ def main() -> None:
              cols["p"], "ctr_expected", "ctr_oracle", "ctr_random"]
     st.dataframe(table[[c for c in dict.fromkeys(shown) if c in table]], hide_index=True)
     lineage_section(tables["model_lineage"], tables["features_consistency"], list(last["arm"]))
+
+
+def exposure_section(exposure: pd.DataFrame) -> None:
+    """Distinct items shown, concentration of exposure and the personalised share, per arm per day."""
+    st.subheader("Exposure and diversity per arm per day")
+    st.caption("Items shown: distinct items in the arm's slates that day. Gini: concentration of the arm's "
+               "impressions over the whole catalogue (0: even, 1: one item). Personalised: share of impressions "
+               "outside the day's K most shown items over all arms (K = slate size).")
+    long = exposure.melt(id_vars=["day", "arm"], value_vars=["items_shown", "gini", "personalised_share"],
+                         var_name="measure")
+    chart = alt.Chart(long).mark_line(point=True).encode(
+        x=alt.X("day:O"), y=alt.Y("value:Q", title=None), color="arm:N",
+        facet=alt.Facet("measure:N", columns=3)).resolve_scale(y="independent").properties(width=220, height=160)
+    st.altair_chart(chart)
 
 
 def lineage_section(lineage: pd.DataFrame, consistency: pd.DataFrame, arms: list[str]) -> None:

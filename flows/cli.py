@@ -76,7 +76,7 @@ def print_summary(data_dir: Path) -> None:
     rows = summary_rows(Lake(data_dir / "lake"))
     table = Table(title=f"CTR and latency per arm per day ({data_dir})")
     for col in ("day", "arm", "requests", "CTR", "95% CI", "lift", "p", "E[CTR]", "oracle", "random",
-                "norm", "p50 ms", "p99 ms", "new clicks"):
+                "norm", "p50 ms", "p99 ms", "new clicks", "items shown", "personalised"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in rows:
         lift = "" if r["lift"] is None else f"{r['lift']:+.1%}"
@@ -86,13 +86,16 @@ def print_summary(data_dir: Path) -> None:
                       f"{r['ctr_expected']:.4f}", f"{r['ctr_oracle']:.4f}", f"{r['ctr_random']:.4f}",
                       f"{normalised(r['ctr_expected'], r['ctr_random'], r['ctr_oracle']):.2f}",
                       f"{r['p50']:.2f}", f"{r['p99']:.2f}",
-                      "" if r["new_click_share"] is None else f"{r['new_click_share']:.1%}")
+                      "" if r["new_click_share"] is None else f"{r['new_click_share']:.1%}",
+                      "" if r.get("items_shown") is None else str(r["items_shown"]),
+                      "" if r.get("personalised_share") is None else f"{r['personalised_share']:.1%}")
     console = Console()
-    console.width = max(console.width, 170)   # every column whole in logs and narrow terminals
+    console.width = max(console.width, 200)   # every column whole in logs and narrow terminals
     console.print(table)
     console.print("E[CTR]: the world's expected CTR of the served slates; norm: E[CTR] placed between "
                   "random (0) and oracle (1); latency: wall clock per request, whole pipeline; new clicks: "
-                  "share of clicks on items that arrived that day.")
+                  "share of clicks on items that arrived that day; items shown: distinct items in the arm's "
+                  "slates; personalised: share of impressions outside the day's most shown items.")
 
 
 def _next_steps(data_dir: Path) -> str:

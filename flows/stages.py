@@ -82,5 +82,6 @@ def recall_metrics(rows: list[dict]) -> dict[str, float]:
 
 def day_metrics(rows: list[dict]) -> dict[str, float]:
     keys = ("ctr", "ctr_expected", "ctr_oracle", "ctr_random", "p50", "p99", "lift", "p_value",
-            "new_impression_share", "new_click_share")
+            "new_impression_share", "new_click_share", "items_shown", "items_clicked", "gini", "top1pct_share",
+            "personalised_share")
     return {f"{r['arm']}.{k}": r[k] for r in rows for k in keys if r.get(k) is not None}

@@ -1,7 +1,7 @@
 """The day's report tables: A/B statistics and latency percentiles, per arm."""
 from __future__ import annotations
 
-from components import recall_eval, reports
+from components import exposure, recall_eval, reports
 from story.campaign import Campaign
 from story.plan import arms_of_day, control_of_day, layer_of_day
 
@@ -15,6 +15,7 @@ def report_day(c: Campaign, day: int) -> list[dict]:
                      analysis=exp.analysis)
     reports.latency_daily(c.lake, day)
     reports.channel_latency_daily(c.lake, day)
+    exposure.exposure_daily(c.lake, day)
     c.lake.refresh_catalog()
     return reports.summary_rows(c.lake, [day])
 
@@ -23,8 +24,8 @@ def summary_markdown(rows: list[dict], day: int, campaign: str, recall: list[dic
     """The day's A/B summary (and recall table) in markdown, for the Prefect UI."""
     lines = [f"# {campaign}: day {day}", "",
              "| arm | requests | CTR | 95% CI | lift | p | E[CTR] | oracle | random | p99 ms "
-             "| new-item impressions | new-item clicks |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| new-item impressions | new-item clicks | items shown | Gini | personalised |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     share = lambda v: "" if v is None else f"{v:.1%}"  # noqa: E731
     for r in rows:
         lift = "" if r["lift"] is None else f"{r['lift']:+.1%}"
@@ -32,7 +33,9 @@ def summary_markdown(rows: list[dict], day: int, campaign: str, recall: list[dic
         lines.append(f"| {r['arm']} | {r['requests']} | {r['ctr']:.4f} | [{r['ctr_ci_low']:.4f}, "
                      f"{r['ctr_ci_high']:.4f}] | {lift} | {p} | {r['ctr_expected']:.4f} | "
                      f"{r['ctr_oracle']:.4f} | {r['ctr_random']:.4f} | {r['p99']:.2f} | "
-                     f"{share(r.get('new_impression_share'))} | {share(r.get('new_click_share'))} |")
+                     f"{share(r.get('new_impression_share'))} | {share(r.get('new_click_share'))} | "
+                     f"{r.get('items_shown') or ''} | {'' if r.get('gini') is None else f'{r[\'gini\']:.2f}'} | "
+                     f"{share(r.get('personalised_share'))} |")
     lines += ["", "New-item shares: of the day's impressions and clicks, those on items that arrived that "
               "day (on day 0 every item is new)."]
     if recall:

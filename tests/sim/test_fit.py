@@ -1,0 +1,78 @@
+"""sim/fit.py and sim/structure.py: a world fitted to any sequential log, and the log's structure."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim import fit
+from sim.structure import k_core, structure
+from sim.world import make_world
+
+
+def toy_log(path, users: int = 120, items: int = 40, seed: int = 0):
+    """Users walk a ring of items (i -> i+1 mostly): a log with strong sequential structure."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for u in range(users):
+        start, n = int(rng.integers(items)), int(rng.integers(5, 12))
+        seq = [(start + t + int(rng.random() < 0.2) * int(rng.integers(items))) % items for t in range(n)]
+        lines.append(" ".join(str(x) for x in [u + 1, *[i + 1 for i in seq]]))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_malformed_logs_are_refused_with_one_line(tmp_path):
+    for text, where in (("1 2 x\n", "bad.txt:1"), ("1 2 3\n\n7\n", "bad.txt:3"), ("", "no sequences")):
+        (tmp_path / "bad.txt").write_text(text)
+        with pytest.raises(fit.LogFormatError, match=where) as exc:
+            fit.read_sequence_log(tmp_path / "bad.txt")
+        assert "\n" not in str(exc.value)
+    with pytest.raises(fit.LogFormatError, match="cannot be read"):
+        fit.read_sequence_log(tmp_path / "missing.txt")
+
+
+def test_reading_makes_item_ids_dense_and_keeps_order(tmp_path):
+    (tmp_path / "log.txt").write_text("4 10 30 10\n9 30 20\n")
+    users, seqs, n = fit.read_sequence_log(tmp_path / "log.txt")
+    np.testing.assert_array_equal(users, [4, 9])
+    np.testing.assert_array_equal(seqs[0], [0, 2, 0])
+    np.testing.assert_array_equal(seqs[1], [2, 1])
+    assert n == 3
+
+
+def test_structure_of_a_ring_walk_is_sequential_and_k_core_filters(tmp_path):
+    _, seqs, n = fit.read_sequence_log(toy_log(tmp_path / "ring.txt"))
+    st = structure(seqs, n)
+    assert st["last_in_top10_cooc"] > 0.5 > st["last_in_top10_popular"]
+    assert 0 <= st["gini"] < 1 and st["users"] == len(seqs)
+    core = k_core([np.array([0, 1, 2, 3, 4]), np.array([0, 1, 2, 3, 9])], k=2)
+    assert [list(s) for s in core] == [[0, 1, 2, 3], [0, 1, 2, 3]]
+
+
+def test_a_fitted_world_loads_from_its_arrays_and_refuses_other_sizes(tmp_path):
+    _, seqs, n = fit.read_sequence_log(toy_log(tmp_path / "ring.txt"))
+    knobs = fit.Knobs(smooth=0.3)
+    arrays = fit.fit_arrays(seqs, n, knobs, n_categories=4, dim=4)
+    assert arrays["user_taste"].shape == (len(seqs), 4) and arrays["item_latent"].shape == (n, 4)
+    np.savez(tmp_path / "w.npz", **arrays)
+    cfg = fit.fitted_scenario(arrays, knobs, str(tmp_path / "w.npz"), n_categories=4)
+    world = make_world(cfg, 0)
+    assert world.n_users == len(seqs) and world.n_items == n
+    rows = np.bincount(np.repeat(np.arange(n), np.diff(world.item_next.indptr)), weights=world.item_next.weights,
+                       minlength=n)
+    np.testing.assert_allclose(rows[rows > 0], 1.0, rtol=1e-5)
+    # The fitted kernel carries the ring: item i mostly leads on to i + 1.
+    nxt = [world.item_next.indices[world.item_next.indptr[i] + np.argmax(
+        world.item_next.weights[world.item_next.indptr[i]:world.item_next.indptr[i + 1]])] for i in range(n)]
+    assert np.mean([(b - a) % n in (1, n - 1) for a, b in enumerate(nxt)]) > 0.5
+    import dataclasses
+    wrong = dataclasses.replace(cfg, users=dataclasses.replace(cfg.users, n=len(seqs) + 1))
+    with pytest.raises(ValueError, match="refit it"):
+        make_world(wrong, 0)
+
+
+def test_the_search_improves_on_its_first_point(tmp_path):
+    _, seqs, n = fit.read_sequence_log(toy_log(tmp_path / "ring.txt", users=150))
+    res = fit.search(seqs, n, tmp_path / "search", users=150, evaluations=14, log=lambda *a, **k: None)
+    assert len(res.evaluations) == 14
+    assert res.loss == min(e["loss"] for e in res.evaluations) <= res.evaluations[0]["loss"]
