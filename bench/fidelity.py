@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({time.perf_counter() - t:.0f} s)", flush=True)
         load.append(os.getloadavg()[0])
     result: dict[str, object] = {}
+    algs_run = list(algs)
     key = {"real": "real", "organic": "sim", "uniform": "sim_uniform", "loop": "sim_loop"}
     for alg in algs:
         result[alg] = {key[src]: {m: v for m, v in run_algorithm(alg, path, args).items() if m in ("recall@10", "ndcg@10")}
@@ -188,11 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         load.append(os.getloadavg()[0])
     everything = json.loads(args.out.read_text()) if args.out.exists() else {}
     if args.merge and stem in everything:
-        # Algorithms measured by an earlier run of the same calibration join this one's.
+        # Algorithms and exposures measured by an earlier run of the same calibration join this one's.
+        old = everything[stem]
         for a in ALGORITHMS:
-            if a not in result and a in everything[stem]:
-                result[a] = everything[stem][a]
+            if a in old or a in result:
+                result[a] = {**old.get(a, {}), **result.get(a, {})}
+        stats = {**old.get("structure", {}), **stats}
         algs = [a for a in ALGORITHMS if a in result]
+        logs = {**{src: None for src in old.get("structure", {})}, **logs}
     for src in logs:
         if src == "real":
             continue
@@ -205,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         result[f"order_kept{suffix}"] = list(order_kept(real, sim))
     result["structure"] = stats
     result["calibration"] = calibration
+    result["runs"] = ([*everything[stem].get("runs", [])] if args.merge and stem in everything else []) + [
+        {"algorithms": algs_run, "policies": policies, "device": args.device, "threads": args.threads,
+         "seconds": round(time.perf_counter() - t0, 1), "load_min": min(load), "load_max": max(load)}]
     result["settings"] = {"days": args.days, "seed": args.seed, "device": args.device, "threads": args.threads,
                           "sasrec_epochs": args.sasrec_epochs, "generative_epochs": args.generative_epochs,
                           "search_users": args.search_users, "search_evals": args.search_evals,

@@ -120,6 +120,7 @@ class SequenceConfig:
     locality: float = 6.0        # generated worlds: preference of links for items close in hidden taste
     cross_category: float = 0.3  # generated worlds: share of links to items of another top-level category
     repeat: float = 0.0          # utility lost on an item the user has already clicked
+    prior_events: int = 0        # organic choices a user has made before arriving (memory, not logged)
 
     def validate(self, where: str) -> None:
         for name in ("weight", "locality", "repeat"):
@@ -127,6 +128,7 @@ class SequenceConfig:
         require(1 <= self.memory <= 16, f"{where}.memory", f"must be between 1 and 16, got {self.memory}")
         require(self.neighbours >= 1, f"{where}.neighbours", f"must be at least 1, got {self.neighbours}")
         require(self.floor > 0, f"{where}.floor", f"must be > 0, got {self.floor}")
+        require(0 <= self.prior_events <= 64, f"{where}.prior_events", f"must be between 0 and 64, got {self.prior_events}")
         _rate(self, "lag_decay", where)
         _rate(self, "cross_category", where)
 

@@ -64,13 +64,27 @@ class WorldState:
 
 
 def initial_state(world: World) -> WorldState:
-    """Day 0: tastes as drawn, everyone active, nothing shown yet."""
-    return with_outside(world, WorldState(day=0, user_taste=world.user_taste.copy(),
+    """Day 0: tastes as drawn, everyone active, nothing shown yet (users may arrive with a past)."""
+    return with_outside(world, with_past(world, np.arange(world.n_users), WorldState(day=0, user_taste=world.user_taste.copy(),
                       user_active=np.ones(world.n_users, bool),
                       item_clicks=np.zeros(world.n_items, np.float32),
                       seen_key=np.zeros(0, np.int64), seen_count=np.zeros(0, np.float32),
                       user_recent=np.full((world.n_users, world.config.sequence.memory), -1, np.int64),
-                      bought_key=np.zeros(0, np.int64), user_outside=np.zeros(world.n_users, np.float32)))
+                      bought_key=np.zeros(0, np.int64), user_outside=np.zeros(world.n_users, np.float32))))
+
+
+def with_past(world: World, users: np.ndarray, state: WorldState) -> WorldState:
+    """Arriving `users` remember the `prior_events` organic choices they made elsewhere, drawn one
+    after another by the world (sim/organic.py); the recommender never sees them."""
+    n = world.config.sequence.prior_events
+    if n == 0 or len(users) == 0:
+        return state
+    from sim.organic import organic_choice   # organic choices build on this module's state
+    for t in range(n):
+        items = organic_choice(world, state, users, keyed_uniform(world.config.seed, state.day, f"past-{t}", users))
+        state = replace(state, user_recent=remember(state.user_recent, users, items),
+                        bought_key=np.union1d(state.bought_key, users.astype(np.int64) * KEY_STRIDE + items))
+    return state
 
 
 def with_outside(world: World, state: WorldState) -> WorldState:
@@ -161,7 +175,7 @@ def advance(world: World, state: WorldState, log: DayLog) -> WorldState:
 
     new_users = slice(n_users, world.n_users)
     recent = remember(state.user_recent, log.user_id[log.clicked], log.item_id[log.clicked])
-    return with_outside(world, WorldState(
+    return with_outside(world, with_past(world, np.arange(n_users, world.n_users), WorldState(
         day=day + 1,
         user_taste=np.concatenate([taste, world.user_taste[new_users]]),
         user_active=np.concatenate([active, np.ones(world.n_users - n_users, bool)]),
@@ -169,7 +183,7 @@ def advance(world: World, state: WorldState, log: DayLog) -> WorldState:
         seen_key=seen_key, seen_count=seen_count,
         user_recent=np.concatenate([recent, np.full((world.n_users - n_users, recent.shape[1]), -1, np.int64)]),
         bought_key=_bought(state, log), user_outside=np.zeros(world.n_users, np.float32),
-    ))
+    )))
 
 
 FIELDS = ("user_taste", "user_active", "item_clicks", "seen_key", "seen_count", "user_recent", "bought_key",

@@ -39,9 +39,13 @@ class PopularRecaller:
         return self
 
     def recall(self, users: UserBatch, k: int) -> Candidates:
+        # Only items somebody clicked: with no clicks yet (the bootstrap day), "popular" would be the
+        # first k item ids, shown to everyone, which is worse than a random slate.
         items = self.ranked_[:k]                                                     # [k]
+        items = np.where(self.scores_[items] > 0, items, -1)
         b = len(users)
-        return Candidates(items=np.tile(items, (b, 1)), scores=np.tile(self.scores_[items], (b, 1)))
+        return Candidates(items=np.tile(items, (b, 1)),
+                          scores=np.tile(np.where(items >= 0, self.scores_[np.maximum(items, 0)], 0), (b, 1)))
 
     def save(self, path: Path) -> None:
         write_state(path, asdict(self.config), scores=self.scores_, ranked=self.ranked_)

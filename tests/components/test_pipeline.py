@@ -183,8 +183,10 @@ def test_ranked_slate_is_ordered_by_the_rankers_serving_features(co_click_data, 
     pipe = Pipeline(ArmConfig(channels={"popular": 12}, ranker="mlp"), 4, channels, ranker)
     users = _users_for_batches(make_users)
     res = pipe.serve(users)
+    # The channel's candidates as the merge takes them: clicked items only, seen ones dropped.
+    recalled = channels["popular"].recall(users, 12 + users.recent.shape[1]).items
     for i in range(len(users)):
-        cands = np.array([[c for c in range(12) if c not in users.recent[i].tolist()]])
+        cands = np.array([[c for c in recalled[i].tolist() if c >= 0 and c not in users.recent[i].tolist()][:12]])
         probs = ranker.predict(serving_features(_rows(users, i), cands))[0]
         best = cands[0][np.argsort(-probs, kind="stable")[:4]]
         assert set(res.items[i].tolist()) == set(best.tolist())
