@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from components.ab import AnalysisConfig, UserData, always_valid_lift, look
 from components.contracts import SCHEMAS, STAGES
-from components.lake import Lake
+from components.lake import Lake, MissingPartitionError
 
 LOOK_KEYS = ("lift", "lift_ci_low", "lift_ci_high", "diff", "diff_ci_low", "diff_ci_high", "p_value")
 
@@ -147,10 +147,22 @@ def new_item_shares(lake: Lake, day: int) -> dict[str, dict[str, float | None]]:
     return {arm: {"new_impression_share": imp, "new_click_share": clk} for _, arm, imp, clk in rows}
 
 
+# What a day's summary joins: until a day has all three, nothing can be summarised.
+SUMMARY_TABLES = ("ab_daily", "world_daily", "latency_daily")
+
+
 def summary_rows(lake: Lake, days: list[int] | None = None) -> list[dict]:
     """CTR, its interval and reference CTRs, total latency and the new items' share of impressions
     and clicks, per arm and day, for printing."""
-    con = lake.connect()
+    con = lake.connect()      # first: a damaged partition is the more precise message
+    missing = [t for t in SUMMARY_TABLES if not lake.days(t)]
+    if missing:
+        con.close()
+        data_dir = lake.root.parent      # <data dir>/lake
+        raise MissingPartitionError(
+            f"{data_dir} holds no reported day ({', '.join(missing)} not in {lake.root}): is it a "
+            f"campaign's data directory? Start one there, or resume one that was stopped, with "
+            f"`reclab campaign --data-dir {data_dir}`")
     day_list = ",".join(map(str, days)) if days else ""
     where = f"WHERE a.day IN ({day_list})" if days else ""
     rows = con.sql(f"""

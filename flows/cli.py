@@ -30,6 +30,30 @@ def _quiet_environment(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+class _RunFailuresOffConsole:
+    """Drops the console copy of a Prefect run's failure (an ERROR of its run loggers, traceback
+    included): every failure of a run reaches `main` as an exception, which prints it once, as one
+    line for a known error and a traceback for a bug. The Prefect API still gets the run's logs."""
+
+    def filter(self, record: object) -> bool:
+        import logging
+
+        name, level = getattr(record, "name", ""), getattr(record, "levelno", 0)
+        return not (level >= logging.ERROR and name.startswith(("prefect.flow_runs", "prefect.task_runs")))
+
+
+def _quiet_run_failures(verbose: bool) -> None:
+    """After Prefect is imported (it installs its console handler then)."""
+    import logging
+
+    if verbose:
+        return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not any(
+                isinstance(f, _RunFailuresOffConsole) for f in handler.filters):
+            handler.addFilter(_RunFailuresOffConsole())
+
+
 class RichReporter:
     """Overall progress across the campaign's stages, plus a bar for each long step."""
 
@@ -136,6 +160,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         from flows.campaign import campaign
         from flows import progress
 
+        _quiet_run_failures(args.verbose)
         start = time.perf_counter()
         with RichReporter() as reporter:
             progress.install(reporter)
@@ -160,6 +185,7 @@ def cmd_run_day(args: argparse.Namespace) -> int:
         require_models(open_campaign(args.data_dir), args.day)
         from flows.campaign import daily
 
+        _quiet_run_failures(args.verbose)
         daily(data_dir=args.data_dir, day=args.day)
     print_summary(Path(args.data_dir))
     return 0

@@ -88,3 +88,64 @@ def test_truncated_partition_is_one_clear_line_naming_the_rebuild(tmp_path, caps
     line = _error(capsys)
     assert str(path) in line and "corrupt or truncated" in line
     assert f"reclab run-day --day 3 --data-dir {tmp_path}" in line
+
+
+def test_report_of_a_directory_without_a_campaign_is_one_line(tmp_path, capsys):
+    assert main(["report", "--data-dir", str(tmp_path)]) == 2
+    line = _error(capsys)
+    assert f"{tmp_path} holds no reported day" in line
+    assert f"reclab campaign --data-dir {tmp_path}" in line
+
+
+def test_report_of_a_campaign_that_reported_no_day_yet_names_the_missing_tables(tmp_path, capsys):
+    # Killed during the bootstrap day: requests logged, nothing reported yet.
+    from components.lake import Lake
+
+    lake = Lake(tmp_path / "lake")
+    lake.write("latency_daily", 0, _rows("latency_daily", 0, 2))
+    assert main(["report", "--data-dir", str(tmp_path)]) == 2
+    line = _error(capsys)
+    assert "(ab_daily, world_daily not in" in line and "reclab campaign --data-dir" in line
+
+
+def _rows(table: str, day: int, n: int):
+    """`n` rows of `table` for `day`, every column filled with varied values of its type."""
+    import pyarrow as pa
+
+    from components.contracts import SCHEMAS
+
+    cols = {}
+    for f in SCHEMAS[table]:
+        if f.name == "day":
+            cols[f.name] = [day] * n
+        elif f.name == "arm":
+            cols[f.name] = ["control"] + [f"arm{i}" for i in range(1, n)]
+        elif f.name == "stage":
+            cols[f.name] = ["total"] * n
+        elif pa.types.is_boolean(f.type):
+            cols[f.name] = [i == 0 for i in range(n)]
+        elif pa.types.is_integer(f.type):
+            cols[f.name] = [i * 7919 % 1009 for i in range(n)]
+        elif pa.types.is_floating(f.type):
+            cols[f.name] = [(i * 104729 % 10007) / 10007 for i in range(n)]
+        else:
+            cols[f.name] = [f"v{i % 97}" for i in range(n)]
+    return pa.Table.from_pydict(cols, schema=SCHEMAS[table])
+
+
+def test_zeroed_span_inside_a_partition_is_one_line_naming_it_and_the_rebuild(tmp_path, capsys):
+    from components.lake import Lake
+
+    lake = Lake(tmp_path / "lake")
+    for table in ("ab_daily", "latency_daily"):
+        lake.write(table, 1, _rows(table, 1, 1))
+    path = lake.write("world_daily", 1, _rows("world_daily", 1, 20000))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(64)      # the footer stays valid
+    path.write_bytes(bytes(data))
+    others = {p: p.read_bytes() for p in (tmp_path / "lake").rglob("*.parquet") if p != path}
+    assert main(["report", "--data-dir", str(tmp_path)]) == 2
+    line = _error(capsys)
+    assert str(path) in line and "corrupt or truncated" in line
+    assert f"reclab run-day --day 1 --data-dir {tmp_path}" in line
+    assert {p: p.read_bytes() for p in others} == others
