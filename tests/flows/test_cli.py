@@ -149,3 +149,19 @@ def test_zeroed_span_inside_a_partition_is_one_line_naming_it_and_the_rebuild(tm
     assert str(path) in line and "corrupt or truncated" in line
     assert f"reclab run-day --day 1 --data-dir {tmp_path}" in line
     assert {p: p.read_bytes() for p in others} == others
+
+
+def test_a_campaign_manifest_with_a_removed_setting_is_one_line_saying_why(tmp_path, capsys):
+    import json
+
+    from components.serving import load_experiment
+    from flows.campaign_state import MANIFEST, create_campaign
+    from sim.config import load_scenario
+
+    create_campaign(tmp_path, "old", load_scenario("tiny"), load_experiment("default"), None)
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    manifest["experiment"]["seed"] = 11          # what campaigns of an older reclab recorded
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    assert main(["run-day", "--day", "1", "--data-dir", str(tmp_path)]) == 2
+    line = _error(capsys)
+    assert "campaign.experiment: setting 'seed' was removed (it seeded nothing" in line
