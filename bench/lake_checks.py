@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 
 import components.lake as lake_module
-from bench.results import append
+from bench.results import append, conditions, conditions_note
 from components.contracts import SCHEMAS
 from components.lake import Lake
 
@@ -59,12 +59,10 @@ def main() -> None:
                                  ("connect(), verified before (cached)", lake.connect, False)):
         ms = [timed(connect, cold) for _ in range(args.repeats)]
         rows.append([label, f"{statistics.median(ms):.1f}", f"{min(ms):.1f}", f"{max(ms):.1f}"])
-    load_after = os.getloadavg()
     append(f"Lake.connect() verifying every page checksum, {files} partitions, {size / 1e6:.1f} MB "
            f"({args.data_dir})", ["views", "median ms", "min ms", "max ms"], rows,
-           notes=f"median of {args.repeats} runs, each connect + `{QUERY}`; niceness {os.nice(0)}; "
-                 f"1-minute load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, "
-                 f"on {os.cpu_count()} cores (os.getloadavg, shared machine)")
+           notes=f"median of {args.repeats} runs, each connect + `{QUERY}`; "
+                 f"{conditions_note(conditions(load_before))}")
     for r in rows:
         print(r)
 
