@@ -83,19 +83,20 @@ class Lake:
         if name not in SCHEMAS:
             raise LakeError(f"unknown table '{name}'; known tables are {sorted(SCHEMAS)}")
         wanted = self.days(name) if days is None else [days] if isinstance(days, int) else list(days)
-        parts = []
-        for day in wanted:
-            path = self.path(name, day)
-            if not path.is_file():
-                raise MissingPartitionError(
-                    f"table '{name}' has no partition for day {day} in {self.root} "
-                    f"(present: {self.days(name) or 'none'}); run that day first, e.g. "
-                    f"`reclab run-day --day {day}` for the same campaign"
-                )
-            parts.append(self._read_file(name, path))
+        self.require(name, wanted)
+        parts = [self._read_file(name, self.path(name, day)) for day in wanted]
         if not parts:
             return SCHEMAS[name].empty_table()
         return pa.concat_tables(parts)
+
+    def require(self, name: str, days: Iterable[int]) -> None:
+        """Refuse, naming the first missing partition and its rebuild, unless all of `days` exist."""
+        for day in days:
+            path = self.path(name, day)
+            if not path.is_file():
+                raise MissingPartitionError(
+                    f"table '{name}' has no partition for day {day}: {path} is missing (present: "
+                    f"{self.days(name) or 'none'}); run that day, e.g. {_run_day(path, day)}")
 
     def _read_file(self, name: str, path: Path) -> pa.Table:
         """The whole partition, its page checksums verified: a flipped bit is caught here too."""
@@ -218,9 +219,13 @@ def _rebuild_hint(path: Path) -> str:
     day = int(m.group(1)) if m else None
     if day is None:
         return "delete it and re-run the day it belongs to"
+    return (f"delete it and re-run day {day} to rebuild it ({_run_day(path, day)}; a re-run day is "
+            f"rebuilt byte for byte)")
+
+
+def _run_day(path: Path, day: int) -> str:
     data_dir = path.parent.parent.parent      # <data dir>/lake/<table>/day=<d>.parquet
-    return (f"delete it and re-run day {day} to rebuild it (`reclab run-day --day {day} "
-            f"--data-dir {data_dir}`; a re-run day is rebuilt byte for byte)")
+    return f"`reclab run-day --day {day} --data-dir {data_dir}`"
 
 
 def _quote(text: str) -> str:
