@@ -33,8 +33,8 @@ def conditions(load_before: tuple[float, float, float]) -> dict:
 def conditions_note(c: dict) -> str:
     pinned = f", pinned to {c['affinity']}" if c["affinity"] != c["cores"] else ""
     return (f"niceness {c['niceness']}; 1-minute load average {c['load_average_before'][0]:.1f} before, "
-            f"{c['load_average_after'][0]:.1f} after, on {c['cores']} cores{pinned} (os.getloadavg: "
-            f"other jobs share this machine)")
+            f"{c['load_average_after'][0]:.1f} after, on {c['cores']} cores{pinned} (os.getloadavg, "
+            f"which counts every job on this machine)")
 
 
 def append(title: str, header: list[str], rows: list[list[object]], notes: str = "") -> None:
