@@ -98,6 +98,15 @@ class Lake:
                     f"table '{name}' has no partition for day {day}: {path} is missing (present: "
                     f"{self.days(name) or 'none'}); run that day, e.g. {_run_day(path, day)}")
 
+    def require_whole_days(self, days: Iterable[int]) -> None:
+        """Refuse, naming the first lost partition, unless every table that has a partition on one
+        of `days` has one on each of them: days a campaign keeps must not have lost a table."""
+        days = list(days)
+        for name in SCHEMAS:
+            present = set(self.days(name))
+            if present & set(days):
+                self.require(name, days)
+
     def _read_file(self, name: str, path: Path) -> pa.Table:
         """The whole partition, its page checksums verified: a flipped bit is caught here too."""
         try:

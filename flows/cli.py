@@ -24,6 +24,8 @@ def _quiet_environment(verbose: bool) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        # MLflow sets its loggers' level from this when it is imported (a level set before is lost).
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         import logging
 
         for name in ("alembic", "mlflow"):
@@ -154,6 +156,9 @@ def cmd_campaign(args: argparse.Namespace) -> int:
             c = open_campaign(data_dir)
             first = c.first_incomplete_day(args.days)
             if first > 0 and (c.scenario, c.experiment) == (world, exp):
+                # A kept day is not run again, so a partition it lost would stay lost (or be read
+                # as no rows by the days after it): refuse, naming it, before anything runs.
+                c.lake.require_whole_days(range(min(first, args.days + 1)))
                 kept = "day 0" if first == 1 else f"days 0-{min(first, args.days + 1) - 1}"
                 todo = "nothing left to run" if first > args.days else f"resuming from day {first}"
                 print(f"{data_dir}: {kept} complete and kept, {todo} (--rerun runs every day again)")

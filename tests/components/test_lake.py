@@ -297,3 +297,16 @@ def test_a_table_without_partitions_is_missing_not_a_python_object_of_that_name(
     with lake.connect() as con:
         with pytest.raises(duckdb.CatalogException, match="ab_daily does not exist"):
             con.sql("SELECT * FROM ab_daily").fetchall()
+
+
+def test_a_day_that_lost_one_of_its_tables_is_named(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    for day in range(3):
+        lake.write("users", day, users(day, 2, start=10 * day))
+    lake.require_whole_days([0, 1, 2])          # tables on no day (ab_daily here) are not asked for
+    lake.path("users", 1).unlink()
+    with pytest.raises(MissingPartitionError) as exc:
+        lake.require_whole_days([0, 1, 2])
+    msg = str(exc.value)
+    assert str(lake.path("users", 1)) in msg and f"reclab run-day --day 1 --data-dir {tmp_path}" in msg
+    lake.require_whole_days([0, 2])

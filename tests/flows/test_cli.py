@@ -188,3 +188,22 @@ def test_a_lost_partition_the_summary_reads_is_named_not_silently_skipped(tmp_pa
     assert code == 2
     line = _error(capsys)
     assert str(lake.path(table, day)) in line and f"reclab run-day --day {day} --data-dir {tmp_path}" in line
+
+
+def test_resuming_a_campaign_whose_kept_day_lost_a_partition_names_it_before_running(tmp_path, capsys):
+    from components.lake import Lake
+    from components.serving import load_experiment
+    from flows.campaign_state import create_campaign
+    from sim.config import load_scenario
+
+    c = create_campaign(tmp_path, "itemcf-recall@tiny-seed3", load_scenario("tiny"), load_experiment("default"), None)
+    lake = Lake(tmp_path / "lake")
+    for day in range(2):
+        for t in ("ab_daily", "world_daily", "latency_daily", "requests"):
+            lake.write(t, day, _rows(t, day, 2))
+        c.models_dir(day).mkdir(parents=True)
+    lake.path("requests", 0).unlink()
+    argv = ["campaign", "--scenario", "tiny", "--experiment", "default", "--days", "1", "--data-dir", str(tmp_path)]
+    assert main(argv) == 2
+    line = _error(capsys)
+    assert str(lake.path("requests", 0)) in line and f"reclab run-day --day 0 --data-dir {tmp_path}" in line
