@@ -45,13 +45,15 @@ class _RunFailuresOffConsole:
 
 
 def _quiet_run_failures(verbose: bool) -> None:
-    """After Prefect is imported (it installs its console handler then)."""
+    """Called once Prefect is imported: its import installs the console handler filtered here."""
     import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
 
     if verbose:
         return
     for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler) and not any(
+        if isinstance(handler, PrefectConsoleHandler) and not any(
                 isinstance(f, _RunFailuresOffConsole) for f in handler.filters):
             handler.addFilter(_RunFailuresOffConsole())
 
