@@ -21,14 +21,15 @@ from pathlib import Path
 from components.ranking import RANKERS
 from components.recall import CHANNELS
 from components.serving import ExperimentConfig
-from components.serving.config import ModelsConfig
 from sim.config import WorldConfig
 
 REPO = Path(__file__).resolve().parents[1]
 # Where the platform's code lives: every top-level package but the tests and the benchmarks.
 NOT_PLATFORM = {"tests", "bench"}
-CONFIG_MODULES = ["sim.config", "components.serving.config", "components.ab.analysis",
-                  "components.recall_eval", "components.recall.generative.quantize"]
+CONFIG_MODULES = sorted({WorldConfig.__module__, ExperimentConfig.__module__, "components.serving.config",
+                         "components.ab.analysis", "components.recall_eval",
+                         "components.recall.generative.quantize"})
+ModelsConfig = typing.get_type_hints(ExperimentConfig)["models"]
 
 # Fields read generically, not by name: class -> the names so read, and where.
 GENERIC: dict[type, tuple[set[str], str]] = {

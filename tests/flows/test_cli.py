@@ -207,3 +207,24 @@ def test_resuming_a_campaign_whose_kept_day_lost_a_partition_names_it_before_run
     assert main(argv) == 2
     line = _error(capsys)
     assert str(lake.path("requests", 0)) in line and f"reclab run-day --day 0 --data-dir {tmp_path}" in line
+
+
+def test_the_dashboards_first_page_shows_a_damaged_partition_as_one_line(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from components.lake import Lake
+
+    lake = Lake(tmp_path / "lake")
+    for t in ("ab_daily", "latency_daily"):
+        lake.write(t, 1, _rows(t, 1, 1))
+    path = lake.write("world_daily", 1, _rows("world_daily", 1, 20000))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    monkeypatch.setenv("RECLAB_DATA_DIR", str(tmp_path))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py"),
+                           default_timeout=120).run()
+    assert not at.exception
+    [error] = [e.value for e in at.error]
+    assert str(path) in error and "corrupt or truncated" in error and "\n" not in error
+    assert f"reclab run-day --day 1 --data-dir {tmp_path}" in error
