@@ -163,9 +163,11 @@ def _require_summary_inputs(lake: Lake, days: list[int] | None) -> None:
             f"campaign's data directory? Start one there, or resume one that was stopped, with "
             f"`reclab campaign --data-dir {data_dir}`")
     reported = lake.days("ab_daily")
-    # Days are reported in order, so a gap before the last reported day is a lost partition; a
-    # campaign stopped mid-day just has not reported its last day yet.
-    lake.require("ab_daily", range(reported[0], reported[-1] + 1))
+    if days is None:
+        # The whole report: days are reported in order, so a gap before the last reported day is a
+        # lost partition (a campaign stopped mid-day just has not reported its last day yet). A
+        # campaign summarising the days it ran asks for those only: a lost day is one it re-runs.
+        lake.require("ab_daily", range(reported[0], reported[-1] + 1))
     for table in SUMMARY_INPUTS:
         lake.require(table, [d for d in reported if days is None or d in days])
 
@@ -173,12 +175,11 @@ def _require_summary_inputs(lake: Lake, days: list[int] | None) -> None:
 def summary_rows(lake: Lake, days: list[int] | None = None) -> list[dict]:
     """CTR, its interval and reference CTRs, total latency and the new items' share of impressions
     and clicks, per arm and day, for printing."""
-    con = lake.connect()      # first: a damaged partition is the more precise message
-    try:
-        _require_summary_inputs(lake, days)
-    except BaseException:
-        con.close()
-        raise
+    # Every partition verified first: a damaged one is the more precise message. No connection is
+    # held while refusing (one kept alive in a failed run's state makes DuckDB warn of leaks at exit).
+    lake.connect().close()
+    _require_summary_inputs(lake, days)
+    con = lake.connect()
     day_list = ",".join(map(str, days)) if days else ""
     where = f"WHERE a.day IN ({day_list})" if days else ""
     rows = con.sql(f"""

@@ -228,3 +228,16 @@ def test_the_dashboards_first_page_shows_a_damaged_partition_as_one_line(tmp_pat
     [error] = [e.value for e in at.error]
     assert str(path) in error and "corrupt or truncated" in error and "\n" not in error
     assert f"reclab run-day --day 1 --data-dir {tmp_path}" in error
+
+
+def test_a_summary_of_chosen_days_does_not_refuse_a_gap_elsewhere(tmp_path):
+    # A resumed campaign summarises its kept day 0 while day 1 (lost) is yet to be re-run.
+    from components.lake import Lake
+    from components.reports import summary_rows
+
+    lake = Lake(tmp_path / "lake")
+    for d in range(3):
+        for t in ("ab_daily", "world_daily", "latency_daily", "impressions", "items"):
+            lake.write(t, d, _rows(t, d, 3))
+    lake.path("ab_daily", 1).unlink()
+    assert {r["day"] for r in summary_rows(lake, [0])} == {0}
