@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.results import append
+from bench.results import append, conditions, conditions_note
 from components.features.store import FeatureStore
 from components.lake import Lake
 from components.recall import CHANNELS
@@ -126,13 +126,13 @@ def main() -> None:
         return
     load_before = os.getloadavg()
     seconds = run_campaign(args)
-    load_after = os.getloadavg()
+    machine = conditions(load_before)
     rows = arm_rows(Lake(args.data_dir / "lake"), args.days)
     recalled = generative_new_share(args.data_dir, args.days)
     OUT.write_text(json.dumps({"scenario": args.scenario, "experiment": args.experiment, "days": args.days,
-                               "campaign_seconds": round(seconds, 1), "load_average_before": load_before,
-                               "load_average_after": load_after, "rows": rows,
-                               "generative_recall_new_items": recalled}, indent=2) + "\n")
+                               "data_dir": str(args.data_dir), "campaign_seconds": round(seconds, 1),
+                               **machine, "torch_threads": torch_threads(), "serving": serving(args.data_dir),
+                               "rows": rows, "generative_recall_new_items": recalled}, indent=2) + "\n")
     table = [[r["days"], r["arm"], r["impressions"], r["clicks"], fmt(r["ctr"], ".4f"),
               f"[{fmt(r['ctr_ci'][0], '.4f')}, {fmt(r['ctr_ci'][1], '.4f')}]",
               "" if r["lift"] is None else
@@ -143,8 +143,7 @@ def main() -> None:
            ["days", "arm", "impressions", "clicks", "CTR", "95% CI", "lift [95% CI]", "p", "new-item impressions",
             "new-item clicks", "E[CTR]"], table,
            notes=f"campaign wall time {seconds / 60:.1f} min (day 0 bootstrap + {args.days} A/B days, training "
-                 f"included); 1-minute load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, "
-                 f"niceness {os.nice(0)}. Pooled rows ('1-{args.days}'): the experiment's cumulative statistics "
+                 f"included); {conditions_note(machine)}; torch threads {torch_threads()}. Pooled rows ('1-{args.days}'): the experiment's cumulative statistics "
                  f"on the last day (users as the unit, fixed-horizon p). New-item shares: impressions and clicks "
                  f"on items whose created_day is the day shown. The generative channel alone, day {args.days}, "
                  f"{recalled['users']} users: {recalled['new_share_of_candidates']:.1%} of its candidates arrived "
@@ -153,17 +152,45 @@ def main() -> None:
                  f"bench/generative_campaign.json holds every figure.")
     for row in table:
         print(" | ".join(map(str, row)))
-    append_latency(args)
+    append_latency(args, machine)
 
 
-def append_latency(args: argparse.Namespace) -> None:
+def torch_threads() -> int:
+    """Intra-op threads torch starts with here, as the campaign's subprocess does (same environment)."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+def serving(data_dir: Path) -> dict:
+    """How the campaign served, from its own manifest: the micro-batch and each arm's recall."""
+    manifest = json.loads((data_dir / "campaign.json").read_text())["experiment"]
+    return {"serve_batch_size": manifest["serve_batch_size"],
+            "parallel_recall": {arm: a["parallel_recall"] for arm, a in manifest["arms"].items()}}
+
+
+def recall_note(parallel: dict[str, bool]) -> str:
+    together = sorted(a for a, on in parallel.items() if on)
+    apart = sorted(a for a, on in parallel.items() if not on)
+    parts = ([f"{', '.join(together)} recall in parallel (parallel_recall: true; the recall stage follows the "
+              "slowest channel)"] if together else [])
+    parts += [f"{', '.join(apart)} recall one channel after another (the recall stage is their sum)"] if apart else []
+    return "; ".join(parts)
+
+
+def append_latency(args: argparse.Namespace, machine: dict | None = None) -> None:
     rows = latency_rows(Lake(args.data_dir / "lake"))
+    how = serving(args.data_dir)
+    if machine is None:       # --latency-only: the campaign ran earlier, maybe under another load
+        recorded = json.loads(OUT.read_text()) if OUT.is_file() else {}
+        machine = recorded if recorded.get("data_dir") == str(args.data_dir) and "niceness" in recorded else None
+    load = (f"the campaign's run: {conditions_note(machine)}" if machine else
+            "the load while the campaign ran was not recorded (bench/generative_campaign.json is of another run)")
     append(f"Recall latency per channel in that campaign (`{args.experiment}` on `{args.scenario}`)",
            ["day", "arm", "channel or stage", "p50 ms", "p99 ms"], rows,
-           notes="wall clock per request from request_channel_latency / request_latency (each request charged "
-                 "its micro-batch of 16's time); both arms recall in parallel (parallel_recall: true), so "
-                 "the recall stage follows the slowest channel; 1 torch thread per batch; machine shared, "
-                 "load average as in the section above")
+           notes=f"wall clock per request from request_channel_latency / request_latency (each request charged "
+                 f"its micro-batch of {how['serve_batch_size']}'s time); {recall_note(how['parallel_recall'])}; "
+                 f"{load}")
     for row in rows:
         print(" | ".join(map(str, row)))
 

@@ -22,6 +22,21 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}"
 
 
+def conditions(load_before: tuple[float, float, float]) -> dict:
+    """What the machine gave this run: cores, CPU affinity, niceness, load before and after (for
+    the JSON beside a section; `conditions_note` words it for the section itself)."""
+    return {"cores": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)), "niceness": os.nice(0),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+
+
+def conditions_note(c: dict) -> str:
+    pinned = f", pinned to {c['affinity']}" if c["affinity"] != c["cores"] else ""
+    return (f"niceness {c['niceness']}; 1-minute load average {c['load_average_before'][0]:.1f} before, "
+            f"{c['load_average_after'][0]:.1f} after, on {c['cores']} cores{pinned} (os.getloadavg, "
+            f"which counts every job on this machine)")
+
+
 def append(title: str, header: list[str], rows: list[list[object]], notes: str = "") -> None:
     """Add one section: the exact command, machine and date, then the table."""
     command = " ".join(["python", "-m", sys.modules["__main__"].__spec__.name, *sys.argv[1:]])

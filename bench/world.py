@@ -34,8 +34,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--oracle-requests", type=int, default=200)
     args = p.parse_args()
-    from bench.results import append
+    from bench.results import append, conditions, conditions_note
 
+    load_before = os.getloadavg()
     core = min(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {core})
     cfg = load_scenario(args.scenario)
@@ -68,9 +69,10 @@ def main() -> None:
             oracle_s.append((time.process_time() - c) / m)
     rate, per_req, wall_rate = float(np.median(rates)), float(np.median(oracle_s)), float(np.median(wall_rates))
     sample = cfg.oracle.sample_requests
+    machine = conditions(load_before)
     result = {"scenario": args.scenario, "users": world.n_users, "items": world.n_items, "slate_size": k,
               "requests_per_pass": n, "impressions_per_s_per_core": rate, "runs": rates,
-              "impressions_per_s_wall": wall_rate, "load_average_1min": os.getloadavg()[0],
+              "impressions_per_s_wall": wall_rate, **machine,
               "oracle_ms_per_request": per_req * 1000, "oracle_sample_requests": sample,
               "oracle_s_per_day_at_sample": per_req * sample if sample else None, "click_rate": float(clicks.mean())}
     (HERE / "world.json").write_text(json.dumps(result, indent=2))
@@ -82,7 +84,7 @@ def main() -> None:
             ["oracle per day at the scenario's sample", f"{per_req * sample:.1f} s for {sample} requests" if sample
              else "every request"]],
            notes=f"median of {args.repeats} passes of {n:,} slates of {k}; pinned to core {core}, BLAS 1 thread; "
-                 f"oracle timed on {m} requests; load average {os.getloadavg()[0]:.1f} on 2 cores during the run")
+                 f"oracle timed on {m} requests; {conditions_note(machine)}")
     print(json.dumps(result, indent=2))
 
 

@@ -102,6 +102,12 @@ def from_mapping(cls: type[T], data: Any, where: str = "config") -> T:
         raise ConfigError(f"{where}: expected a mapping of settings, got {type(data).__name__} {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    # Settings a config no longer has, with why: a file written for an older reclab (or a campaign's
+    # manifest) gets that reason rather than a bare "unknown setting".
+    removed = getattr(cls, "removed_settings", {})
+    for key in data:
+        if key in removed and key not in fields:
+            raise ConfigError(f"{where}: setting {key!r} was removed ({removed[key]}); delete it from the file")
     unknown = [k for k in data if k not in fields]
     if unknown:
         key = unknown[0]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 from common.typedconf import ConfigError, load_preset, require
@@ -47,7 +48,8 @@ class ExperimentConfig:
     salt: str = ""                    # defaults to the name: a new experiment reshuffles users
     slate_size: int = 10
     serve_batch_size: int = 16        # requests served together; each sees its batch's latency
-    seed: int = 0                     # the recommender's own randomness (exploration, training)
+    removed_settings: ClassVar[dict[str, str]] = {"seed": "it seeded nothing: a model's randomness is "
+                                                  "models.<model>.seed, the world's the scenario's seed"}
     logging_policy: ArmConfig = field(
         default_factory=lambda: ArmConfig(channels={"popular": 20, "explore": 20}, share=100.0))
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -67,7 +69,6 @@ class ExperimentConfig:
         for name in self.arms:   # arm names become MLflow metric names and lake values
             require(bool(ARM_NAME.fullmatch(name)), f"{where}.arms.{name}",
                     "an arm name may use letters, digits, '_' and '-' only (at most 64)")
-        require(self.seed >= 0, f"{where}.seed", f"must be >= 0, got {self.seed}")
         require(self.control in self.arms, f"{where}.control",
                 f"'{self.control}' is not one of the arms {sorted(self.arms)}")
         total = sum(arm.share for arm in self.arms.values())

@@ -17,10 +17,12 @@ _PARTITION = re.compile(r"^day=(\d+)\.parquet$")
 _TEMP = re.compile(r"^\.(day=\d+\.parquet\..*\.tmp|catalog\..*\.duckdb)$")
 _VERSION_KEY = b"reclab.schema_version"
 
-# Partitions whose footer was already checked, by (path, mtime, size, inode): a rewritten file
-# changes at least one of these, so it is checked again; an unchanged one costs one stat().
-_FOOTERS_OK: set[tuple[str, int, int, int]] = set()
-_FOOTER_CACHE_LIMIT = 100_000
+# Partitions already verified whole (footer, schema, every page's checksum), by (path, mtime, size,
+# inode): a rewritten file changes at least one of these, so it is verified again; an unchanged one
+# costs one stat(). DuckDB checks no page checksums, so without this a damaged page reaches a query
+# as a decompression traceback, or as silently wrong rows where the damage still decompresses.
+_VERIFIED: set[tuple[str, int, int, int]] = set()
+_VERIFIED_CACHE_LIMIT = 100_000
 
 
 class LakeError(RuntimeError):
@@ -81,19 +83,29 @@ class Lake:
         if name not in SCHEMAS:
             raise LakeError(f"unknown table '{name}'; known tables are {sorted(SCHEMAS)}")
         wanted = self.days(name) if days is None else [days] if isinstance(days, int) else list(days)
-        parts = []
-        for day in wanted:
-            path = self.path(name, day)
-            if not path.is_file():
-                raise MissingPartitionError(
-                    f"table '{name}' has no partition for day {day} in {self.root} "
-                    f"(present: {self.days(name) or 'none'}); run that day first, e.g. "
-                    f"`reclab run-day --day {day}` for the same campaign"
-                )
-            parts.append(self._read_file(name, path))
+        self.require(name, wanted)
+        parts = [self._read_file(name, self.path(name, day)) for day in wanted]
         if not parts:
             return SCHEMAS[name].empty_table()
         return pa.concat_tables(parts)
+
+    def require(self, name: str, days: Iterable[int]) -> None:
+        """Refuse, naming the first missing partition and its rebuild, unless all of `days` exist."""
+        for day in days:
+            path = self.path(name, day)
+            if not path.is_file():
+                raise MissingPartitionError(
+                    f"table '{name}' has no partition for day {day}: {path} is missing (present: "
+                    f"{self.days(name) or 'none'}); run that day, e.g. {_run_day(path, day)}")
+
+    def require_whole_days(self, days: Iterable[int]) -> None:
+        """Refuse, naming the first lost partition, unless every table that has a partition on one
+        of `days` has one on each of them: days a campaign keeps must not have lost a table."""
+        days = list(days)
+        for name in SCHEMAS:
+            present = set(self.days(name))
+            if present & set(days):
+                self.require(name, days)
 
     def _read_file(self, name: str, path: Path) -> pa.Table:
         """The whole partition, its page checksums verified: a flipped bit is caught here too."""
@@ -105,7 +117,9 @@ class Lake:
         return conform(name, table.replace_schema_metadata(None))
 
     def check(self, name: str, day: int) -> Path:
-        """Check a partition's footer, schema version and columns without reading its rows."""
+        """Verify a partition whole, once per process while it is unchanged: its footer, schema
+        version and columns, then every page's checksum (the pages are read, one row group at a
+        time, and dropped)."""
         path = self.path(name, day)
         try:
             st = path.stat()
@@ -113,29 +127,30 @@ class Lake:
             raise MissingPartitionError(f"table '{name}' has no partition for day {day} in "
                                         f"{self.root} ({exc.strerror})") from None
         key = (str(path.resolve()), st.st_mtime_ns, st.st_size, st.st_ino)
-        if key in _FOOTERS_OK:
+        if key in _VERIFIED:
             return path
-        try:
-            schema = pq.read_schema(path)
-        except (pa.ArrowException, OSError) as exc:
-            raise _corrupt(path, exc) from None
-        _check_schema(name, path, schema)
-        if len(_FOOTERS_OK) >= _FOOTER_CACHE_LIMIT:
-            _FOOTERS_OK.clear()
-        _FOOTERS_OK.add(key)
+        _verify_pages(name, path)
+        if len(_VERIFIED) >= _VERIFIED_CACHE_LIMIT:
+            _VERIFIED.clear()
+        _VERIFIED.add(key)
         return path
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection with a view per table that has partitions.
 
-        Each view lists the partitions present now, each checked first (footer, schema version,
-        columns), so a truncated file or one from another reclab fails here, naming the file,
+        Each view lists the partitions present now, each verified first (`check`), so a truncated
+        or damaged file, or one from another reclab, fails here, naming the file and its rebuild,
         rather than somewhere inside a query or silently read with another meaning.
         """
+        # Checked before DuckDB is touched: a refusal then holds no connection in its traceback (one
+        # kept alive until exit, e.g. in a failed Prefect state, makes DuckDB print leak warnings).
+        tables = {name: [self.check(name, day) for day in self.days(name)] for name in SCHEMAS}
         con = duckdb.connect()
         try:
-            for name in SCHEMAS:
-                files = [self.check(name, day) for day in self.days(name)]
+            # Without this, a table with no partitions yet resolves to any Python object of that name
+            # in the calling frame (reports.ab_daily is a function): an error naming the wrong thing.
+            con.execute("SET python_enable_replacements = false")
+            for name, files in tables.items():
                 if files:
                     con.sql(f"CREATE VIEW {name} AS {_files_sql(files)}")
         except BaseException:
@@ -192,6 +207,17 @@ def _check_schema(name: str, path: Path, schema: pa.Schema) -> None:
         )
 
 
+def _verify_pages(name: str, path: Path) -> None:
+    try:
+        with pq.ParquetFile(path, page_checksum_verification=True) as pf:
+            schema = pf.schema_arrow
+            for i in range(pf.num_row_groups):
+                pf.read_row_group(i)
+    except (pa.ArrowException, OSError) as exc:
+        raise _corrupt(path, exc) from None
+    _check_schema(name, path, schema)
+
+
 def _corrupt(path: Path, exc: BaseException) -> LakeError:
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return LakeError(f"partition {path} is corrupt or truncated ({reason}); {_rebuild_hint(path)}")
@@ -202,9 +228,13 @@ def _rebuild_hint(path: Path) -> str:
     day = int(m.group(1)) if m else None
     if day is None:
         return "delete it and re-run the day it belongs to"
+    return (f"delete it and re-run day {day} to rebuild it ({_run_day(path, day)}; a re-run day is "
+            f"rebuilt byte for byte)")
+
+
+def _run_day(path: Path, day: int) -> str:
     data_dir = path.parent.parent.parent      # <data dir>/lake/<table>/day=<d>.parquet
-    return (f"delete it and re-run day {day} to rebuild it (`reclab run-day --day {day} "
-            f"--data-dir {data_dir}`; a re-run day is rebuilt byte for byte)")
+    return f"`reclab run-day --day {day} --data-dir {data_dir}`"
 
 
 def _quote(text: str) -> str:

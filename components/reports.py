@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from components.ab import AnalysisConfig, UserData, always_valid_lift, look
 from components.contracts import SCHEMAS, STAGES
-from components.lake import Lake
+from components.lake import Lake, MissingPartitionError
 
 LOOK_KEYS = ("lift", "lift_ci_low", "lift_ci_high", "diff", "diff_ci_low", "diff_ci_high", "p_value")
 
@@ -147,9 +147,38 @@ def new_item_shares(lake: Lake, day: int) -> dict[str, dict[str, float | None]]:
     return {arm: {"new_impression_share": imp, "new_click_share": clk} for _, arm, imp, clk in rows}
 
 
+# What a day's summary joins: until a day has all three, nothing can be summarised.
+SUMMARY_TABLES = ("ab_daily", "world_daily", "latency_daily")
+# ... and what its new-item shares count. A lost partition of any of these would drop the day's
+# row (inner joins) or bend its shares (a left join), silently: each reported day needs them all.
+SUMMARY_INPUTS = (*SUMMARY_TABLES[1:], "impressions", "items")
+
+
+def _require_summary_inputs(lake: Lake, days: list[int] | None) -> None:
+    missing = [t for t in SUMMARY_TABLES if not lake.days(t)]
+    if missing:
+        data_dir = lake.root.parent      # <data dir>/lake
+        raise MissingPartitionError(
+            f"{data_dir} holds no reported day ({', '.join(missing)} not in {lake.root}): is it a "
+            f"campaign's data directory? Start one there, or resume one that was stopped, with "
+            f"`reclab campaign --data-dir {data_dir}`")
+    reported = lake.days("ab_daily")
+    if days is None:
+        # The whole report: days are reported in order, so a gap before the last reported day is a
+        # lost partition (a campaign stopped mid-day just has not reported its last day yet). A
+        # campaign summarising the days it ran asks for those only: a lost day is one it re-runs.
+        lake.require("ab_daily", range(reported[0], reported[-1] + 1))
+    for table in SUMMARY_INPUTS:
+        lake.require(table, [d for d in reported if days is None or d in days])
+
+
 def summary_rows(lake: Lake, days: list[int] | None = None) -> list[dict]:
     """CTR, its interval and reference CTRs, total latency and the new items' share of impressions
     and clicks, per arm and day, for printing."""
+    # Every partition verified first: a damaged one is the more precise message. No connection is
+    # held while refusing (one kept alive in a failed run's state makes DuckDB warn of leaks at exit).
+    lake.connect().close()
+    _require_summary_inputs(lake, days)
     con = lake.connect()
     day_list = ",".join(map(str, days)) if days else ""
     # A lake written before exposure_daily existed has no such view: its columns come out null.

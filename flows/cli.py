@@ -24,10 +24,38 @@ def _quiet_environment(verbose: bool) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        # MLflow sets its loggers' level from this when it is imported (a level set before is lost).
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         import logging
 
         for name in ("alembic", "mlflow"):
             logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class _RunFailuresOffConsole:
+    """Drops the console copy of a Prefect run's failure (an ERROR of its run loggers, traceback
+    included): every failure of a run reaches `main` as an exception, which prints it once, as one
+    line for a known error and a traceback for a bug. The Prefect API still gets the run's logs."""
+
+    def filter(self, record: object) -> bool:
+        import logging
+
+        name, level = getattr(record, "name", ""), getattr(record, "levelno", 0)
+        return not (level >= logging.ERROR and name.startswith(("prefect.flow_runs", "prefect.task_runs")))
+
+
+def _quiet_run_failures(verbose: bool) -> None:
+    """Called once Prefect is imported: its import installs the console handler filtered here."""
+    import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    if verbose:
+        return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(
+                isinstance(f, _RunFailuresOffConsole) for f in handler.filters):
+            handler.addFilter(_RunFailuresOffConsole())
 
 
 class RichReporter:
@@ -134,12 +162,16 @@ def cmd_campaign(args: argparse.Namespace) -> int:
             c = open_campaign(data_dir)
             first = c.first_incomplete_day(args.days)
             if first > 0 and (c.scenario, c.experiment) == (world, exp):
+                # A kept day is not run again, so a partition it lost would stay lost (or be read
+                # as no rows by the days after it): refuse, naming it, before anything runs.
+                c.lake.require_whole_days(range(min(first, args.days + 1)))
                 kept = "day 0" if first == 1 else f"days 0-{min(first, args.days + 1) - 1}"
                 todo = "nothing left to run" if first > args.days else f"resuming from day {first}"
                 print(f"{data_dir}: {kept} complete and kept, {todo} (--rerun runs every day again)")
         from flows.campaign import campaign
         from flows import progress
 
+        _quiet_run_failures(args.verbose)
         start = time.perf_counter()
         with RichReporter() as reporter:
             progress.install(reporter)
@@ -165,6 +197,7 @@ def cmd_run_day(args: argparse.Namespace) -> int:
             require_models(open_campaign(args.data_dir), args.day)
         from flows.campaign import daily
 
+        _quiet_run_failures(args.verbose)
         daily(data_dir=args.data_dir, day=args.day)
     print_summary(Path(args.data_dir))
     return 0

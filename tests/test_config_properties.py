@@ -155,7 +155,8 @@ def test_yaml_error_is_one_line(tmp_path):
     (("models", "mlp", "lr"), -0.1, "config.models.mlp.lr: must be > 0, got -0.1"),
     (("models", "popular", "decay"), 1.5, "config.models.popular.decay: must be in (0, 1], got 1.5"),
     (("models", "itemcf", "neighbours"), 0, "config.models.itemcf.neighbours: must be at least 1, got 0"),
-    (("seed",), -1, "config.seed: must be >= 0, got -1"),
+    (("seed",), 11, "config: setting 'seed' was removed (it seeded nothing: a model's randomness is "
+                    "models.<model>.seed"),
     (("slate_size",), 0, "config.slate_size: must be between 1 and 100"),
     (("arms", "control", "share"), 150, "config.arms.control.share: must be between 0 and 100, got 150"),
     (("arms", "control", "ranker"), "xgboost", "config.arms.control.ranker: unknown ranker 'xgboost'; "

@@ -56,13 +56,21 @@ class Comparison:
 
 
 def compare(control: ArmSummary, treatment: ArmSummary) -> Comparison:
-    """Relative and absolute lift with delta-method intervals; p tests equal CTRs (arms independent)."""
+    """Relative and absolute lift with delta-method intervals (arms independent).
+
+    p is the z-test of the relative lift with the same delta-method SE as its interval, so p < 0.05
+    exactly when the 95 % lift interval excludes 0: the verdict shows the two side by side, and the
+    always-valid test works on the relative lift too. A z-test of the absolute difference has
+    another SE (the ratio's SE also carries control's noise scaled by the lift) and near the
+    boundary would call an effect significant beside an interval that contains 0. The absolute
+    interval is reported as well, on its own scale.
+    """
     rc, rt = control.ctr, treatment.ctr
-    lift = rt / rc - 1.0
-    se_lift = np.sqrt(treatment.se**2 / rc**2 + rt**2 * control.se**2 / rc**4)
+    lift = rt / rc - 1.0 if rc > 0 else float("nan")
+    se_lift = np.sqrt(treatment.se**2 / rc**2 + rt**2 * control.se**2 / rc**4) if rc > 0 else float("nan")
     se_diff = np.sqrt(treatment.se**2 + control.se**2)
     diff = rt - rc
-    p = float(2 * stats.norm.sf(abs(diff) / se_diff)) if se_diff > 0 else float("nan")
+    p = float(2 * stats.norm.sf(abs(lift) / se_lift)) if np.isfinite(lift) and se_lift > 0 else float("nan")
     return Comparison(lift=float(lift), ci_low=float(lift - Z95 * se_lift),
                       ci_high=float(lift + Z95 * se_lift), p_value=p, diff=float(diff),
                       diff_ci_low=float(diff - Z95 * se_diff), diff_ci_high=float(diff + Z95 * se_diff),

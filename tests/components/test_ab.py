@@ -109,7 +109,41 @@ def test_compare_lift_against_hand_computed_values():
     se_lift = np.sqrt(0.01**2 / 0.1**2 + 0.12**2 * 0.01**2 / 0.1**4)
     assert r.ci_low == pytest.approx(0.2 - 1.959964 * se_lift, rel=1e-5)
     assert r.ci_high == pytest.approx(0.2 + 1.959964 * se_lift, rel=1e-5)
-    assert r.p_value == pytest.approx(2 * stats.norm.sf(0.02 / np.sqrt(2e-4)))
+    assert r.p_value == pytest.approx(2 * stats.norm.sf(0.2 / se_lift))
+
+
+def test_p_and_the_lift_interval_agree_near_the_boundary():
+    # Control's noise counts more in the ratio than in the difference: here the absolute z-test
+    # gave p = 0.0495 beside a lift interval of -2 % to +42 %.
+    c = ArmSummary(users=1000, impressions=10000, clicks=1000, ctr=0.10, se=0.0072)
+    t = ArmSummary(users=1000, impressions=10000, clicks=1200, ctr=0.12, se=0.0072)
+    r = compare(c, t)
+    assert r.ci_low < 0 < r.ci_high and r.p_value > 0.05
+    # Across the boundary, from both sides and for either sign of the lift.
+    for rt in np.linspace(0.07, 0.13, 241):
+        for se in (0.003, 0.0072, 0.012):
+            r = compare(c, ArmSummary(1000, 10000, int(rt * 10000), float(rt), se))
+            if rt == pytest.approx(0.10):
+                continue
+            excludes_zero = r.ci_low > 0 or r.ci_high < 0
+            assert (r.p_value < 0.05) == excludes_zero, (rt, se, r)
+    # Exactly on the boundary (both arms' SE chosen so the interval ends at 0): p is 0.05, and a
+    # hair either side both flip together.
+    edge = 0.2 / (1.959963984540054 * np.sqrt(1 / 0.1**2 + 0.12**2 / 0.1**4))
+    for se, significant in ((edge, None), (edge * (1 - 1e-6), True), (edge * (1 + 1e-6), False)):
+        r = compare(ArmSummary(1000, 10000, 1000, 0.10, se), ArmSummary(1000, 10000, 1200, 0.12, se))
+        if significant is None:
+            assert r.ci_low == pytest.approx(0.0, abs=1e-12) and r.p_value == pytest.approx(0.05, rel=1e-9)
+        else:
+            assert (r.p_value < 0.05) is significant and (r.ci_low > 0) is significant
+
+
+def test_control_without_clicks_has_no_relative_lift_nor_p():
+    c = ArmSummary(users=50, impressions=500, clicks=0, ctr=0.0, se=0.0)
+    t = ArmSummary(users=50, impressions=500, clicks=5, ctr=0.01, se=0.004)
+    r = compare(c, t)
+    assert np.isnan(r.lift) and np.isnan(r.p_value)
+    assert r.diff == pytest.approx(0.01) and r.diff_ci_low < 0.01 < r.diff_ci_high
 
 
 def test_equal_arms_give_uniform_p_values():

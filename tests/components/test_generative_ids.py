@@ -102,3 +102,20 @@ def test_one_seed_gives_the_same_ids_however_many_threads_torch_has():
         assert all(np.array_equal(a, b) for a, b in zip(fits[0].codebooks, other.codebooks))
         assert all(np.array_equal(fits[0].encoder[k], other.encoder[k]) for k in fits[0].encoder)
     assert torch.get_num_threads() == threads
+
+
+def test_the_commitment_weight_beta_is_the_one_configured():
+    from components.recall.generative.quantize import RQVAE
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 12)
+    losses = {}
+    for beta in (0.0, 0.25, 1.0):
+        vae = RQVAE(12, QuantizerConfig(levels=2, codebook_size=8, latent_dim=4, hidden=16, beta=beta), 8)
+        torch.manual_seed(1)                    # the same weights for every beta
+        for p in vae.parameters():
+            torch.nn.init.normal_(p)
+        losses[beta] = float(vae(x)[2])
+    commit = losses[1.0] - losses[0.0]          # the loss is linear in beta: the commitment term
+    assert commit > 0
+    assert losses[0.25] == pytest.approx(losses[0.0] + 0.25 * commit, rel=1e-5)

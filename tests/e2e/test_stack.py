@@ -107,7 +107,15 @@ def test_mlflow_server_lists_runs_and_registered_models(stack, campaign_run, mon
     items = served.predict(pd.DataFrame({"user_id": [0, 1, 2], "arm": ["control", "treatment", "control"]}),
                            params={"lake": str(stack.data_dir.resolve() / "lake"), "day": 2})
     assert items.shape == (3, 10)
-    assert ((items >= 0) & (items < 300)).all()
+    # The catalogue on day 2: the scenario's first items and each later day's arrivals, as logged.
+    from components.lake import Lake
+    from sim.config import load_scenario
+
+    tiny = load_scenario("tiny").items
+    catalogue = tiny.n + 2 * tiny.new_per_day
+    logged = Lake(stack.data_dir / "lake").read("items", [0, 1, 2]).column("item_id").to_pylist()
+    assert sorted(logged) == list(range(catalogue))
+    assert ((items >= 0) & (items < catalogue)).all()
     assert all(len(set(row)) == 10 for row in items.tolist())
 
 

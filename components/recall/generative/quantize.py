@@ -62,6 +62,7 @@ class RQVAE(nn.Module):
         self.encoder = nn.Sequential(nn.Linear(in_dim, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.latent_dim))
         self.decoder = nn.Sequential(nn.Linear(cfg.latent_dim, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, in_dim))
         self.codebooks = nn.ParameterList([nn.Parameter(torch.zeros(k, cfg.latent_dim)) for _ in range(cfg.levels)])
+        self.beta = cfg.beta
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [N, in] -> reconstruction [N, in], codes [N, L], loss []."""
@@ -71,7 +72,7 @@ class RQVAE(nn.Module):
             c = torch.cdist(residual.detach(), cb.detach()).argmin(1)               # [N]
             q = cb[c]                                                                # [N, e]
             # Codebook moves to the residual; the encoder commits to the codebook (VQ-VAE loss).
-            vq_loss = vq_loss + F.mse_loss(q, residual.detach()) + 0.25 * F.mse_loss(residual, q.detach())
+            vq_loss = vq_loss + F.mse_loss(q, residual.detach()) + self.beta * F.mse_loss(residual, q.detach())
             codes.append(c)
             quant = quant + q
             residual = residual - q.detach()
