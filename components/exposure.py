@@ -29,8 +29,8 @@ def exposure_daily(lake: Lake, day: int) -> pa.Table:
     with lake.connect() as con:
         shown = con.sql(f"""SELECT arm, item_id, count(*) AS shown, count(*) FILTER (WHERE clicked) AS clicks
                             FROM impressions WHERE day = {int(day)} GROUP BY arm, item_id""").df()
-        n_items = con.sql(f"SELECT count(DISTINCT item_id) FROM items WHERE day <= {int(day)}").fetchone()[0]
-        slate = con.sql(f"SELECT coalesce(max(position), 0) + 1 FROM impressions WHERE day = {int(day)}").fetchone()[0]
+        n_items = con.sql(f"SELECT count(DISTINCT item_id) FROM items WHERE day <= {int(day)}").fetchall()[0][0]
+        slate = con.sql(f"SELECT coalesce(max(position), 0) + 1 FROM impressions WHERE day = {int(day)}").fetchall()[0][0]
     overall = shown.groupby("item_id")["shown"].sum().sort_values(ascending=False, kind="stable")
     top_k = set(overall.index[:int(slate)].tolist())
     rows = []
