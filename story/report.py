@@ -34,7 +34,7 @@ def summary_markdown(rows: list[dict], day: int, campaign: str, recall: list[dic
                      f"{r['ctr_ci_high']:.4f}] | {lift} | {p} | {r['ctr_expected']:.4f} | "
                      f"{r['ctr_oracle']:.4f} | {r['ctr_random']:.4f} | {r['p99']:.2f} | "
                      f"{share(r.get('new_impression_share'))} | {share(r.get('new_click_share'))} | "
-                     f"{r.get('items_shown') or ''} | {'' if r.get('gini') is None else f'{r[\'gini\']:.2f}'} | "
+                     f"{r.get('items_shown') or ''} | {'' if r.get('gini') is None else format(r['gini'], '.2f')} | "
                      f"{share(r.get('personalised_share'))} |")
     lines += ["", "New-item shares: of the day's impressions and clicks, those on items that arrived that "
               "day (on day 0 every item is new)."]
