@@ -20,7 +20,7 @@ from pathlib import Path
 
 from components.ranking import RANKERS
 from components.recall import CHANNELS
-from components.serving import ExperimentConfig
+from components.experiment import ExperimentConfig
 from sim.config import WorldConfig
 
 REPO = Path(__file__).resolve().parents[1]

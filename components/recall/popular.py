@@ -39,10 +39,9 @@ class PopularRecaller:
         return self
 
     def recall(self, users: UserBatch, k: int) -> Candidates:
-        # Only items somebody clicked: with no clicks yet (the bootstrap day), "popular" would be the
-        # first k item ids, shown to everyone, which is worse than a random slate.
-        items = self.ranked_[:k]                                                     # [k]
-        items = np.where(self.scores_[items] > 0, items, -1)
+        # With no click at all (the bootstrap day) nothing is popular: ranking would give the first
+        # k item ids, shown to everyone, worse than a random slate; other channels fill the slate.
+        items = self.ranked_[:k] if self.scores_.any() else np.full(min(k, len(self.ranked_)), -1)  # [k]
         b = len(users)
         return Candidates(items=np.tile(items, (b, 1)),
                           scores=np.tile(np.where(items >= 0, self.scores_[np.maximum(items, 0)], 0), (b, 1)))

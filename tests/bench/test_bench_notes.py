@@ -6,8 +6,8 @@ from dataclasses import replace
 
 from bench.generative_campaign import recall_note, serving
 from bench.results import conditions, conditions_note
-from components.serving import load_experiment
-from flows.campaign_state import create_campaign
+from components.experiment import load_experiment
+from story.campaign import create_campaign
 from sim.config import load_scenario
 
 

@@ -18,7 +18,7 @@ from scipy import stats
 from components.ab import AnalysisConfig
 from components.ab.stats import Z95
 from components.features.columns import MICRO_BATCH_SECONDS
-from components.serving import ExperimentConfig
+from components.experiment import ExperimentConfig
 
 REPO = Path(__file__).resolve().parents[2]
 UNITS = r"%|ms\b|s\b|seconds?\b|minutes?\b|min\b|hours?\b|x\b|×|[a-z]+/s\b|[KMG]i?B\b"

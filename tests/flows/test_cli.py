@@ -156,8 +156,8 @@ def test_zeroed_span_inside_a_partition_is_one_line_naming_it_and_the_rebuild(tm
 def test_a_campaign_manifest_with_a_removed_setting_is_one_line_saying_why(tmp_path, capsys):
     import json
 
-    from components.serving import load_experiment
-    from flows.campaign_state import MANIFEST, create_campaign
+    from components.experiment import load_experiment
+    from story.campaign import MANIFEST, create_campaign
     from sim.config import load_scenario
 
     create_campaign(tmp_path, "old", load_scenario("tiny"), load_experiment("default"), None)
@@ -192,8 +192,8 @@ def test_a_lost_partition_the_summary_reads_is_named_not_silently_skipped(tmp_pa
 
 def test_resuming_a_campaign_whose_kept_day_lost_a_partition_names_it_before_running(tmp_path, capsys):
     from components.lake import Lake
-    from components.serving import load_experiment
-    from flows.campaign_state import create_campaign
+    from components.experiment import load_experiment
+    from story.campaign import create_campaign
     from sim.config import load_scenario
 
     c = create_campaign(tmp_path, "itemcf-recall@tiny-seed3", load_scenario("tiny"), load_experiment("default"), None)
