@@ -134,6 +134,26 @@ class SequenceConfig:
 
 
 @dataclass(frozen=True)
+class FitConfig:
+    """How a world fitted to a log (`fitted:` a log file) is built from it (sim/fit.py)."""
+
+    popularity: float = 0.5       # item quality = popularity * centred log count
+    smooth: float = 0.2           # share of each item's transitions on the low-rank kernel
+    damping: float = 0.5          # a counted transition a -> b is divided by count(b) ** damping
+    backward: float = 0.5         # weight of "b before a" when counting a -> b
+    discount: float = 0.0         # subtracted from every counted pair
+    n_categories: int = 20        # leaf categories: k-means clusters of the items' positions
+    seed: int = 0                 # the fit's own randomness (SVD, k-means)
+
+    def validate(self, where: str) -> None:
+        for name in ("popularity", "damping", "backward", "discount"):
+            require(getattr(self, name) >= 0, f"{where}.{name}", f"must be >= 0, got {getattr(self, name)}")
+        _rate(self, "smooth", where)
+        require(self.n_categories >= 1, f"{where}.n_categories", f"must be at least 1, got {self.n_categories}")
+        require(self.seed >= 0, f"{where}.seed", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class TrafficConfig:
     sessions_per_user: float = 1.0   # mean sessions per active user per day, times the user's activity
     requests_per_session: float = 1.0  # mean requests in a session (at least one)
@@ -175,9 +195,11 @@ class WorldConfig:
     traffic: TrafficConfig = field(default_factory=TrafficConfig)
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
-    # A world fitted to a real log (`python -m bench.calibration`): an .npz beside the scenario's
-    # YAML holding its day-0 users, items and transitions; "" draws them from the priors above.
+    # A world fitted to a real log (`python -m bench.calibration`): the log itself (`user item ...`
+    # lines, fitted when the world is built, as `fit` says) or an .npz of fitted arrays; a relative
+    # path is relative to configs/scenarios. "" draws the world from the priors above.
     fitted: str = ""
+    fit: FitConfig = field(default_factory=FitConfig)
     effect: EffectConfig = field(default_factory=EffectConfig)  # a known effect, for validating A/B
 
     def validate(self, where: str) -> None:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from sim.calibrate import Log, item_embedding, kmeans
-from sim.config import BehaviorConfig, ItemConfig, OracleConfig, SequenceConfig, TrafficConfig, UserConfig, WorldConfig
+from sim.config import (BehaviorConfig, FitConfig, ItemConfig, OracleConfig, SequenceConfig, TrafficConfig,
+                        UserConfig, WorldConfig)
 from sim.structure import cooccurrence
 
 class LogFormatError(ValueError):
@@ -152,10 +153,14 @@ def fitted_scenario(arrays: dict[str, np.ndarray], knobs: Knobs, fitted: str, na
     """The scenario of a fitted world: sizes from the arrays, behaviour from the knobs."""
     return WorldConfig(
         name=name, seed=seed, latent_dim=arrays["item_latent"].shape[1], collab_dim=0, fitted=fitted,
+        fit=FitConfig(popularity=knobs.popularity, smooth=knobs.smooth, damping=knobs.damping,
+                      backward=knobs.backward, discount=knobs.discount, n_categories=n_categories),
         users=UserConfig(n=len(arrays["user_taste"]), favourite_categories=1, activity="lognormal",
                          activity_sigma=round(float(np.log(arrays["user_activity"]).std()), 3)),
         items=ItemConfig(n=len(arrays["item_latent"]), n_categories=n_categories, subcategories=1),
-        behavior=BehaviorConfig(relevance_scale=knobs.relevance, content_weight=1.0),
+        # Slates compete with what the user would find on their own, as in the small world.
+        behavior=BehaviorConfig(relevance_scale=knobs.relevance, content_weight=1.0, outside="catalogue",
+                                no_click_utility=-4.0),
         sequence=SequenceConfig(weight=knobs.sequence, floor=knobs.floor, lag_decay=knobs.lag_decay,
                                 repeat=knobs.repeat, memory=knobs.memory),
         traffic=TrafficConfig(sessions_per_user=1.0, requests_per_session=1.5),

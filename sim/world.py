@@ -114,12 +114,23 @@ def fitted_path(config: WorldConfig) -> Path:
 def fitted_arrays(config: WorldConfig) -> dict[str, np.ndarray]:
     """The day-0 users, items and transitions of a world fitted to a log (sim/calibrate.py)."""
     path = fitted_path(config)
-    try:
-        with np.load(path) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"scenario {config.name}: fitted world {path} cannot be read ({exc}); "
-                         f"regenerate it with `python -m bench.calibration`") from None
+    if path.suffix != ".npz":
+        from sim import fit   # fitting builds on the world's config, not the other way round
+        try:
+            _, seqs, n_items = fit.read_sequence_log(path)
+        except fit.LogFormatError as exc:
+            raise ValueError(f"scenario {config.name}: fitted: {exc}") from None
+        f = config.fit
+        knobs = fit.Knobs(popularity=f.popularity, smooth=f.smooth, damping=f.damping, backward=f.backward,
+                          discount=f.discount)
+        arrays = fit.fit_arrays(seqs, n_items, knobs, n_categories=f.n_categories, dim=config.latent_dim, seed=f.seed)
+    else:
+        try:
+            with np.load(path) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"scenario {config.name}: fitted world {path} cannot be read ({exc}); "
+                             f"regenerate it with `python -m bench.calibration`") from None
     for key, n, what in (("user_taste", config.users.n, "users.n"), ("item_latent", config.items.n, "items.n")):
         if len(arrays[key]) != n or arrays[key].shape[1] != config.latent_dim:
             raise ValueError(f"scenario {config.name}: {path} holds {arrays[key].shape} for {key}, but the "
