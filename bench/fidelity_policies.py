@@ -112,7 +112,7 @@ def simulate(policy: str, arrays: dict[str, np.ndarray], knobs: fit.Knobs, lengt
         return organic(arrays, knobs, lengths, workdir, seed)
     path = workdir / "slates-world.npz"
     np.savez(path, **arrays)
-    cfg = fit.fitted_scenario(arrays, knobs, str(path))
+    cfg = fit.fitted_scenario(arrays, knobs, str(path.resolve()))
     return slates_world(replace(cfg, seed=seed), policy, days, seed)
 
 

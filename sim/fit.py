@@ -180,7 +180,7 @@ def simulate_organic(arrays: dict[str, np.ndarray], knobs: Knobs, lengths: np.nd
     from sim.world import make_world
 
     np.savez(path, **arrays)
-    world = make_world(fitted_scenario(arrays, knobs, str(path)), 0)
+    world = make_world(fitted_scenario(arrays, knobs, str(Path(path).resolve())), 0)
     return simulate_sequences(world, lengths, seed, initial_state(world))
 
 
