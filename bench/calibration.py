@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.calibration:
-        saved = json.loads(args.calibration.read_text())
+        from bench.fidelity import saved_search
+        saved = saved_search(args.calibration, args.data.stem)
         knobs, search = fit.Knobs(**saved["knobs"]), saved
     else:
         from bench.fidelity import repeat_penalty

@@ -78,7 +78,7 @@ def order_kept(real: dict[str, float], sim: dict[str, float], margin: float = 0.
 
 def calibrate(seqs: list[np.ndarray], n_items: int, args: argparse.Namespace, workdir: Path):
     if args.calibration:
-        saved = json.loads(Path(args.calibration).read_text())
+        saved = saved_search(Path(args.calibration), args.data.stem)
         knobs = fit.Knobs(**saved["knobs"])
         print(f"  knobs from {args.calibration}: {knobs}")
         return knobs, saved
@@ -86,6 +86,15 @@ def calibrate(seqs: list[np.ndarray], n_items: int, args: argparse.Namespace, wo
     res = fit.search(seqs, n_items, workdir, users=args.search_users, evaluations=args.search_evals,
                      start=fit.Knobs(repeat=repeat_penalty(seqs)), seed=args.seed)
     return res.knobs, {"knobs": asdict(res.knobs), "loss": res.loss, "evaluations": res.evaluations}
+
+
+def saved_search(path: Path, stem: str) -> dict:
+    """An earlier search: a search JSON, bench/calibration.json, or bench/fidelity.json (by stem)."""
+    saved = json.loads(path.read_text())
+    for candidate in (saved, saved.get("calibration", {}), saved.get(stem, {}).get("calibration", {})):
+        if isinstance(candidate, dict) and "knobs" in candidate:
+            return candidate
+    raise SystemExit(f"error: {path} holds no calibration knobs (for {stem}); run without --calibration to search")
 
 
 def repeat_penalty(seqs: list[np.ndarray]) -> float:
