@@ -220,8 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     result["calibration"] = calibration
     result["runs"] = ([*everything[stem].get("runs", [])] if args.merge and stem in everything else []) + [
         {"algorithms": algs_run, "policies": policies, "device": args.device, "threads": args.threads,
+         "days": args.days, "sasrec_epochs": args.sasrec_epochs, "generative_epochs": args.generative_epochs,
+         "budget_minutes": args.budget_minutes, "seed": args.seed,
          "seconds": round(time.perf_counter() - t0, 1), "load_min": min(load), "load_max": max(load)}]
-    result["settings"] = {"days": args.days, "seed": args.seed, "device": args.device, "threads": args.threads,
+    result["settings"] = everything[stem]["settings"] if args.merge and stem in everything else {"days": args.days, "seed": args.seed, "device": args.device, "threads": args.threads,
                           "sasrec_epochs": args.sasrec_epochs, "generative_epochs": args.generative_epochs,
                           "search_users": args.search_users, "search_evals": args.search_evals,
                           "seconds": round(time.perf_counter() - t0, 1), "load_min": min(load), "load_max": max(load)}
@@ -245,23 +247,40 @@ def results_section(stem: str, result: dict, algs: list[str], sources: list[str]
         real = result[a]["real"]["recall@10"]
         row = [a, f"{real:.4f}", f"{result[a]['real']['ndcg@10']:.4f}"]
         for src in sources[1:]:
+            if key[src] not in result[a]:          # an exposure this algorithm was not run on
+                row += ["-", "-"]
+                continue
             sim = result[a][key[src]]["recall@10"]
             row += [f"{sim:.4f}", f"{sim / real:.2f}" if real else "-"]
         rows.append(row)
-    taus = "; ".join(f"{src}: Kendall tau {result['kendall_tau' + ('' if src == 'organic' else '_' + src)]:.2f}, "
-                     f"order kept {result['order_kept' + ('' if src == 'organic' else '_' + src)][0]} of "
-                     f"{result['order_kept' + ('' if src == 'organic' else '_' + src)][1]} pairs differing by >10 %"
-                     for src in sources[1:])
+    def tau(src: str) -> str:
+        suffix = "" if src == "organic" else "_" + src
+        if f"kendall_tau{suffix}" not in result:
+            return f"{src}: not every algorithm was run on it, no Kendall tau"
+        kept, total = result[f"order_kept{suffix}"]
+        return f"{src}: Kendall tau {result[f'kendall_tau{suffix}']:.2f}, order kept {kept} of {total} pairs differing by >10 %"
+    taus = "; ".join(tau(src) for src in sources[1:])
     k = result["calibration"]["knobs"]
     s = result["settings"]
+    # A merged entry holds several runs (e.g. the neural models on a GPU, the slate exposures here):
+    # each says what it ran, where, and under what load.
+    def settings(r: dict) -> str:
+        neural = [f"SASRec {r.get('sasrec_epochs', s['sasrec_epochs'])} epochs" if "sasrec" in r["algorithms"] else "",
+                  f"generative {r.get('generative_epochs', s['generative_epochs'])} epochs" if "generative" in r["algorithms"] else "",
+                  f"{r['days']} days of slates" if "days" in r and set(r["policies"]) - {"organic"} else ""]
+        return ", ".join(x for x in neural if x)
+
+    runs = "; ".join(f"{', '.join(r['algorithms'])} on {', '.join(r['policies']) or 'the real log'} "
+                     f"({r['device']}, {r['threads']} threads, {r['seconds'] / 60:.1f} min, load "
+                     f"{r['load_min']:.1f}-{r['load_max']:.1f}{'; ' + settings(r) if settings(r) else ''})"
+                     for r in result.get("runs", []))
     append(f"Fidelity: {stem}, real log against the world calibrated to it", header, rows,
            notes=(f"{taus}. Calibrated knobs: popularity {k['popularity']:.3f}, relevance {k['relevance']:.2f}, "
-                  f"floor {k['floor']:.2e}, repeat {k['repeat']:g} (search on {s['search_users']:,} users, "
-                  f"loss {result['calibration'].get('loss', float('nan')):.3f}); slate policies over {s['days']} days; "
-                  f"SASRec {s['sasrec_epochs']} epochs, generative {s['generative_epochs']} epochs, on {s['device']} "
-                  f"with {s['threads']} CPU threads; one run, seed {s['seed']}, {s['seconds'] / 60:.1f} min; niceness "
-                  f"{os.nice(0)}; 1-minute load average {min(load):.1f} to {max(load):.1f}"))
+                  f"floor {k['floor']:.2e}, smooth {k.get('smooth', 0):.2f}, repeat {k['repeat']:g} (loss "
+                  f"{result['calibration'].get('loss', float('nan')):.3f}); seed {s['seed']}; "
+                  f"runs: {runs}; niceness {os.nice(0)}; this run's 1-minute load {min(load):.1f} to {max(load):.1f}"))
     st = result["structure"]
+    sources = [src for src in sources if src in st]
     append(f"Fidelity: {stem}, structure of the real and the simulated logs", ["statistic", *sources],
            [[name, *(f"{st[src][name]:.4f}" if st[src][name] < 100 else f"{st[src][name]:,.0f}" for src in sources)]
             for name in STRUCTURE_SHOWN],
