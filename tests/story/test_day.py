@@ -78,3 +78,34 @@ def test_a_served_day_round_trips_through_its_file(tmp_path):
     gathered = ServedDay.gather([back], n=5, slate_size=3, n_channels=2)
     assert gathered.slates[0].tolist() == [7, 8, -1] and gathered.origin[0].tolist() == [1, 3, 0]
     assert gathered.slates[3].tolist() == [-1, -1, -1] and np.isnan(gathered.channel_ms[3]).all()
+
+
+def test_the_sequential_world_gives_the_same_day_and_next_state_in_shards(tmp_path):
+    """The tiny world with transitions, past choices and a catalogue outside option: three shards
+    write the tables and the next day's world state (memories, purchases, no-click weights) of one."""
+    import dataclasses
+
+    from sim.state import state_path
+    tiny = load_scenario("tiny")
+    seq = dataclasses.replace(tiny, sequence=dataclasses.replace(tiny.sequence, weight=1.0, floor=0.002, repeat=2.0,
+                                                                   prior_events=3),
+                              behavior=dataclasses.replace(tiny.behavior, outside="catalogue", no_click_utility=-4.0))
+    camps = []
+    for name in ("one", "three"):
+        c = create_campaign(tmp_path / name, "t", seq, load_experiment("default"), None)
+        publish_catalog(c, 0)
+        build_features(c.lake, 0)
+        models.train_bootstrap(c)
+        camps.append(c)
+    one, three = camps
+    metrics = run_day(one, 0)
+    plan_to_file(three, 0)
+    for index in range(3):
+        serve_shard_to_file(three, 0, index, 3)
+    assert finish_from_files(three, 0, 3) == metrics
+    for table in DECIDED:
+        assert one.lake.path(table, 0).read_bytes() == three.lake.path(table, 0).read_bytes(), table
+    a, b = (np.load(state_path(c.world_dir, 1)) for c in (one, three))
+    for key in ("user_recent", "bought_key", "user_outside", "item_clicks"):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert (a["user_recent"] >= 0).any() and a["user_outside"].std() > 0
