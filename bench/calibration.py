@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from bench.results import save_figure
 from common.typedconf import to_mapping
 from sim import calibrate
 from sim.behavior import request_uniform, respond
@@ -70,11 +71,7 @@ def picture(real: calibrate.Log, sim: calibrate.Log, min_count: int, path: Path)
         ax.set_ylabel("interactions / mean")
         ax.set_title(f"{title} (entities with >= {min_count} interactions)")
         ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 
 from bench import beauty, beauty_generative, beauty_traditional
 from bench.fidelity_policies import POLICIES, simulate, write_log
-from bench.results import append
+from bench.results import append, save_figure
 from sim import fit
 from sim.structure import k_core, structure
 
@@ -120,11 +120,7 @@ def picture(result: dict, stem: str, path: Path) -> Path:
     ax.set_ylabel("Recall@10 (leave-one-out, full ranking)")
     ax.set_title(f"{stem}: the same algorithms on the real and the simulated logs")
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -50,3 +50,14 @@ def append(title: str, header: list[str], rows: list[list[object]], notes: str =
         RESULTS.write_text("# Benchmark results\n\nEach section is appended by the benchmark named in its command.\n")
     with RESULTS.open("a") as fh:
         fh.write("\n".join(lines) + "\n")
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure (its folder made) and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -17,7 +17,7 @@ import numpy as np
 from sim.calibrate import Log, item_embedding, kmeans
 from sim.config import (BehaviorConfig, FitConfig, ItemConfig, OracleConfig, SequenceConfig, TrafficConfig,
                         UserConfig, WorldConfig)
-from sim.structure import cooccurrence
+from sim.structure import cooccurrence, transition_factors
 
 class LogFormatError(ValueError):
     """The log is not in the `user item item ...` sequential format."""
@@ -115,8 +115,6 @@ def _kernel(src: np.ndarray, dst: np.ndarray, w: np.ndarray, count: np.ndarray, 
     Counted pairs alone make a world too faithful to the sample: a pair seen once in the log
     becomes a path every simulated user may take. Discounting removes part of that noise and the
     low-rank kernel spreads the mass over items that behave alike, as real transitions do."""
-    from sim.structure import transition_factors
-
     w = np.maximum(w - knobs.discount, 0.0) / count[dst] ** knobs.damping
     keep = w > 0
     emp_src, emp_dst, emp_w = src[keep], dst[keep], _row_normalised(src[keep], w[keep], n_items)

@@ -135,17 +135,7 @@ def _smooth(held: list[np.ndarray], before: np.ndarray, last: np.ndarray, n_item
     if n_items < 4 or len(src) == 0:
         return {f"last_in_top{k}_smooth": 0.0 for k in ks}
     out_f, in_f = transition_factors(src, dst, w, n_items)
-    users, items, _ = to_pairs(held)
-    hits = {k: 0 for k in ks}
-    for lo in range(0, len(held), chunk):
-        s = out_f[before[lo:lo + chunk]] @ in_f.T                                   # [b, I]
-        rows = np.flatnonzero((users >= lo) & (users < lo + chunk))
-        s[users[rows] - lo, items[rows]] = -np.inf
-        t = s[np.arange(len(s)), last[lo:lo + chunk]]
-        rank = (s > t[:, None]).sum(axis=1)
-        for k in ks:
-            hits[k] += int(np.sum(rank < k))
-    return {f"last_in_top{k}_smooth": hits[k] / len(held) for k in ks}
+    return _hit_rates(lambda rows: out_f[before[rows]] @ in_f.T, held, last, ks, "smooth", chunk)
 
 
 def _taste(held: list[np.ndarray], last: np.ndarray, n_items: int, ks: tuple[int, ...],
@@ -157,13 +147,22 @@ def _taste(held: list[np.ndarray], last: np.ndarray, n_items: int, ks: tuple[int
     emb = item_embedding(Log(users, items), dim=dim, n_items=n_items).astype(np.float32)              # [I, d]
     profile = np.zeros((len(held), dim), np.float32)
     np.add.at(profile, users, emb[items])
+    return _hit_rates(lambda rows: profile[rows] @ emb.T, held, last, ks, "taste", chunk)
+
+
+def _hit_rates(score, held: list[np.ndarray], last: np.ndarray, ks: tuple[int, ...], name: str,
+               chunk: int) -> dict[str, float]:
+    """Share of users whose held-out item ranks in the top k of `score(rows) -> [b, I]`, the items
+    they took removed (ties count against the target)."""
+    users, items, _ = to_pairs(held)
     hits = {k: 0 for k in ks}
     for lo in range(0, len(held), chunk):
-        s = profile[lo:lo + chunk] @ emb.T                                           # [b, I]
-        rows = np.flatnonzero((users >= lo) & (users < lo + chunk))
-        s[users[rows] - lo, items[rows]] = -np.inf
-        t = s[np.arange(len(s)), last[lo:lo + chunk]]
+        rows = np.arange(lo, min(lo + chunk, len(held)))
+        s = score(rows)                                                              # [b, I]
+        took = np.flatnonzero((users >= lo) & (users < lo + chunk))
+        s[users[took] - lo, items[took]] = -np.inf
+        t = s[np.arange(len(s)), last[rows]]
         rank = (s > t[:, None]).sum(axis=1)
         for k in ks:
             hits[k] += int(np.sum(rank < k))
-    return {f"last_in_top{k}_taste": hits[k] / len(held) for k in ks}
+    return {f"last_in_top{k}_{name}": hits[k] / len(held) for k in ks}

@@ -19,8 +19,8 @@ from story.world import publish_catalog
 DECIDED = ("requests", "impressions", "features_online", "world_daily")
 
 
-def _campaign(tmp_path, name):
-    c = create_campaign(tmp_path / name, "t", load_scenario("tiny"), load_experiment("default"), None)
+def _campaign(tmp_path, name, scenario=None):
+    c = create_campaign(tmp_path / name, "t", scenario or load_scenario("tiny"), load_experiment("default"), None)
     publish_catalog(c, 0)
     build_features(c.lake, 0)
     return c
@@ -39,8 +39,8 @@ def test_day_0_is_served_by_bootstrap_models_trained_before_it(tmp_path):
     assert {ch for row in channels for ch in row} == set(c.experiment.logging_policy.channels) - {"popular"}
 
 
-def test_a_day_served_in_shards_through_files_writes_the_tables_of_one_process(tmp_path):
-    one, three = _campaign(tmp_path, "one"), _campaign(tmp_path, "three")
+def _one_and_three_shards(one, three) -> None:
+    """Day 0 in one process and in three shards through files: the same metrics and tables."""
     for c in (one, three):
         models.train_bootstrap(c)
     metrics = run_day(one, 0)
@@ -50,6 +50,11 @@ def test_a_day_served_in_shards_through_files_writes_the_tables_of_one_process(t
     assert finish_from_files(three, 0, 3) == metrics
     for table in DECIDED:
         assert one.lake.path(table, 0).read_bytes() == three.lake.path(table, 0).read_bytes(), table
+
+
+def test_a_day_served_in_shards_through_files_writes_the_tables_of_one_process(tmp_path):
+    one, three = _campaign(tmp_path, "one"), _campaign(tmp_path, "three")
+    _one_and_three_shards(one, three)
     assert not list(three.world_dir.glob("shards-*"))          # the plan and shard files are removed
 
 
@@ -90,21 +95,8 @@ def test_the_sequential_world_gives_the_same_day_and_next_state_in_shards(tmp_pa
     seq = dataclasses.replace(tiny, sequence=dataclasses.replace(tiny.sequence, weight=1.0, floor=0.002, repeat=2.0,
                                                                    prior_events=3),
                               behavior=dataclasses.replace(tiny.behavior, outside="catalogue", no_click_utility=-4.0))
-    camps = []
-    for name in ("one", "three"):
-        c = create_campaign(tmp_path / name, "t", seq, load_experiment("default"), None)
-        publish_catalog(c, 0)
-        build_features(c.lake, 0)
-        models.train_bootstrap(c)
-        camps.append(c)
-    one, three = camps
-    metrics = run_day(one, 0)
-    plan_to_file(three, 0)
-    for index in range(3):
-        serve_shard_to_file(three, 0, index, 3)
-    assert finish_from_files(three, 0, 3) == metrics
-    for table in DECIDED:
-        assert one.lake.path(table, 0).read_bytes() == three.lake.path(table, 0).read_bytes(), table
+    one, three = _campaign(tmp_path, "one", seq), _campaign(tmp_path, "three", seq)
+    _one_and_three_shards(one, three)
     a, b = (np.load(state_path(c.world_dir, 1)) for c in (one, three))
     for key in ("user_recent", "bought_key", "user_outside", "item_clicks"):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
