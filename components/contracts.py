@@ -100,6 +100,14 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("score", pa.float32(), nullable=False),
         pa.field("clicked", pa.bool_(), nullable=False),
     ]),
+    # Items users took on their own (search, browsing) during a visit: no slate, no position.
+    "organic": pa.schema([
+        pa.field("day", pa.int32(), nullable=False),
+        pa.field("ts", pa.int64(), nullable=False),
+        pa.field("request_id", pa.int64(), nullable=False),
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("item_id", pa.int64(), nullable=False),
+    ]),
     "features_user": pa.schema([
         pa.field("day", pa.int32(), nullable=False),      # partition: valid for serving this day
         pa.field("user_id", pa.int64(), nullable=False),

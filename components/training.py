@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from components.features import lineage as features_lineage
+from components.features.columns import ORGANIC_POSITION
 from components.features.store import load_catalog
 from components.lake import Lake
 from components.ranking import RANKERS, Samples
@@ -21,9 +22,12 @@ HOLDOUT_SHARE = 0.1
 def train_data(lake: Lake, day: int) -> TrainData:
     """Clicks of every day up to and including `day`; channels apply their own windows."""
     con = lake.connect()
+    # Items users took on their own are interactions too: a visit's organic take comes after its slate.
+    organic = (f" UNION ALL SELECT user_id, item_id, day, ts, request_id, {ORGANIC_POSITION} AS position FROM organic "
+               f"WHERE day <= {day}") if lake.days("organic") else ""
     clicks = con.sql(
-        f"SELECT user_id, item_id, day, ts FROM impressions WHERE clicked AND day <= {day} "
-        f"ORDER BY ts, request_id, position"
+        f"SELECT user_id, item_id, day, ts FROM (SELECT user_id, item_id, day, ts, request_id, position "
+        f"FROM impressions WHERE clicked AND day <= {day}{organic}) ORDER BY ts, request_id, position"
     ).fetchnumpy()
     con.close()
     return TrainData(day=day, catalog=load_catalog(lake, day), click_user=clicks["user_id"],

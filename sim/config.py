@@ -90,8 +90,14 @@ class BehaviorConfig:
     # catalogue, at the start of the day): a slate competes with what the user would find on their
     # own, so showing the item they were about to look for is clicked, a random one almost never.
     outside: Literal["fixed", "catalogue"] = "fixed"
+    # Share of visits in which the user, besides answering the slate, also takes one item on their
+    # own (search, browsing): drawn from the same utilities over the whole catalogue, logged in the
+    # lake's `organic` table, remembered by the world and seen by the recommenders, as real logs
+    # mix recommended and organic events. 0: users take only what slates show them.
+    organic: float = 0.0
 
     def validate(self, where: str) -> None:
+        _rate(self, "organic", where)
         require(self.relevance_scale >= 0, f"{where}.relevance_scale", "must be >= 0")
         require(self.position_decay >= 0, f"{where}.position_decay", "must be >= 0")
         _rate(self, "content_weight", where)

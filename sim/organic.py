@@ -30,6 +30,22 @@ def organic_choice(world: World, state: WorldState, users: np.ndarray, uniform: 
     return out
 
 
+def visit_takes(world: World, state: WorldState, users: np.ndarray, request_ids: np.ndarray, day: int) -> np.ndarray:
+    """The item each request's user also took on their own during that visit, -1 for none: [B] -> [B].
+
+    A keyed coin per request decides whether the visit has an organic take (BehaviorConfig.organic)
+    and a keyed draw picks it, in exact arithmetic: no shard or batch changes an organic event."""
+    out = np.full(len(users), -1, np.int64)
+    rate = world.config.behavior.organic
+    if rate <= 0 or len(users) == 0:
+        return out
+    seed = world.config.seed
+    yes = np.flatnonzero(keyed_uniform(seed, day, "organic-visit", request_ids) < rate)
+    if len(yes):
+        out[yes] = organic_choice(world, state, users[yes], keyed_uniform(seed, day, "organic-take", request_ids[yes]))
+    return out
+
+
 def _cdf(u: np.ndarray) -> np.ndarray:
     """Row-normalised CDFs of exp(u): [b, I] -> [b, I] float64, row r shifted to [r, r + 1]."""
     u = u - u.max(axis=1, keepdims=True)

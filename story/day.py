@@ -45,10 +45,10 @@ def finish_day(c: Campaign, plan: DayPlan, served: ServedDay) -> dict[str, float
     c.lake.write("request_channel_latency", day, tables.request_channel_latency(plan, served))
     c.lake.write("impressions", day, tables.impressions(plan, served))
     c.lake.write("features_online", day, tables.features_online(plan, served))
+    c.lake.write("organic", day, tables.organic(plan, served))
     world = tables.world_daily(plan, served, sampled, ref)
     c.lake.write("world_daily", day, world)
-    r, pos = (served.slates >= 0).nonzero()
-    log = DayLog(user_id=tr.user_id[r], item_id=served.slates[r, pos], clicked=served.clicked[r, pos])
+    log = DayLog(*tables.day_log(plan, served))
     save_state(advance(world_of(c, day + 1), state, log), c.world_dir)
     return {f"{row['arm']}.{key}": row[key] for row in world.to_pylist() for key in row if key not in ("day", "arm")}
 

@@ -15,6 +15,7 @@ from components.features.store import FeatureStore, online_vectors
 from components.features.stream import StreamProcessor
 from components.serving import Pipeline, ServeResult
 from sim import behavior
+from sim.organic import visit_takes
 from story.campaign import Campaign
 from story.plan import DayPlan
 from story.world import state_of, world_of
@@ -46,6 +47,7 @@ class ServedDay:
     batch_size: np.ndarray   # [n] int32: requests in the micro-batch that served it
     prob: np.ndarray         # [n, K] float32, the world's click probability
     clicked: np.ndarray      # [n, K] bool
+    organic: np.ndarray      # [n] int64: the item the user also took on their own during the visit, -1 none
     logged: np.ndarray       # [n] bool: its feature vectors go to features_online
     log_x: np.ndarray        # [n, K, F] float32, the logged vectors (zeros where not logged)
 
@@ -56,6 +58,7 @@ class ServedDay:
                    origin=np.zeros((n, k), np.int64), stage_ms=np.zeros((n, len(STAGES)), np.float32),
                    channel_ms=np.full((n, n_channels), np.nan, np.float32), batch_size=np.zeros(n, np.int32),
                    prob=np.zeros((n, k), np.float32), clicked=np.zeros((n, k), bool),
+                   organic=np.full(n, -1, np.int64),
                    logged=np.zeros(n, bool), log_x=np.zeros((n, k, len(FEATURES)), np.float32))
 
     def put(self, idx: np.ndarray, res: ServeResult, channels: list[str]) -> None:
@@ -131,6 +134,7 @@ def serve_rows(c: Campaign, plan: DayPlan, rows: np.ndarray, pipelines: Mapping[
             done = np.flatnonzero(micro == m)
             answer = behavior.respond(world, state, tr.user_id[done], out.slates[done], uniform[done], favoured[done])
             out.prob[done], out.clicked[done] = answer
+            out.organic[done] = visit_takes(world, state, tr.user_id[done], tr.request_id[done], day)
             r, pos = np.nonzero(out.slates[done] >= 0)
             stream.ingest(tr.user_id[done][r], tr.ts[done][r], out.clicked[done][r, pos])
     return out

@@ -55,6 +55,26 @@ def impressions(plan: DayPlan, served: ServedDay) -> pa.Table:
     })
 
 
+def organic(plan: DayPlan, served: ServedDay) -> pa.Table:
+    """What users took on their own during their visits, stamped with the visit's time."""
+    tr, r = plan.traffic, np.flatnonzero(served.organic >= 0)
+    return pa.table({
+        "day": np.full(len(r), plan.day, np.int32), "ts": tr.ts[r], "request_id": tr.request_id[r],
+        "user_id": tr.user_id[r], "item_id": served.organic[r],
+    })
+
+
+def day_log(plan: DayPlan, served: ServedDay) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every impression with its click and every organic take, in time order (a visit's organic
+    take after its slate): user, item, clicked [N] each, what the world moves on from."""
+    user = plan.traffic.user_id
+    r, pos = (served.slates >= 0).nonzero()
+    o = np.flatnonzero(served.organic >= 0)
+    order = np.lexsort((np.concatenate([pos, np.full(len(o), served.slates.shape[1])]), np.concatenate([r, o])))
+    return (np.concatenate([user[r], user[o]])[order], np.concatenate([served.slates[r, pos], served.organic[o]])[order],
+            np.concatenate([served.clicked[r, pos], np.ones(len(o), bool)])[order])
+
+
 def features_online(plan: DayPlan, served: ServedDay) -> pa.Table:
     logged = served.logged
     return consistency.online_table(plan.day, plan.traffic.request_id[logged], served.slates[logged],

@@ -14,6 +14,9 @@ RECENT_CLICKS = 20
 # count covers the last REALTIME_BATCHES closed micro-batches (one hour).
 MICRO_BATCH_SECONDS = 900
 REALTIME_BATCHES = 4
+# An organic take (the `organic` table) joins the events as a clicked row at its visit's ts, after
+# every slot of the slate; counts of impressions and clicks leave it out, the recent items keep it.
+ORGANIC_POSITION = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -25,20 +28,21 @@ class EventCount:
     empty = "0"
 
     def aggregate(self, as_of: int) -> str:
-        cond = (["clicked"] if self.clicks else []) + \
+        cond = ["NOT organic"] + (["clicked"] if self.clicks else []) + \
             ([f"ts >= {as_of - self.days * SECONDS_PER_DAY}"] if self.days is not None else [])
-        return f"count(*) FILTER (WHERE {' AND '.join(cond)})" if cond else "count(*)"
+        return f"count(*) FILTER (WHERE {' AND '.join(cond)})"
 
 
 @dataclass(frozen=True)
 class LastClicks:
-    """The entity's last `n` clicked items, newest first; within a request, by position."""
+    """The entity's last `n` clicked or organically taken items, newest first; within a request,
+    the organic take first, then the slate's click."""
 
     n: int
     empty = "[]::BIGINT[]"
 
     def aggregate(self, as_of: int) -> str:
-        return f"list(item_id ORDER BY ts DESC, position) FILTER (WHERE clicked)[1:{self.n}]"
+        return f"list(item_id ORDER BY ts DESC, organic DESC, position) FILTER (WHERE clicked)[1:{self.n}]"
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,9 @@ def _counts(prefix: str, table: str, entity: str) -> list[Column]:
 
 COLUMNS: tuple[Column, ...] = (
     *_counts("u", "features_user", "user"),
-    Column("u_recent", "features_user", "user", ("impressions",), f"last {RECENT_CLICKS} clicks", "list<int64>",
-           "the user's last clicked items before the serving day, newest first", LastClicks(RECENT_CLICKS)),
+    Column("u_recent", "features_user", "user", ("impressions", "organic"), f"last {RECENT_CLICKS} clicks",
+           "list<int64>", "the user's last clicked (or organically taken) items before the serving day, newest first",
+           LastClicks(RECENT_CLICKS)),
     *_counts("i", "features_item", "item"),
     Column("i_created_day", "features_item", "item", ("items",), "catalog", "int32",
            "the day the item entered the catalog", CatalogField("created_day")),

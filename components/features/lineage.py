@@ -30,14 +30,14 @@ def ranker_sources(lake: Lake, sample_days: list[int]) -> dict[str, list[int]]:
     count (every day before the last one, and its own for labels and real-time counts) and the
     catalog up to it."""
     last = max(sample_days, default=-1)
-    upto = {t: [d for d in lake.days(t) if d <= last] for t in ("impressions", "items", "users")}
+    upto = {t: [d for d in lake.days(t) if d <= last] for t in ("impressions", "organic", "items", "users")}
     return {"samples": list(sample_days), "features_user": list(sample_days),
             "features_item": list(sample_days), **upto}
 
 
 def channel_sources(lake: Lake, day: int) -> dict[str, list[int]]:
     """Recall channels read the click log and the catalog up to the training day."""
-    return {t: [d for d in lake.days(t) if d <= day] for t in ("impressions", "items")}
+    return {t: [d for d in lake.days(t) if d <= day] for t in ("impressions", "organic", "items")}
 
 
 def of_day(lake: Lake, day: int, arms: dict[str, tuple[list[str], list[str]]], sample_days: list[int]) -> dict:

@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 import pyarrow as pa
 
-from components.features.columns import RECENT_CLICKS, columns_of, daily_sql
+from components.features.columns import ORGANIC_POSITION, RECENT_CLICKS, columns_of, daily_sql
 from components.features.definitions import vectorize
 from components.lake import Lake
 from components.types import Catalog, ItemFeatures, UserBatch, pad_rows
@@ -17,14 +17,25 @@ from components.types import Catalog, ItemFeatures, UserBatch, pad_rows
 USER_FIELDS = {"u_impressions": "impressions", "u_clicks": "clicks", "u_recent": "recent"}
 ITEM_FIELDS = {"i_impressions": "impressions", "i_clicks": "clicks"}
 NO_EVENTS = ("(SELECT NULL::BIGINT user_id, NULL::BIGINT item_id, NULL::BIGINT ts, "
-             "NULL::INT position, NULL::BOOLEAN clicked WHERE false)")
+             "NULL::INT position, NULL::BOOLEAN clicked, NULL::BOOLEAN organic WHERE false)")
+
+
+def events_before(lake: Lake, day: int) -> str:
+    """The events the daily features count: impressions of days < day, and the organic takes of
+    those days as clicked rows after their visit's slate (columns.ORGANIC_POSITION)."""
+    if not (lake.days("impressions") and min(lake.days("impressions")) < day):
+        return NO_EVENTS
+    events = f"SELECT user_id, item_id, ts, position, clicked, false AS organic FROM impressions WHERE day < {day}"
+    if any(d < day for d in lake.days("organic")):
+        events += (f" UNION ALL SELECT user_id, item_id, ts, {ORGANIC_POSITION} AS position, true AS clicked, "
+                   f"true AS organic FROM organic WHERE day < {day}")
+    return f"({events})"
 
 
 def build_features(lake: Lake, day: int) -> None:
     """Write features_user and features_item valid for serving `day`: events of days < day only."""
     con = lake.connect()
-    has_logs = lake.days("impressions") and min(lake.days("impressions")) < day
-    events = f"(SELECT * FROM impressions WHERE day < {day})" if has_logs else NO_EVENTS
+    events = events_before(lake, day)
     users = con.sql(daily_sql("features_user", day, events,
                               f"(SELECT DISTINCT user_id FROM users WHERE created_day <= {day})")).to_arrow_table()
     items = con.sql(daily_sql("features_item", day, events,

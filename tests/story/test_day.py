@@ -16,7 +16,7 @@ from story.serve import ServedDay
 from story.world import publish_catalog
 
 # Written from what the world and the pipelines decided, so they do not depend on the sharding.
-DECIDED = ("requests", "impressions", "features_online", "world_daily")
+DECIDED = ("requests", "impressions", "features_online", "world_daily", "organic")
 
 
 def _campaign(tmp_path, name, scenario=None):
@@ -94,10 +94,55 @@ def test_the_sequential_world_gives_the_same_day_and_next_state_in_shards(tmp_pa
     tiny = load_scenario("tiny")
     seq = dataclasses.replace(tiny, sequence=dataclasses.replace(tiny.sequence, weight=1.0, floor=0.002, repeat=2.0,
                                                                    prior_events=3),
-                              behavior=dataclasses.replace(tiny.behavior, outside="catalogue", no_click_utility=-4.0))
+                              behavior=dataclasses.replace(tiny.behavior, outside="catalogue", no_click_utility=-4.0,
+                                                           organic=0.5))
     one, three = _campaign(tmp_path, "one", seq), _campaign(tmp_path, "three", seq)
     _one_and_three_shards(one, three)
     a, b = (np.load(state_path(c.world_dir, 1)) for c in (one, three))
     for key in ("user_recent", "bought_key", "user_outside", "item_clicks"):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     assert (a["user_recent"] >= 0).any() and a["user_outside"].std() > 0
+    assert one.lake.read("organic", 0).num_rows > 0
+
+
+def test_organic_takes_are_logged_remembered_and_learned_from(tmp_path):
+    """Half of the visits also take an item on their own: it is in the lake's organic table, the
+    world's memory of the user, the recall channels' training data and the next day's u_recent."""
+    import dataclasses
+
+    from components.training import train_data
+    from sim.state import state_path
+    tiny = load_scenario("tiny")
+    world = dataclasses.replace(tiny, behavior=dataclasses.replace(tiny.behavior, organic=0.5))
+    c = _campaign(tmp_path, "c", world)
+    models.train_bootstrap(c)
+    run_day(c, 0)
+    organic = c.lake.read("organic", 0).to_pydict()
+    visits = c.lake.read("requests", 0).num_rows
+    assert 0.4 * visits < len(organic["item_id"]) < 0.6 * visits
+    # The world remembers clicks and organic takes in time order, a visit's take after its slate.
+    clicks = c.lake.read("impressions", 0).to_pydict()
+    events = sorted([(t, r, 0, u, it) for t, r, u, it, k in zip(clicks["ts"], clicks["request_id"], clicks["user_id"],
+                                                                 clicks["item_id"], clicks["clicked"]) if k] +
+                    [(t, r, 1, u, it) for t, r, u, it in zip(organic["ts"], organic["request_id"], organic["user_id"],
+                                                            organic["item_id"])])
+    recent = np.load(state_path(c.world_dir, 1))["user_recent"]
+    memory = recent.shape[1]
+    for user in set(organic["user_id"]):
+        mine = [it for *_, u, it in events if u == user][::-1][:memory]
+        assert recent[user].tolist() == mine + [-1] * (memory - len(mine))
+    last = {u: it for *_, u, it in events}
+    data = train_data(c.lake, 0)
+    n_clicks = sum(clicks["clicked"])
+    assert len(data.click_item) == n_clicks + len(organic["item_id"])
+    assert np.all(np.diff(data.click_ts) >= 0)
+    publish_catalog(c, 1)
+    build_features(c.lake, 1)
+    users = c.lake.read("features_user", 1).to_pydict()
+    recent_of = dict(zip(users["user_id"], users["u_recent"]))
+    assert all(item in recent_of[user] for user, item in last.items())
+    # Counts of impressions and clicks stay the slates' own.
+    clicked_of = {}
+    for u, k in zip(clicks["user_id"], clicks["clicked"]):
+        clicked_of[u] = clicked_of.get(u, 0) + int(k)
+    assert all(n == clicked_of.get(u, 0) for u, n in zip(users["user_id"], users["u_clicks"]))
