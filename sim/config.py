@@ -148,6 +148,8 @@ class FitConfig:
     damping: float = 0.5          # a counted transition a -> b is divided by count(b) ** damping
     backward: float = 0.5         # weight of "b before a" when counting a -> b
     discount: float = 0.0         # subtracted from every counted pair
+    neighbours: int = 50          # targets of each item on the low-rank kernel
+    temperature: float = 0.1      # cosine gap that divides a low-rank transition's weight by e
     n_categories: int = 20        # leaf categories: k-means clusters of the items' positions
     seed: int = 0                 # the fit's own randomness (SVD, k-means)
 
@@ -155,6 +157,8 @@ class FitConfig:
         for name in ("popularity", "damping", "backward", "discount"):
             require(getattr(self, name) >= 0, f"{where}.{name}", f"must be >= 0, got {getattr(self, name)}")
         _rate(self, "smooth", where)
+        require(self.neighbours >= 1, f"{where}.neighbours", f"must be at least 1, got {self.neighbours}")
+        require(self.temperature > 0, f"{where}.temperature", f"must be > 0, got {self.temperature}")
         require(self.n_categories >= 1, f"{where}.n_categories", f"must be at least 1, got {self.n_categories}")
         require(self.seed >= 0, f"{where}.seed", "must be >= 0")
 

@@ -64,9 +64,12 @@ class Knobs:
     smooth: float = 0.5          # share of each item's transitions on the low-rank kernel
     discount: float = 0.0        # subtracted from every pair count: one-off pairs are mostly noise
     memory: int = 3              # SequenceConfig.memory
+    dim: int = 16                # latent dimensions of tastes and items (a fine taste needs more than 16)
+    neighbours: int = 50         # targets of each item on the low-rank kernel
+    temperature: float = 0.1     # cosine gap that divides a low-rank transition's weight by e
 
 
-def fit_arrays(seqs: list[np.ndarray], n_items: int, knobs: Knobs, n_categories: int = 20, dim: int = 16,
+def fit_arrays(seqs: list[np.ndarray], n_items: int, knobs: Knobs, n_categories: int = 20, dim: int | None = None,
                seed: int = 0) -> dict[str, np.ndarray]:
     """The day-0 world of a fitted scenario, from the whole log.
 
@@ -75,6 +78,7 @@ def fit_arrays(seqs: list[np.ndarray], n_items: int, knobs: Knobs, n_categories:
     co-occurrence at most three positions apart (forward, and `backward` for the reverse order),
     row-normalised into the kernel. Users carry their real activity (events relative to the mean).
     """
+    dim = dim or knobs.dim
     users = np.repeat(np.arange(len(seqs)), [len(s) for s in seqs])
     items = np.concatenate(seqs)
     log = Log(users, items)
@@ -99,22 +103,21 @@ def fit_arrays(seqs: list[np.ndarray], n_items: int, knobs: Knobs, n_categories:
             "edge_src": src.astype(np.int32), "edge_dst": dst.astype(np.int32), "edge_weight": w.astype(np.float32)}
 
 
-SMOOTH_TEMPERATURE = 0.1   # cosine gap that divides a transition's weight by e in the low-rank kernel
-
-
 def _row_normalised(src: np.ndarray, w: np.ndarray, n_items: int) -> np.ndarray:
     total = np.bincount(src, weights=w, minlength=n_items)
     return w / np.maximum(total[src], 1e-300)
 
 
-def _kernel(src: np.ndarray, dst: np.ndarray, w: np.ndarray, count: np.ndarray, n_items: int, knobs: Knobs,
-            neighbours: int = 50) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _kernel(src: np.ndarray, dst: np.ndarray, w: np.ndarray, count: np.ndarray, n_items: int,
+            knobs: Knobs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Transition edges: the log's discounted, damped co-occurrence, and a share `smooth` on the
-    low-rank kernel (each item's `neighbours` best targets by the co-occurrence factors).
+    low-rank kernel (each item's `knobs.neighbours` best targets by the co-occurrence factors).
 
     Counted pairs alone make a world too faithful to the sample: a pair seen once in the log
     becomes a path every simulated user may take. Discounting removes part of that noise and the
-    low-rank kernel spreads the mass over items that behave alike, as real transitions do."""
+    low-rank kernel spreads the mass over items that behave alike, as real transitions do: spread
+    wide (many neighbours, a soft temperature), the next item is predictable from what it resembles
+    but rarely a pair seen before, which embeddings learn and pair counts cannot."""
     w = np.maximum(w - knobs.discount, 0.0) / count[dst] ** knobs.damping
     keep = w > 0
     emp_src, emp_dst, emp_w = src[keep], dst[keep], _row_normalised(src[keep], w[keep], n_items)
@@ -126,14 +129,14 @@ def _kernel(src: np.ndarray, dst: np.ndarray, w: np.ndarray, count: np.ndarray, 
     out_f /= np.maximum(np.linalg.norm(out_f, axis=1, keepdims=True), 1e-12)
     in_f /= np.maximum(np.linalg.norm(in_f, axis=1, keepdims=True), 1e-12)
     s_src, s_dst, s_w = [], [], []
-    k = min(neighbours, n_items - 1)
+    k = min(knobs.neighbours, n_items - 1)
     for lo in range(0, n_items, 2048):
         score = out_f[lo:lo + 2048] @ in_f.T                                         # [b, I]
         rows = np.arange(lo, min(lo + 2048, n_items))
         score[rows - lo, rows] = -np.inf
         top = np.argpartition(-score, k - 1, axis=1)[:, :k]                          # [b, k]
         val = np.take_along_axis(score, top, axis=1)
-        val = np.exp((val - 1.0) / SMOOTH_TEMPERATURE)
+        val = np.exp((val - 1.0) / knobs.temperature)
         s_src.append(np.repeat(rows, k))
         s_dst.append(top.reshape(-1))
         s_w.append(val.reshape(-1))
@@ -152,7 +155,8 @@ def fitted_scenario(arrays: dict[str, np.ndarray], knobs: Knobs, fitted: str, na
     return WorldConfig(
         name=name, seed=seed, latent_dim=arrays["item_latent"].shape[1], collab_dim=0, fitted=fitted,
         fit=FitConfig(popularity=knobs.popularity, smooth=knobs.smooth, damping=knobs.damping,
-                      backward=knobs.backward, discount=knobs.discount, n_categories=n_categories),
+                      backward=knobs.backward, discount=knobs.discount, neighbours=knobs.neighbours,
+                      temperature=knobs.temperature, n_categories=n_categories),
         users=UserConfig(n=len(arrays["user_taste"]), favourite_categories=1, activity="lognormal",
                          activity_sigma=round(float(np.log(arrays["user_activity"]).std()), 3)),
         items=ItemConfig(n=len(arrays["item_latent"]), n_categories=n_categories, subcategories=1),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 WINDOW = 3   # positions either side that count as co-occurring (the data README's item-CF window)
+LAGS = (3, 6)   # the item this many positions before the one before the held-out event
 
 
 def to_pairs(seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -106,7 +107,16 @@ def structure(seqs: list[np.ndarray], n_items: int, ks: tuple[int, ...] = (10, 5
     at = np.minimum(np.searchsorted(all_keys, q), max(len(all_keys) - 1, 0))
     out["last_pair_seen"] = float(np.mean(all_keys[at] == q)) if len(all_keys) else 0.0
     out["last_is_rare"] = float(np.mean(counts[last] < 3))
+    # How far back the past still points at the held-out item: a sequence model reads the whole
+    # history, item-CF the last few items, so a log whose dependence fades slowly favours the former.
+    for lag in LAGS:
+        long = np.array([len(s) > lag + 1 for s in seqs])
+        q = np.array([s[-2 - lag] if len(s) > lag + 1 else 0 for s in seqs]) * n_items + last
+        pos = np.minimum(np.searchsorted(keys, q), max(len(keys) - 1, 0))
+        hit = (keys[pos] == q) & (nrank[pos] < max(ks)) if len(keys) else np.zeros(len(q), bool)
+        out[f"lag{lag}_in_top{max(ks)}_cooc"] = float(np.mean(hit[long])) if long.any() else 0.0
     out.update(_taste(held, last, n_items, ks))
+    out.update(_taste(held, last, n_items, ks, dim=64, name="taste64"))
     out.update(_smooth(held, before, last, n_items, ks))
     return out
 
@@ -139,15 +149,16 @@ def _smooth(held: list[np.ndarray], before: np.ndarray, last: np.ndarray, n_item
 
 
 def _taste(held: list[np.ndarray], last: np.ndarray, n_items: int, ks: tuple[int, ...],
-           dim: int = 16, chunk: int = 2048) -> dict[str, float]:
+           dim: int = 16, chunk: int = 2048, name: str = "taste") -> dict[str, float]:
     """Is the held-out item among the k nearest to the user's past, on the held-in log's leading
     singular vectors (items the user took removed)? The low-rank taste a factor model learns."""
     from sim.calibrate import Log, item_embedding
     users, items, _ = to_pairs(held)
+    dim = max(1, min(dim, n_items - 1, len(held) - 1))      # a small log has fewer axes than asked
     emb = item_embedding(Log(users, items), dim=dim, n_items=n_items).astype(np.float32)              # [I, d]
     profile = np.zeros((len(held), dim), np.float32)
     np.add.at(profile, users, emb[items])
-    return _hit_rates(lambda rows: profile[rows] @ emb.T, held, last, ks, "taste", chunk)
+    return _hit_rates(lambda rows: profile[rows] @ emb.T, held, last, ks, name, chunk)
 
 
 def _hit_rates(score, held: list[np.ndarray], last: np.ndarray, ks: tuple[int, ...], name: str,
