@@ -1,7 +1,6 @@
 """A day counts as complete, and a resumed campaign skips it, only once every table its report wrote exists."""
 from __future__ import annotations
 
-
 from components.contracts import SCHEMAS
 from components.experiment import load_experiment
 from components.features.store import build_features
