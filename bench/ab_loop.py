@@ -184,11 +184,14 @@ def study(loop: Loop, aa: int, n_effect: int, logit: float, srm: int, log=print)
             log(f"effect {i + 1}/{n_effect}")
     true_lift = float(np.mean([r.true_lift for r in eff]))
     hits = int(sum(r.look["treatment"]["p_value"] < alpha for r in eff))
-    predicted = power(true_lift, se_lift, alpha)
+    # The lift's standard error grows with the lift (its variance scales with (1 + lift)^2), so the
+    # plan from A/A's error and the formula at the error under the effect are both reported.
+    se_effect = float(np.median([r.look["treatment"]["lift_se"] for r in eff])) if eff else float("nan")
     out["effect"] = {"experiments": n_effect, "logit": logit, "true_lift": true_lift,
                      "measured_lift_mean": float(np.mean([r.look["treatment"]["lift"] for r in eff])),
-                     "predicted_power": predicted, "detected": hits, "measured_power": hits / max(n_effect, 1),
-                     "measured_interval": wilson(hits, n_effect)}
+                     "predicted_power_aa_se": power(true_lift, se_lift, alpha), "lift_se_median": se_effect,
+                     "predicted_power": power(true_lift, se_effect, alpha), "detected": hits,
+                     "measured_power": hits / max(n_effect, 1), "measured_interval": wilson(hits, n_effect)}
     out["srm"] = {}
     for share in (55.0, 60.0):
         res = [loop.srm_p(200_000 + i, {"control": share, "treatment": 100 - share}) for i in range(srm)]
@@ -222,27 +225,31 @@ def main() -> None:
     aa, eff = res["aa"], res["effect"]
     lo, hi = aa["fp_interval"]
     rows = [["A/A: p < 0.05", f"{aa['fp_rate']:.3f} ({aa['significant']} of {aa['experiments']}; 95 % "
-             f"interval {lo:.3f}-{hi:.3f}; target 0.03-0.07: {'reached' if 0.03 <= aa['fp_rate'] <= 0.07 else 'NOT reached'})"],
+             f"interval {lo:.3f} to {hi:.3f}; target {aa['fp_target'][0]:.2f} to {aa['fp_target'][1]:.2f}: "
+             f"{'reached' if aa['fp_target'][0] <= aa['fp_rate'] <= aa['fp_target'][1] else 'NOT reached'})"],
             ["A/A: KS p-value of the p-values against uniform", f"{aa['ks_p']:.3f}"],
-            ["A/A, CUPED: p < 0.05", f"{aa['fp_rate_cuped']:.3f} (interval {aa['fp_interval_cuped'][0]:.3f}-"
+            ["A/A, CUPED: p < 0.05", f"{aa['fp_rate_cuped']:.3f} (interval {aa['fp_interval_cuped'][0]:.3f} to "
              f"{aa['fp_interval_cuped'][1]:.3f}); KS p {aa['ks_p_cuped']:.3f}"],
             ["CUPED variance reduction (median)", f"{aa['cuped_variance_reduction']:.1%}"],
             ["A/A: SRM flagged (p < 0.001)", f"{aa['srm_flagged']} of {aa['experiments']}"],
             [f"known effect (logit +{eff['logit']}): true lift", f"{eff['true_lift']:+.2%} (mean estimate "
              f"{eff['measured_lift_mean']:+.2%})"],
-            ["known effect: predicted power", f"{eff['predicted_power']:.3f}"],
+            ["known effect: predicted power at the lift's standard error under the effect",
+             f"{eff['predicted_power']:.3f} (standard error {eff['lift_se_median']:.4f})"],
+            ["known effect: predicted power planned from A/A's standard error",
+             f"{eff['predicted_power_aa_se']:.3f} (standard error {aa['lift_se_median']:.4f})"],
             ["known effect: measured detection rate", f"{eff['measured_power']:.3f} ({eff['detected']} of "
-             f"{eff['experiments']}; interval {eff['measured_interval'][0]:.3f}-{eff['measured_interval'][1]:.3f})"]]
+             f"{eff['experiments']}; interval {eff['measured_interval'][0]:.3f} to {eff['measured_interval'][1]:.3f})"]]
     for split, s in res["srm"].items():
         rows.append([f"SRM: served {split}, analysed 50/50: flagged (p < 0.001)",
-                     f"{s['detection_rate']:.3f} ({s['flagged']} of {s['experiments']}; interval {s['interval'][0]:.3f}-"
+                     f"{s['detection_rate']:.3f} ({s['flagged']} of {s['experiments']}; interval {s['interval'][0]:.3f} to "
                      f"{s['interval'][1]:.3f}); predicted {s['predicted']:.3f} at {s['users_mean']:.0f} users"])
     append(f"A/B statistics through the loop (tiny campaign, day 1 served {aa['experiments']} times by day 0's models): "
            f"A/A false-positive rate {aa['fp_rate']:.3f}", ["check", "result"], rows, notes=(
                f"each experiment: its own traffic seed, splitter salt and click draws; served by story.serve.serve_rows "
                f"(control's pipeline in both arms) and answered by sim.behavior.respond; median {aa['users_median']:.0f} "
                f"users, {aa['impressions_median']:.0f} impressions, control CTR {aa['ctr_median']:.4f} per experiment; "
-               f"predicted power from the A/A median lift standard error ({aa['lift_se_median']:.4f}); "
+               f"predicted power: the z-test's formula at the true lift and a median standard error; "
                f"{aa['seconds_per_experiment']:.2f} s per served experiment, {seconds / 60:.1f} min in all; "
                f"{conditions_note(machine)}; bench/ab_loop.json"))
     print(json.dumps({k: res[k] for k in ("aa", "effect", "srm")}, indent=1))
