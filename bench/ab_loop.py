@@ -166,7 +166,7 @@ def study(loop: Loop, aa: int, n_effect: int, logit: float, srm: int, log=print)
     p, p_cuped = np.array([x["p_value"] for x in t]), np.array([x["cuped_p_value"] for x in t])
     fp, fp_cuped = int((p < alpha).sum()), int((p_cuped < alpha).sum())
     se_lift = float(np.median([x["lift_se"] for x in t]))
-    out = {"aa": {"experiments": aa, "significant": fp, "fp_rate": fp / aa, "fp_interval": wilson(fp, aa),
+    out = {"aa": {"experiments": aa, "significant": fp, "fp_rate": fp / aa, "fp_interval": wilson(fp, aa), "fp_target": [0.03, 0.07],
                   "ks_p": float(stats.kstest(p, "uniform").pvalue),
                   "significant_cuped": fp_cuped, "fp_rate_cuped": fp_cuped / aa,
                   "fp_interval_cuped": wilson(fp_cuped, aa), "ks_p_cuped": float(stats.kstest(p_cuped, "uniform").pvalue),

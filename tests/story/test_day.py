@@ -133,6 +133,9 @@ def test_a_trained_day_gives_the_same_tables_in_shards(tmp_path):
     # The treatment arm's slates carry item-CF candidates: the trained models served the day.
     channels = one.lake.read("impressions", 1).column("channels").to_pylist()
     assert "itemcf" in {ch for row in channels for ch in row}
+    # Per shown item, no arm's served slates beat the oracle's of the same lengths: norm <= 1.
+    for row in one.lake.read("world_daily", 1).to_pylist():
+        assert row["ctr_random"] < row["ctr_expected"] <= row["ctr_oracle"], row
     a, b = (np.load(state_path(c.world_dir, 2)) for c in (one, three))
     for key in a.files:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
