@@ -87,3 +87,35 @@ def test_every_results_section_has_its_json_or_an_audit_says_it_has_none():
     bad = [f"{s.key}: {why}" for s, why in results_audit.unbacked(all_sections) if s.key not in listed]
     assert bad == [], ("sections of bench/RESULTS.md whose figures are in no JSON they name; re-run their "
                        f"bench so it writes one, or record it with `python -m bench.results_audit`: {bad}")
+
+
+def _paragraphs(text: str) -> list[tuple[int, str]]:
+    """(first line number, text) of each paragraph or list item of `text`."""
+    out, start, lines = [], 1, []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith("- ") or line.startswith("#"):
+            if lines:
+                out.append((start, "\n".join(lines)))
+            start, lines = number, ([line] if line.strip() else [])
+            if not line.strip():
+                start += 1
+        else:
+            lines.append(line)
+    if lines:
+        out.append((start, "\n".join(lines)))
+    return out
+
+
+def test_a_readme_paragraph_that_names_its_json_takes_its_figures_from_it():
+    """Where README says which run a figure came from, the figure is in that run's JSON (not just
+    somewhere under bench/, where a number of another run can match it by chance)."""
+    wrong = []
+    for start, text in _paragraphs((REPO / "README.md").read_text()):
+        named = [n for n in sorted(set(re.findall(r"bench/([\w.-]+\.json)", text))) if (REPO / "bench" / n).is_file()]
+        if not named:
+            continue
+        values = [x for n in named for x in results_audit.numbers(json.loads((REPO / "bench" / n).read_text()))]
+        wrong += [f"README.md:{start + line - 1}: {printed} (not in {', '.join(named)})"
+                  for line, printed, digits in figures(text) if printed not in NOT_FIGURES
+                  and not found(printed, digits, values)]
+    assert wrong == []
