@@ -1,7 +1,8 @@
 """Damaged lakes: does every user command answer a broken partition with one clear line?
 
-Part (b) of the fault campaign (issue 19). One `tiny` campaign is run, then N seeded damages are
-made to random partitions of random tables of a copy of its data directory: truncate the file,
+Part (b) of the fault campaign (issue 19); part (a), SIGKILLs and resumes, is bench/faults_kills.py.
+One `tiny` campaign is run, then N seeded damages are made to random partitions of random tables of
+a copy of its data directory: truncate the file,
 zero a span, flip bytes, delete it, or rewrite it with another schema. On a fresh damaged copy
 each, `reclab report`, `reclab run-day --day D` (D: the damaged partition's day, the command that
 rebuilds it) and a resumed `reclab campaign` are run as a user runs them, in a subprocess. Each must
@@ -14,7 +15,7 @@ rebuilds it) and a resumed `reclab campaign` are run as a user runs them, in a s
 and leave every other partition as it was (a command that re-ran days may rewrite their measured
 latency tables only). Writes bench/faults.json and a section of bench/RESULTS.md.
 
-    python -m bench.faults [--damages 50] [--seed 19]
+    python -m bench.faults [--kills 20] [--damages 50] [--seed 19]   (0 kills or damages: keep that part)
 """
 from __future__ import annotations
 
@@ -175,20 +176,9 @@ def _whole(table: str, path: Path) -> bool:
     return True
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--damages", type=int, default=50)
-    p.add_argument("--seed", type=int, default=19)
-    p.add_argument("--days", type=int, default=2, help="A/B days of the campaign that is damaged")
-    p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
-    p.add_argument("--timeout", type=float, default=600, help="seconds per command")
-    args = p.parse_args()
+def damages_part(args: argparse.Namespace, work: Path, env: dict) -> dict:
+    """Part (b): run the damages, append their RESULTS section; returns their part of faults.json."""
     load_before = os.getloadavg()
-    work = args.work or Path(tempfile.mkdtemp(prefix="reclab-faults-"))
-    work.mkdir(parents=True, exist_ok=True)
-    # A Prefect home of its own: the ephemeral servers of these runs share nothing with others'.
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_HOME": str(work / "prefect"),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "HF_HUB_OFFLINE": "1"}
     # The campaign is made, and every damaged copy runs, at one path: the manifest records it.
     trial, base = work / "campaign", work / "base"
     start = time.perf_counter()
@@ -234,11 +224,6 @@ def main() -> None:
     by_command = {name: {v: sum(o.command == name and o.verdict == v for _, outs in results for o in outs)
                          for v in ("clear", "rebuilt", "unaffected", "traceback", "unclear")}
                   for name in commands}
-    OUT.write_text(json.dumps({
-        "damages": summary, "by_command": by_command, "seed": args.seed, "campaign_days": args.days,
-        "seconds": round(seconds, 1), **machine,
-        "trials": [{"index": d.index, "kind": d.kind, "partition": d.partition, "detail": d.detail,
-                    "outcomes": [o.__dict__ for o in outs]} for d, outs in results]}, indent=2) + "\n")
     kinds = sorted({d.kind for d, _ in results})
     rows = [[kind, sum(d.kind == kind for d, _ in results),
              sum(d.kind == kind for d in passed),
@@ -255,7 +240,85 @@ def main() -> None:
                f"command: " + "; ".join(f"{n} " + ", ".join(f"{v} {c}" for v, c in by.items() if c)
                                         for n, by in by_command.items())
                + f". {seconds / 60:.1f} min; {conditions_note(machine)}; bench/faults.json has every trial"))
-    print(json.dumps(summary))
+    return {"summary": summary, "run": {
+        "by_command": by_command, "seed": args.seed, "campaign_days": args.days, "date": _now(),
+        "seconds": round(seconds, 1), **machine,
+        "trials": [{"index": d.index, "kind": d.kind, "partition": d.partition, "detail": d.detail,
+                    "outcomes": [o.__dict__ for o in outs]} for d, outs in results]}}
+
+
+def kills_part(args: argparse.Namespace, work: Path, env: dict) -> dict:
+    """Part (a): kill and resume, append its RESULTS section; returns its part of faults.json."""
+    from bench.faults_kills import STAGES, run_kills
+
+    load_before = os.getloadavg()
+    start = time.perf_counter()
+    campaign = ["campaign", *CAMPAIGN, "--days", str(args.kill_days)]
+    trials, events, reference_s = run_kills(args.kills, args.seed, campaign, work, env, REPO, args.timeout,
+                                            log=lambda line: print(line, flush=True))
+    seconds = time.perf_counter() - start
+    machine = conditions(load_before)
+    summary = {"tried": len(trials), "identical": sum(t.identical for t in trials),
+               "killed": sum(t.killed for t in trials),
+               "left_running": sum(bool(t.runs.get("RUNNING")) for t in trials)}
+    rows = [[stage, sum(t.stage == stage for t in trials), sum(t.stage == stage and t.identical for t in trials),
+             ", ".join(sorted({t.after.rsplit(" #", 1)[0] for t in trials if t.stage == stage}))]
+            for stage in STAGES]
+    rows.append(["all", summary["tried"], summary["identical"], ""])
+    append(f"Killed campaigns: {summary['identical']} of {summary['tried']} SIGKILLs resumed to a byte-identical lake",
+           ["stage killed in", "kills", "resumed identical", "kill armed after"], rows, notes=(
+               f"seed {args.seed}; `tiny` campaign of {args.kill_days} A/B day (uninterrupted: "
+               f"{reference_s:.0f} s with start-up); each kill: a fresh campaign, SIGKILL to its process group "
+               f"a seeded delay after a seeded event of the stage (from the uninterrupted run's log), then the "
+               f"same command again; identical: it exits 0, every partition but the measured latencies is "
+               f"byte for byte the uninterrupted campaign's, no temporary or hidden file, no MLflow run RUNNING "
+               f"({summary['killed']} of {summary['tried']} killed before they ended; {summary['left_running']} "
+               f"left a run RUNNING). {seconds / 60:.1f} min; {conditions_note(machine)}; "
+               f"bench/faults.json has every kill"))
+    return {"summary": summary, "run": {
+        "seed": args.seed, "campaign_days": args.kill_days, "date": _now(), "seconds": round(seconds, 1),
+        "uninterrupted_seconds": round(reference_s, 1), **machine,
+        "stages": [e.__dict__ for e in events], "trials": [t.__dict__ for t in trials]}}
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
+
+
+def _kept(name: str) -> dict:
+    """A part not re-run this time, as the last run wrote it (which says when and how it ran)."""
+    old = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    if name not in old:
+        return {}
+    if f"{name}_run" in old:
+        return {"summary": old[name], "run": old[f"{name}_run"]}
+    # The file's first layout held the damages only, their run's fields beside them.
+    return {"summary": old[name], "run": {k: v for k, v in old.items() if k != name}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--damages", type=int, default=50, help="damages to try (0: keep the last run's)")
+    p.add_argument("--kills", type=int, default=20, help="kills to try (0: keep the last run's)")
+    p.add_argument("--seed", type=int, default=19)
+    p.add_argument("--days", type=int, default=2, help="A/B days of the campaign that is damaged")
+    p.add_argument("--kill-days", type=int, default=1, help="A/B days of the campaign that is killed")
+    p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds per command")
+    args = p.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="reclab-faults-"))
+    work.mkdir(parents=True, exist_ok=True)
+    # A Prefect home of its own: the ephemeral servers of these runs share nothing with others'.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_HOME": str(work / "prefect"),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "HF_HUB_OFFLINE": "1"}
+    parts = {"kills": kills_part(args, work, env) if args.kills else _kept("kills"),
+             "damages": damages_part(args, work, env) if args.damages else _kept("damages")}
+    out = {name: part["summary"] for name, part in parts.items() if part}
+    out.update({f"{name}_run": part["run"] for name, part in parts.items() if part})
+    OUT.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps({name: part["summary"] for name, part in parts.items() if part}))
 
 
 if __name__ == "__main__":

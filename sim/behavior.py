@@ -165,37 +165,56 @@ class Reference:
 
 
 def reference_ctr(world: World, state: WorldState, users: np.ndarray, slate_size: int,
-                  request_ids: np.ndarray, day: int, draws: int | None = None, chunk: int = 256) -> Reference:
-    """Oracle and random expected CTR (clicks per shown item) for each request.
+                  request_ids: np.ndarray, day: int, draws: int | None = None, chunk: int = 256,
+                  shown: np.ndarray | None = None, favoured: np.ndarray | None = None) -> Reference:
+    """Oracle and random expected CTR (clicks per shown item) for each request, on slates of the
+    length the request was served (`shown` [B], default `slate_size`) and, for the requests marked
+    `favoured` [B], under the scenario's known effect, as the served slates were answered.
 
     The probability of a click on a slate is S / (v0 + S) with S = sum_k e_k v_k, increasing in S.
-    With examination falling in rank, S is largest for the K most attractive items in order of
-    attractiveness (rearrangement inequality), so the oracle is exact for the day's choice model.
-    The random reference averages `draws` uniformly random slates per request, drawn from a
-    generator keyed by the request id (so shards agree); over catalogues above 4096 items a slate
-    is drawn with replacement, which changes it only in the rare slates with a repeat.
+    With examination falling in rank, S is largest for the n most attractive items in order of
+    attractiveness (rearrangement inequality), so for each length n the oracle is exact for the
+    day's choice model, and no served slate of n items beats it. Under the effect (each slot's odds
+    times e^logit, sim/effects.py) the oracle is that slate's favoured probability, the best slate
+    of the near-proportional lift it makes at these rates (exact as the rates go to 0).
+    The random reference averages `draws` uniformly random slates of the same length per request,
+    drawn from a generator keyed by the request id (so shards agree); over catalogues above 4096
+    items a slate is drawn with replacement, which changes it only in the rare slates with a repeat.
     """
     cfg = world.config
     draws = draws or cfg.oracle.random_draws
-    exam = examination(world, slate_size)                                                         # [K]
+    logit = cfg.effect.logit
+    exam = examination(world, slate_size).astype(np.float64)                                      # [K]
     n_items = world.n_items
     k = min(slate_size, n_items)
-    oracle, random = np.empty(len(users)), np.empty(len(users))
+    shown = np.full(len(users), k) if shown is None else np.minimum(np.asarray(shown), k)          # [B]
+    favoured = np.zeros(len(users), bool) if favoured is None else np.asarray(favoured, bool)      # [B]
+    oracle, random = np.zeros(len(users)), np.zeros(len(users))
     for start in range(0, len(users), chunk):
-        u = users[start:start + chunk]
+        u, n = users[start:start + chunk], shown[start:start + chunk]
+        fav = favoured[start:start + chunk]
         v0 = no_click(world, state, u).astype(np.float64)                                         # [b]
         v = np.exp(all_utilities(world, state, u).astype(np.float64))                           # [b, I]
         top = -np.sort(-np.partition(v, n_items - k, axis=1)[:, -k:], axis=1)                     # [b, k]
-        s = (top * exam[:k]).sum(axis=1)                                                          # [b]
-        oracle[start:start + chunk] = s / (v0 + s) / slate_size
+        ev = top * exam[:k] * (np.arange(k)[None, :] < n[:, None])                                # [b, k]
+        p = ev / (v0 + ev.sum(axis=1))[:, None]                                                   # [b, k]
+        p = favour(p, fav, logit)
+        oracle[start:start + chunk] = np.where(n > 0, p.sum(axis=1) / np.maximum(n, 1), 0.0)
         for row, rid in enumerate(request_ids[start:start + chunk].tolist()):
+            m = int(n[row])
+            if m == 0:
+                continue
             rng = np.random.default_rng([cfg.seed, day, 0x0AC1E, rid])
             if n_items <= 4096:
-                slates = np.argpartition(rng.random((draws, n_items)), k - 1, axis=1)[:, :k]       # [draws, k]
+                # A uniformly random set of k in a uniformly random order: its first m are a random slate of m.
+                values = rng.random((draws, n_items))
+                part = np.argpartition(values, k - 1, axis=1)[:, :k]                                # [draws, k]
+                slates = np.take_along_axis(part, np.take_along_axis(values, part, 1).argsort(axis=1), 1)
             else:
                 slates = rng.integers(0, n_items, size=(draws, k))
-            sr = (v[row, slates] * exam[:k]).sum(axis=1)                                          # [draws]
-            random[start + row] = (sr / (v0[row] + sr)).mean() / slate_size
+            er = v[row, slates[:, :m]] * exam[:m]                                                  # [draws, m]
+            pr = favour(er / (v0[row] + er.sum(axis=1))[:, None], np.full(draws, bool(fav[row])), logit)
+            random[start + row] = pr.sum(axis=1).mean() / m
     return Reference(oracle=oracle, random=random)
 
 

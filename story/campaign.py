@@ -13,8 +13,10 @@ from sim.config import WorldConfig, load_scenario
 from sim.world import World, make_world
 
 MANIFEST = "campaign.json"
-# The tables a day's last stage (report) writes: a day is complete once they and its models exist.
-REPORT_TABLES = ("ab_daily", "latency_daily", "world_daily")
+# Every table a day's last stage (report) writes, and world_daily: a day is complete once all of
+# them and its models exist. One left out lets a campaign killed between two of the report's writes
+# resume past a day whose last tables were never written.
+REPORT_TABLES = ("ab_daily", "latency_daily", "channel_latency_daily", "exposure_daily", "world_daily")
 # The models that serve day 0 (the logging policy's) are trained before any day, as if on day -1.
 BOOTSTRAP_DAY = -1
 

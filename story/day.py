@@ -39,7 +39,10 @@ def finish_day(c: Campaign, plan: DayPlan, served: ServedDay) -> dict[str, float
     # The oracle runs here, once, in request order: BLAS results can differ in the last bits with
     # the shape of a batch, and the day's figures must not depend on how it was sharded.
     sampled = behavior.oracle_sample(c.scenario.seed, day, tr.request_id, n, c.scenario.oracle.sample_requests)
-    ref = behavior.reference_ctr(world_of(c, day), state, tr.user_id[sampled], k, tr.request_id[sampled], day)
+    # Each request's references on its own slate's length and, for the favoured arm, under the effect.
+    ref = behavior.reference_ctr(world_of(c, day), state, tr.user_id[sampled], k, tr.request_id[sampled], day,
+                                 shown=(served.slates[sampled] >= 0).sum(axis=1),
+                                 favoured=plan.assigned[sampled] == c.scenario.effect.arm)
     c.lake.write("requests", day, tables.requests(plan))
     c.lake.write("request_latency", day, tables.request_latency(plan, served))
     c.lake.write("request_channel_latency", day, tables.request_channel_latency(plan, served))

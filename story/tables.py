@@ -85,8 +85,11 @@ def world_daily(plan: DayPlan, served: ServedDay, sampled: np.ndarray, ref: Refe
     """Per arm: the world's expected CTR of the served slates, and of the oracle's and random slates
     on the requests the oracle ran on (`sampled` [R]; `ref` holds their figures in order)."""
     n, assigned, shown = len(plan), plan.assigned, served.slates >= 0
+    # The references are per shown item of each request's own slate length: weighted by it, an
+    # arm's oracle is its best possible clicks per shown item, as ctr_expected is its actual.
+    length = shown.sum(axis=1)                                                     # [R]
     oracle, random = np.zeros(n), np.zeros(n)
-    oracle[sampled], random[sampled] = ref.oracle, ref.random
+    oracle[sampled], random[sampled] = ref.oracle * length[sampled], ref.random * length[sampled]
     rows = []
     # The arms, then held-out and unenrolled users, who are served what control serves.
     for arm in [*plan.arms, *sorted(set(assigned.tolist()) - set(plan.arms))]:
@@ -96,6 +99,6 @@ def world_daily(plan: DayPlan, served: ServedDay, sampled: np.ndarray, ref: Refe
                      # products differently from one process to another, and re-runs must be
                      # byte-identical.
                      "ctr_expected": round(float(served.prob[m].sum() / max(shown[m].sum(), 1)), 10),
-                     "ctr_oracle": round(float(oracle[ms].mean()), 10) if ms.any() else 0.0,
-                     "ctr_random": round(float(random[ms].mean()), 10) if ms.any() else 0.0})
+                     "ctr_oracle": round(float(oracle[ms].sum() / max(length[ms].sum(), 1)), 10),
+                     "ctr_random": round(float(random[ms].sum() / max(length[ms].sum(), 1)), 10)})
     return pa.Table.from_pylist(rows)

@@ -1,4 +1,5 @@
-"""Every measured figure README states comes from a benchmark's JSON under bench/.
+"""Every measured figure README states comes from a benchmark's JSON under bench/, and every section
+of bench/RESULTS.md has the JSON its figures came from (or an audit section says it has none).
 
 A figure is a number with a unit of measurement (%, ms, s, minutes, a rate, a speed-up) or a metric
 value (a decimal below 1 with two or more digits, e.g. a recall@K). It is found when some number in
@@ -10,64 +11,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from scipy import stats
-
-from components.ab import AnalysisConfig
-from components.ab.stats import Z95
-from components.features.columns import MICRO_BATCH_SECONDS
-from components.experiment import ExperimentConfig
+from bench import results_audit
+from bench.results_audit import NOT_FIGURES, figures, found
 
 REPO = Path(__file__).resolve().parents[2]
-UNITS = r"%|ms\b|s\b|seconds?\b|minutes?\b|min\b|hours?\b|x\b|×|[a-z]+/s\b|[KMG]i?B\b"
-FIGURE = re.compile(rf"(?<![\w.:/=-])(\d{{1,3}}(?:,\d{{3}})+|\d+(?:\.\d+)?)\s?({UNITS})")
-METRIC = re.compile(r"(?<![\w.:/=-])0\.\d{2,}\b")
-
-_EXPERIMENT = ExperimentConfig.__dataclass_fields__
-# Numbers README gives that are not measurements: each with the value it must equal.
-NOT_FIGURES: dict[str, Callable[[], float]] = {
-    "95 %": lambda: round((2 * stats.norm.cdf(Z95) - 1) * 100, 6),  # the intervals' confidence level
-    "0.05": lambda: AnalysisConfig().alpha,                         # the tests' alpha
-    "0.001": lambda: AnalysisConfig().srm_alpha,                    # SRM flagged below it
-    "50 %": lambda: AnalysisConfig().p99_max_increase * 100,        # the latency guardrail
-    "1 ms": lambda: AnalysisConfig().p99_min_ms,                    # ... and its floor
-    "5 %": lambda: _EXPERIMENT["feature_log_rate"].default * 100,   # the logged share of requests
-    "15 minutes": lambda: MICRO_BATCH_SECONDS / 60,                 # the feature stream's micro-batch
-}
-
-
-def figures(text: str) -> Iterator[tuple[int, str, str]]:
-    """(line number, the figure as printed, its digits) for each figure of `text`."""
-    for number, line in enumerate(text.splitlines(), 1):
-        for m in FIGURE.finditer(line):
-            yield number, m.group(0), m.group(1)
-        for m in METRIC.finditer(line):
-            yield number, m.group(0), m.group(0)
 
 
 def json_numbers() -> list[float]:
-    def walk(v) -> Iterator[float]:
-        if isinstance(v, bool):
-            return
-        if isinstance(v, (int, float)):
-            yield float(v)
-        elif isinstance(v, dict):
-            for x in v.values():
-                yield from walk(x)
-        elif isinstance(v, list):
-            for x in v:
-                yield from walk(x)
-
-    return [x for path in sorted((REPO / "bench").glob("*.json")) for x in walk(json.loads(path.read_text()))]
-
-
-def found(printed: str, digits: str, numbers: list[float]) -> bool:
-    plain = digits.replace(",", "")
-    places = len(plain.split(".")[1]) if "." in plain else 0
-    scales = (1.0, 100.0) if printed.endswith("%") else (1.0,)
-    return any(f"{x * s:.{places}f}" == plain for x in numbers for s in scales)
+    return [x for path in sorted((REPO / "bench").glob("*.json"))
+            for x in results_audit.numbers(json.loads(path.read_text()))]
 
 
 def test_the_figure_parser_reads_what_readme_writes():
@@ -88,3 +42,80 @@ def test_every_figure_in_readme_is_in_a_benchmark_json():
     missing = [f"README.md:{line}: {printed}" for line, printed, digits in figures((REPO / "README.md").read_text())
                if printed not in NOT_FIGURES and not found(printed, digits, numbers)]
     assert missing == [], f"figures with no JSON under bench/ behind them: {missing}"
+
+
+RESULTS_SAMPLE = """# Benchmark results
+
+## Fast thing: 3.2 ms
+- command: `python -m bench.fast --out bench/fast.json`
+- date: 2026-01-01 00:00 UTC
+
+| check | result |
+|---|---|
+| p99 | 3.2 ms at 0.052 |
+
+## Old thing, before benches kept a JSON
+- date: 2025-01-01 00:00 UTC
+
+| a | b |
+|---|---|
+| x | 7.5 s |
+"""
+
+
+def test_a_section_is_backed_only_by_the_json_it_names(tmp_path, monkeypatch):
+    monkeypatch.setattr(results_audit, "HERE", tmp_path)
+    (tmp_path / "fast.json").write_text(json.dumps({"p99_ms": 3.21, "rate": 0.0521}))
+    got = {s.title: results_audit.why_unbacked(s) for s in results_audit.sections(RESULTS_SAMPLE)}
+    assert got["Fast thing: 3.2 ms"] == ""
+    assert got["Old thing, before benches kept a JSON"] == "names no JSON under bench/"
+    # The same section against a JSON a later run rewrote: the figures it no longer holds are named.
+    (tmp_path / "fast.json").write_text(json.dumps({"p99_ms": 4.0, "rate": 0.0521}))
+    why = results_audit.why_unbacked(results_audit.sections(RESULTS_SAMPLE)[0])
+    assert "3.2 ms" in why and "bench/fast.json" in why
+    # An audit section names what is not backed; the audit's rows are read back as section keys.
+    audit = (f"\n## {results_audit.AUDIT_TITLE}\n- date: 2026-02-01 00:00 UTC\n\n| section | why |\n|---|---|\n"
+             f"| Old thing, before benches kept a JSON (2025-01-01 00:00 UTC) | names no JSON under bench/ |\n")
+    listed = results_audit.audited(results_audit.sections(RESULTS_SAMPLE + audit))
+    assert listed == {"Old thing, before benches kept a JSON (2025-01-01 00:00 UTC)"}
+
+
+def test_every_results_section_has_its_json_or_an_audit_says_it_has_none():
+    all_sections = results_audit.sections()
+    listed = results_audit.audited(all_sections)
+    # An audit names only the sections above it: one appended later must have its JSON.
+    bad = [f"{s.key}: {why}" for s, why in results_audit.unbacked(all_sections) if s.key not in listed]
+    assert bad == [], ("sections of bench/RESULTS.md whose figures are in no JSON they name; re-run their "
+                       f"bench so it writes one, or record it with `python -m bench.results_audit`: {bad}")
+
+
+def _paragraphs(text: str) -> list[tuple[int, str]]:
+    """(first line number, text) of each paragraph or list item of `text`."""
+    out, start, lines = [], 1, []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith("- ") or line.startswith("#"):
+            if lines:
+                out.append((start, "\n".join(lines)))
+            start, lines = number, ([line] if line.strip() else [])
+            if not line.strip():
+                start += 1
+        else:
+            lines.append(line)
+    if lines:
+        out.append((start, "\n".join(lines)))
+    return out
+
+
+def test_a_readme_paragraph_that_names_its_json_takes_its_figures_from_it():
+    """Where README says which run a figure came from, the figure is in that run's JSON (not just
+    somewhere under bench/, where a number of another run can match it by chance)."""
+    wrong = []
+    for start, text in _paragraphs((REPO / "README.md").read_text()):
+        named = [n for n in sorted(set(re.findall(r"bench/([\w.-]+\.json)", text))) if (REPO / "bench" / n).is_file()]
+        if not named:
+            continue
+        values = [x for n in named for x in results_audit.numbers(json.loads((REPO / "bench" / n).read_text()))]
+        wrong += [f"README.md:{start + line - 1}: {printed} (not in {', '.join(named)})"
+                  for line, printed, digits in figures(text) if printed not in NOT_FIGURES
+                  and not found(printed, digits, values)]
+    assert wrong == []

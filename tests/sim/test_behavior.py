@@ -154,6 +154,28 @@ def test_oracle_is_exact_with_fatigue_novelty_and_popularity_in_the_state():
         assert ref.oracle[u] == pytest.approx(ctr.max(), rel=1e-5)
 
 
+def test_oracle_is_exact_for_short_slates_and_bounds_the_effect_arm():
+    """A pipeline may serve fewer items than the slate size, and the effect's arm is answered with
+    lifted probabilities: per shown item, no served slate of a request's length beats its oracle."""
+    from sim.effects import EffectConfig, favour
+
+    w, s = make(users=5, items=6, effect=EffectConfig(arm="treatment", logit=1.5))
+    k, users = 4, np.arange(5)
+    for n in (0, 1, 2, 3):
+        ref = reference_ctr(w, s, users, k, users, day=0, shown=np.full(5, n), draws=4000)
+        lifted = reference_ctr(w, s, users, k, users, day=0, shown=np.full(5, n), favoured=np.ones(5, bool))
+        if n == 0:
+            assert (ref.oracle == 0).all() and (ref.random == 0).all()
+            continue
+        slates = np.array(list(itertools.permutations(range(w.n_items), n)))       # every ordered slate of n
+        for u in users:
+            p = click_probability(w, s, np.full(len(slates), u), slates)               # [S, n]
+            np.testing.assert_allclose(ref.oracle[u], p.sum(axis=1).max() / n, rtol=1e-5)
+            np.testing.assert_allclose(ref.random[u], p.sum(axis=1).mean() / n, rtol=0.05)
+            best = favour(p, np.ones(len(slates), bool), 1.5).sum(axis=1).max() / n
+            assert best <= lifted.oracle[u] * (1 + 1e-3) and lifted.oracle[u] > ref.oracle[u]
+
+
 def test_reference_ctr_does_not_depend_on_chunking_or_company(world):
     w, s = world
     users, rids = np.array([0, 5, 5, 19, 2, 7, 11]), np.arange(7) * 13
