@@ -45,6 +45,9 @@ def test_structure_of_a_ring_walk_is_sequential_and_k_core_filters(tmp_path):
     st = structure(seqs, n)
     assert st["last_in_top10_cooc"] > 0.5 > st["last_in_top10_popular"]
     assert 0 <= st["gini"] < 1 and st["users"] == len(seqs)
+    # On a ring the item before the held-out one points at it; items further back point elsewhere.
+    assert st["lag3_in_top50_cooc"] < st["last_in_top50_cooc"]
+    assert 0 <= st["last_in_top10_taste64"] <= 1
     core = k_core([np.array([0, 1, 2, 3, 4]), np.array([0, 1, 2, 3, 9])], k=2)
     assert [list(s) for s in core] == [[0, 1, 2, 3], [0, 1, 2, 3]]
 
