@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -76,15 +76,32 @@ def order_kept(real: dict[str, float], sim: dict[str, float], margin: float = 0.
     return kept, total
 
 
+def knob_overrides(pairs: list[str]) -> dict[str, float | int]:
+    """`--knob name=value` pairs, typed as the Knobs field; an unknown name or a bad value is one line."""
+    from dataclasses import fields
+    types = {f.name: f.type for f in fields(fit.Knobs)}
+    out: dict[str, float | int] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in types or not value:
+            raise SystemExit(f"error: --knob {pair!r}: expected name=value with name one of {sorted(types)}")
+        try:
+            out[name] = int(value) if types[name] in (int, "int") else float(value)
+        except ValueError:
+            raise SystemExit(f"error: --knob {pair!r}: {value!r} is not a {types[name]}") from None
+    return out
+
+
 def calibrate(seqs: list[np.ndarray], n_items: int, args: argparse.Namespace, workdir: Path):
+    overrides = knob_overrides(args.knob)
     if args.calibration:
         saved = saved_search(Path(args.calibration), args.data.stem)
-        knobs = fit.Knobs(**saved["knobs"])
-        print(f"  knobs from {args.calibration}: {knobs}")
-        return knobs, saved
+        knobs = replace(fit.Knobs(**saved["knobs"]), **overrides)
+        print(f"  knobs from {args.calibration}{' with ' + ', '.join(args.knob) if overrides else ''}: {knobs}")
+        return knobs, {**saved, "knobs": asdict(knobs), "overrides": overrides}
     print(f"  calibrating on {min(args.search_users, len(seqs)):,} users, {args.search_evals} evaluations")
     res = fit.search(seqs, n_items, workdir, users=args.search_users, evaluations=args.search_evals,
-                     start=fit.Knobs(repeat=repeat_penalty(seqs)), seed=args.seed)
+                     start=replace(fit.Knobs(repeat=repeat_penalty(seqs)), **overrides), seed=args.seed)
     return res.knobs, {"knobs": asdict(res.knobs), "loss": res.loss, "evaluations": res.evaluations}
 
 
@@ -134,6 +151,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--search-users", type=int, default=8000, help="users the calibration search simulates")
     p.add_argument("--search-evals", type=int, default=30, help="points the calibration search tries")
     p.add_argument("--calibration", type=Path, help="reuse the knobs of an earlier run's calibration JSON")
+    p.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
+                   help="set one of sim.fit.Knobs (the saved knobs', or the search's start point); repeatable")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)

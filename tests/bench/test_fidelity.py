@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from bench import fidelity
 from sim import fit
@@ -39,3 +40,12 @@ def test_fidelity_bench_refuses_a_malformed_file_with_one_line(tmp_path, capsys)
     assert fidelity.main(["--data", str(bad), "--out", str(tmp_path / "f.json"), "--no-results"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "bad.txt:2" in err
+
+
+def test_knob_overrides_are_typed_and_a_bad_one_is_one_line():
+    from bench.fidelity import knob_overrides
+    assert knob_overrides(["dim=64", "floor=1e-4", "memory=8"]) == {"dim": 64, "floor": 1e-4, "memory": 8}
+    for bad, says in ((["nope=1"], "name one of"), (["dim=x"], "is not a int"), (["dim"], "name=value")):
+        with pytest.raises(SystemExit, match=says) as exc:
+            knob_overrides(bad)
+        assert "\n" not in str(exc.value)
