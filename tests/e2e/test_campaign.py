@@ -289,3 +289,21 @@ def test_rerunning_a_day_gives_the_same_bytes_and_metrics(campaign_dir):
         assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs), stage
         assert metrics(runs[0]) == metrics(runs[1]), stage
         assert metrics(runs[0]), stage
+
+
+def test_the_loop_bench_reads_each_arm_and_day_of_a_campaign(campaign_dir, tmp_path):
+    """bench.loop --reuse: the norm of every arm and day, from the lake's world_daily, between the
+    random (0) and oracle (1) references; the day-0 logging policy included."""
+    from bench import loop
+
+    out = tmp_path / "loop.json"
+    assert loop.main(["--data-dir", str(campaign_dir), "--reuse", "--out", str(out), "--no-results"]) == 0
+    entry = json.loads(out.read_text())["tiny/itemcf-recall"]
+    lake = Lake(campaign_dir / "lake")
+    world = lake.read("world_daily", lake.days("world_daily")).to_pylist()
+    assert sorted(entry["days"]) == sorted({str(r["day"]) for r in world})
+    for r in world:
+        got = entry["days"][str(r["day"])][r["arm"]]
+        want = (r["ctr_expected"] - r["ctr_random"]) / (r["ctr_oracle"] - r["ctr_random"])
+        assert got["norm"] == pytest.approx(want, abs=1e-4) and got["requests"] == r["requests"]
+        assert got["items_shown"] > 0
