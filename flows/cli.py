@@ -223,19 +223,31 @@ def _stack_config(args: argparse.Namespace):
     return StackConfig(data_dir=Path(args.data_dir), state_dir=Path(args.state_dir), host=args.host,
                        prefect_port=int(env.get("RECLAB_PREFECT_PORT", 4200)),
                        mlflow_port=int(env.get("RECLAB_MLFLOW_PORT", 5000)),
-                       dashboard_port=int(env.get("RECLAB_DASHBOARD_PORT", 8501)))
+                       dashboard_port=int(env.get("RECLAB_DASHBOARD_PORT", 8501)), team=args.team,
+                       postgres_port=int(env.get("RECLAB_PG_PORT", 5432)),
+                       dask_port=int(env.get("RECLAB_DASK_PORT", 8786)),
+                       dask_dashboard_port=int(env.get("RECLAB_DASK_DASHBOARD_PORT", 8787)),
+                       dask_workers=args.dask_workers)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from flows.stack import up
 
     cfg = _stack_config(args)
-    print("starting Prefect server, flow deployments, MLflow server and dashboard (about a minute)...")
+    what = ("PostgreSQL, Prefect server and worker, MLflow server, Dask scheduler and workers, dashboard"
+            if cfg.team else "Prefect server, flow deployments, MLflow server and dashboard")
+    print(f"starting {what} (a minute or two)...")
     record = up(cfg)
     print(f"Prefect UI:  http://{cfg.host}:{cfg.prefect_port}   (Deployments -> campaign -> Run)")
     print(f"MLflow UI:   {cfg.mlflow_uri}")
     print(f"Dashboard:   {cfg.dashboard_url}")
-    print(f"logs and pids in {cfg.state_dir}/ ({', '.join(record['pids'])}); stop with `make down`")
+    if cfg.team:
+        from flows.team import credentials_file
+
+        print(f"Dask:        {cfg.dask_address} (dashboard http://{cfg.host}:{cfg.dask_dashboard_port})")
+        print(f"credentials: {credentials_file(cfg.state_dir)} (Prefect: PREFECT_SERVER_API_AUTH_STRING, "
+              f"MLflow: MLFLOW_TRACKING_USERNAME/PASSWORD)")
+    print(f"logs and pids in {cfg.state_dir}/ ({', '.join(record['pids'])}); stop with `reclab down`")
     print(f"To run flows from a shell against it: export PREFECT_API_URL={cfg.prefect_api} "
           f"MLFLOW_TRACKING_URI={cfg.mlflow_uri}")
     return 0
@@ -290,6 +302,9 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--data-dir", default="data")
     u.add_argument("--state-dir", default=".stack", help="where pids and logs are kept")
     u.add_argument("--host", default="127.0.0.1", help="address to listen on (localhost by default)")
+    u.add_argument("--team", action="store_true", help="the team stack: PostgreSQL behind Prefect and "
+                   "MLflow (both with logins), a work pool and worker, a Dask scheduler and workers")
+    u.add_argument("--dask-workers", type=int, default=2, help="Dask worker processes with --team")
     u.set_defaults(func=cmd_up)
 
     dn = sub.add_parser("down", help="stop exactly what `reclab up` started")
