@@ -170,13 +170,17 @@ def cmd_campaign(args: argparse.Namespace) -> int:
                 print(f"{data_dir}: {kept} complete and kept, {todo} (--rerun runs every day again)")
         from flows.campaign import campaign
         from flows import progress
+        from flows.params import is_preset
 
         _quiet_run_failures(args.verbose)
         start = time.perf_counter()
         with RichReporter() as reporter:
             progress.install(reporter)
             try:
-                campaign(scenario=args.scenario, experiment=args.experiment, days=args.days,
+                # A YAML path is no preset of the form's dropdown: checked above, passed as it is.
+                presets = is_preset("scenarios", args.scenario) and is_preset("experiments", args.experiment)
+                run = campaign if presets else campaign.with_options(validate_parameters=False)
+                run(scenario=args.scenario, experiment=args.experiment, days=args.days,
                          data_dir=str(data_dir), seed=args.seed, name=args.name, rerun=args.rerun,
                          scale=args.scale, shards=shards, dask_address=args.dask_address)
             finally:

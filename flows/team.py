@@ -16,7 +16,8 @@ from flows.stack import REPO, Service, StackConfig, deployments_registered, http
 
 BIN = REPO / "deploy" / "bin"
 SECRETS = ("POSTGRES_PASSWORD", "PREFECT_DB_PASSWORD", "MLFLOW_DB_PASSWORD",
-           "PREFECT_SERVER_API_AUTH_STRING", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+           "PREFECT_SERVER_API_AUTH_STRING", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+           "MLFLOW_FLASK_SERVER_SECRET_KEY")
 
 
 def credentials_file(state_dir: Path) -> Path:
@@ -41,7 +42,8 @@ def credentials(state_dir: Path) -> dict[str, str]:
     generated = {"POSTGRES_PASSWORD": secrets.token_hex(16), "PREFECT_DB_PASSWORD": secrets.token_hex(16),
                  "MLFLOW_DB_PASSWORD": secrets.token_hex(16),
                  "PREFECT_SERVER_API_AUTH_STRING": f"admin:{secrets.token_hex(16)}",
-                 "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": secrets.token_hex(16)}
+                 "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": secrets.token_hex(16),
+                 "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32)}
     out = {k: os.environ.get(k) or stored.get(k) or generated[k] for k in SECRETS}
     if any(k not in stored for k in SECRETS):
         path.parent.mkdir(parents=True, exist_ok=True)

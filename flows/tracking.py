@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,19 @@ MAX_PARAM = 6000
 # Tells this process's runs from those of an earlier process with the same pid (a container's).
 PROCESS = uuid.uuid4().hex
 FAILURE_TAG = "reclab.failure"
+# The MLflow run a flow's run nests under: set by the calling flow (`nested_under`), so no flow
+# needs an internal parameter for it in its Prefect form.
+_PARENT: ContextVar[str | None] = ContextVar("reclab_parent_run", default=None)
+
+
+@contextmanager
+def nested_under(run_id: str) -> Iterator[None]:
+    """Runs opened inside this block (by sub-flows called here) are children of `run_id`."""
+    token = _PARENT.set(run_id)
+    try:
+        yield
+    finally:
+        _PARENT.reset(token)
 
 
 def tracking_uri(campaign: Campaign) -> str:
@@ -57,10 +71,11 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
 
 
 @contextmanager
-def run(campaign: Campaign, name: str, parent_run_id: str | None = None,
-        params: Mapping[str, Any] | None = None) -> Iterator[str]:
-    """An MLflow run around a flow body; it ends FAILED if the body raises, FINISHED otherwise."""
+def run(campaign: Campaign, name: str, params: Mapping[str, Any] | None = None) -> Iterator[str]:
+    """An MLflow run around a flow body, nested under the caller's (`nested_under`); it ends
+    FAILED if the body raises, FINISHED otherwise."""
     c = client(campaign)
+    parent_run_id = _PARENT.get()
     tags = {MLFLOW_RUN_NAME: name, "reclab.campaign": campaign.name,
             "reclab.data_dir": str(campaign.data_dir.resolve()), "reclab.process": PROCESS,
             "reclab.pid": str(os.getpid()), "reclab.host": socket.gethostname()}

@@ -90,7 +90,7 @@ def test_ports_bind_localhost_only():
 
 def test_no_committed_credentials():
     text = (ROOT / "docker-compose.yml").read_text()
-    for match in re.finditer(r"^\s*([A-Z_]*(PASSWORD|AUTH_STRING|USERNAME)[A-Z_]*):\s*(\S+)", text, re.MULTILINE):
+    for match in re.finditer(r"^\s*([A-Z_]*(PASSWORD|AUTH_STRING|USERNAME|SECRET)[A-Z_]*):\s*(\S+)", text, re.MULTILINE):
         assert match.group(3).startswith("${") and ":?" in match.group(0), match.group(0)   # required, no default
     for script in (ROOT / "deploy" / "bin").iterdir():
         assert not re.search(r"PASSWORD:-|AUTH_STRING:-", script.read_text()), script

@@ -5,6 +5,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true HF_HUB_OFFLINE=1
+# Training epochs and the like log through stdlib loggers: send them to the run log in the UI too.
+export PREFECT_LOGGING_EXTRA_LOGGERS="${PREFECT_LOGGING_EXTRA_LOGGERS:-components,story}"
 
 RECLAB_PG_HOST="${RECLAB_PG_HOST:-127.0.0.1}"
 RECLAB_PG_PORT="${RECLAB_PG_PORT:-5432}"
