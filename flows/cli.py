@@ -23,13 +23,17 @@ def _quiet_environment(verbose: bool) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     if not verbose:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        import warnings
+
+        warnings.filterwarnings("ignore")   # libraries' deprecation and setup notes; -v shows them
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         # MLflow sets its loggers' level from this when it is imported (a level set before is lost).
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
         import logging
 
         for name in ("alembic", "mlflow"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 class _RunFailuresOffConsole:
@@ -265,10 +269,43 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Each option's default shown, the example kept on one line."""
+
+
+EXAMPLES = {
+    "campaign": "reclab campaign --scenario tiny --experiment default --days 2 --data-dir data --fresh",
+    "run-day": "reclab run-day --day 3 --data-dir data",
+    "report": "reclab report --data-dir data",
+    "dashboard": "reclab dashboard --data-dir data --port 8501",
+    "up": "reclab up --team --data-dir data",
+    "down": "reclab down",
+}
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="reclab", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true", help="show Prefect's and MLflow's logs")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("reclab")
+    except PackageNotFoundError:
+        release = "unknown (not installed)"
+    fmt = _Help
+    p = argparse.ArgumentParser(prog="reclab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES.values()))
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show Prefect's and MLflow's logs and libraries' warnings (anywhere on the line)")
+    p.add_argument("--version", action="version", version=f"reclab {release}")
     sub = p.add_subparsers(dest="command", required=True)
+    real_add = sub.add_parser
+
+    def add_parser(name: str, **kw):
+        q = real_add(name, formatter_class=fmt, epilog=f"example: {EXAMPLES[name]}",
+                     description=kw.get("help"), **kw)
+        q.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="show Prefect's and MLflow's logs and libraries' warnings")
+        return q
+    sub.add_parser = add_parser
 
     c = sub.add_parser("campaign", help="bootstrap day then N days of the A/B experiment")
     c.add_argument("--scenario", default="small", help="preset in configs/scenarios or a YAML path")
@@ -276,34 +313,34 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--days", type=int, default=3, help="A/B days after the bootstrap day")
     c.add_argument("--data-dir", default="data", help="lake, models and MLflow store of this campaign")
     c.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
-    c.add_argument("--name", default=None, help="MLflow experiment name (default: from the configs)")
+    c.add_argument("--name", default=None, help="MLflow experiment name (None: from the configs)")
     c.add_argument("--fresh", action="store_true", help="delete --data-dir first")
     c.add_argument("--rerun", action="store_true",
-                   help="run every day again (default: keep the days already complete, resume after them)")
+                   help="run every day again (without it the days already complete are kept)")
     c.add_argument("--scale", default="local", help="local (in-process) or dask (shards on a Dask cluster)")
     c.add_argument("--shards", type=int, default=None,
-                   help="user-hash shards per day (default: 1 local, one per core with dask)")
+                   help="user-hash shards per day (None: 1 local, one per core with dask)")
     c.add_argument("--dask-address", default=None, help="scheduler of an existing Dask cluster "
-                   "(default with --scale dask: a LocalCluster)")
+                   "(None: DASK_SCHEDULER_ADDRESS, else a LocalCluster)")
     c.set_defaults(func=cmd_campaign)
 
     d = sub.add_parser("run-day", help="(re-)run one day of an existing campaign")
-    d.add_argument("--day", type=int, required=True)
-    d.add_argument("--data-dir", default="data")
+    d.add_argument("--day", type=int, required=True, help="the day to run; the days before it must exist")
+    d.add_argument("--data-dir", default="data", help="the campaign's data directory")
     d.set_defaults(func=cmd_run_day)
 
     r = sub.add_parser("report", help="print CTR and latency per arm per day")
-    r.add_argument("--data-dir", default="data")
+    r.add_argument("--data-dir", default="data", help="the campaign's data directory")
     r.set_defaults(func=cmd_report)
 
     s = sub.add_parser("dashboard", help="open the Streamlit dashboard")
-    s.add_argument("--data-dir", default="data")
-    s.add_argument("--port", type=int, default=8501)
-    s.add_argument("--address", default="127.0.0.1")
+    s.add_argument("--data-dir", default="data", help="the campaign's data directory")
+    s.add_argument("--port", type=int, default=8501, help="port to listen on")
+    s.add_argument("--address", default="127.0.0.1", help="address to listen on")
     s.set_defaults(func=cmd_dashboard)
 
     u = sub.add_parser("up", help="start the stack on localhost: Prefect, deployments, MLflow, dashboard")
-    u.add_argument("--data-dir", default="data")
+    u.add_argument("--data-dir", default="data", help="the data directory every service shares")
     u.add_argument("--state-dir", default=".stack", help="where pids and logs are kept")
     u.add_argument("--host", default="127.0.0.1", help="address to listen on (localhost by default)")
     u.add_argument("--team", action="store_true", help="the team stack: PostgreSQL behind Prefect and "
@@ -312,7 +349,7 @@ def parser() -> argparse.ArgumentParser:
     u.set_defaults(func=cmd_up)
 
     dn = sub.add_parser("down", help="stop exactly what `reclab up` started")
-    dn.add_argument("--state-dir", default=".stack")
+    dn.add_argument("--state-dir", default=".stack", help="where `up` kept pids and logs")
     dn.set_defaults(func=cmd_down)
     return p
 

@@ -57,7 +57,10 @@ def experiment_id(campaign: Campaign) -> str:
     uri = tracking_uri(campaign)
     remote = uri.startswith(("http://", "https://"))
     artifacts = None if remote else (campaign.data_dir / "mlartifacts").resolve().as_uri()
-    return c.create_experiment(campaign.name, artifact_location=artifacts)
+    # The kind makes MLflow's UI open the experiment in its model-training view (runs, charts),
+    # not the GenAI one (traces) it infers for an experiment without it.
+    return c.create_experiment(campaign.name, artifact_location=artifacts,
+                               tags={"mlflow.experimentKind": "custom_model_development"})
 
 
 def flatten(prefix: str, value: Any) -> dict[str, str]:
@@ -85,6 +88,7 @@ def run(campaign: Campaign, name: str, params: Mapping[str, Any] | None = None) 
     run_id = r.info.run_id
     if params:
         log_params(campaign, run_id, params)
+    monitor = _system_metrics(campaign, run_id) if "/" not in name else None
     try:
         yield run_id
     except BaseException as exc:
@@ -92,7 +96,20 @@ def run(campaign: Campaign, name: str, params: Mapping[str, Any] | None = None) 
         c.set_tag(run_id, FAILURE_TAG, reason[:MAX_PARAM])
         c.set_terminated(run_id, status="FAILED")
         raise
+    finally:
+        if monitor is not None:
+            monitor.finish()
     c.set_terminated(run_id, status="FINISHED")
+
+
+def _system_metrics(campaign: Campaign, run_id: str):
+    """CPU, memory, disk and network of this process's machine as the run's system metrics
+    (campaign and day runs; a stage's run is covered by its day's)."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=5, tracking_uri=tracking_uri(campaign))
+    monitor.start()
+    return monitor
 
 
 def fail_orphaned_runs(campaign: Campaign) -> list[str]:
@@ -200,6 +217,18 @@ def _fluent(campaign: Campaign) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = before
 
 
+# What a model server needs to load a logged pipeline: our code travels with the model
+# (code_paths), the libraries as the exact versions that trained it.
+MODEL_CODE = tuple(Path(__file__).resolve().parents[1] / p for p in ("common", "components"))
+MODEL_LIBRARIES = ("mlflow", "numpy", "pandas", "pyarrow", "duckdb", "torch", "faiss-cpu", "scipy", "pyyaml")
+
+
+def model_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{lib}=={version(lib)}" for lib in MODEL_LIBRARIES]
+
+
 def register_pipelines(campaign: Campaign, run_id: str, day: int, models_dir: Path) -> str:
     """Log the day's models as one MLflow model with a signature, register it, and point each
     arm's alias (plus `champion` for the control, `challenger` for a single treatment) at it."""
@@ -211,7 +240,8 @@ def register_pipelines(campaign: Campaign, run_id: str, day: int, models_dir: Pa
         info = mlflow.pyfunc.log_model(
             name="pipeline", python_model=str(Path(__file__).with_name("pipeline_model.py")),
             artifacts={"models": str(models_dir)}, signature=_signature(exp.slate_size),
-            pip_requirements=["reclab"], registered_model_name=name,
+            pip_requirements=model_requirements(), code_paths=[str(p) for p in MODEL_CODE],
+            registered_model_name=name,
             tags={"reclab.day": str(day)}, await_registration_for=0,
         )
     version = str(info.registered_model_version)
