@@ -44,14 +44,15 @@ def credentials(state_dir: Path) -> dict[str, str]:
                  "PREFECT_SERVER_API_AUTH_STRING": f"admin:{secrets.token_hex(16)}",
                  "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": secrets.token_hex(16),
                  "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32)}
-    out = {k: os.environ.get(k) or stored.get(k) or generated[k] for k in SECRETS}
-    if any(k not in stored for k in SECRETS):
+    kept = {k: stored.get(k) or generated[k] for k in SECRETS}
+    if any(k not in stored for k in SECRETS if not os.environ.get(k)):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write("# reclab team stack credentials: keep this file private, never commit it\n")
-            f.writelines(f"{k}={out[k]}\n" for k in SECRETS)
-    return out
+            # A secret the environment gives is not written down; the file keeps the others.
+            f.writelines(f"{k}={v}\n" for k, v in kept.items() if not os.environ.get(k) or k in stored)
+    return {k: os.environ.get(k) or kept[k] for k in SECRETS}
 
 
 def postgres_ready(cfg: StackConfig, password: str):

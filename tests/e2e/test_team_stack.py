@@ -59,6 +59,11 @@ def team():
         for k, v in before.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
         down(cfg.state_dir)
+        logs = ARTIFACTS / "team-stack-logs"   # what each service said, for a failure's reader
+        shutil.rmtree(logs, ignore_errors=True)
+        logs.mkdir(parents=True)
+        for log in cfg.state_dir.glob("*.log"):
+            shutil.copy(log, logs / log.name)
         if record is not None:
             assert not any(_alive(pid) for pid in record["pids"].values()), "a stack process survived down"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -129,6 +134,10 @@ def test_one_data_directory_and_tables_equal_a_local_run(team, campaign_run, tmp
     data = cfg.data_dir
     assert (data / "campaign.json").is_file() and (data / "lake").is_dir()
     assert any((data / "mlartifacts").rglob("MLmodel")), "MLflow's artifacts are not in the data dir"
+    # A model's environment is installable from an index: pinned libraries, our code inside it.
+    reqs = next((data / "mlartifacts").rglob("requirements.txt")).read_text().split()
+    assert reqs and all("==" in r for r in reqs) and not any(r.startswith("reclab") for r in reqs), reqs
+    assert any(p.name == "components" for p in (data / "mlartifacts").rglob("code/*"))
     local = tmp_path / "local"
     env = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV and k != "DASK_SCHEDULER_ADDRESS"}
     env["PYTHONPATH"] = str(ROOT)
@@ -169,6 +178,11 @@ def test_mlflow_runs_and_registry_live_in_postgres(team, campaign_run):
     assert len(versions) == DAYS + 2        # the bootstrap's models, then one version per day
     assert {"control", "treatment", "champion", "challenger"} <= aliases
     assert exp.artifact_location.startswith("mlflow-artifacts:")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    by_name = {r.info.run_name: r for r in client.search_runs([exp.experiment_id], max_results=500)}
+    assert by_name["day-1"].data.tags["mlflow.parentRunId"] == by_name["campaign"].info.run_id
+    assert by_name["day-1/train"].data.tags["mlflow.parentRunId"] == by_name["day-1"].info.run_id
+    assert any(k.startswith("system/") for k in by_name["campaign"].data.metrics)
 
 
 def test_nobody_gets_in_without_credentials(team, campaign_run):
