@@ -12,7 +12,7 @@ import argparse
 import os
 
 from prefect import serve
-from prefect.deployments.runner import EntrypointType, deploy
+from prefect.deployments.runner import EntrypointType
 
 from flows.campaign import campaign, daily
 from flows.stages import build_samples, report, simulate_day, train
@@ -43,8 +43,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="register the deployments in this process work pool and exit (default: serve them)")
     args = p.parse_args(argv)
     if args.work_pool:
-        deploy(*_deployments(module_path=True), work_pool_name=args.work_pool, build=False,
-               push=False, print_next_steps_message=False, ignore_warnings=True)
+        # Each deployment applied on its own: `prefect.deploy` first lists the pool's workers,
+        # a request Prefect 3.8's own server refuses (422, limit None).
+        for d in _deployments(module_path=True):
+            d.apply(work_pool_name=args.work_pool)
+        print(f"registered {len(FLOWS)} deployments in work pool {args.work_pool}")
     else:
         serve(*_deployments(module_path=False), print_starting_message=True)
 

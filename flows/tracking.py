@@ -217,9 +217,9 @@ def _fluent(campaign: Campaign) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = before
 
 
-# What a model server needs to load a logged pipeline: our code travels with the model
-# (code_paths), the libraries as the exact versions that trained it.
-MODEL_CODE = tuple(Path(__file__).resolve().parents[1] / p for p in ("common", "components"))
+# The libraries a logged pipeline needs, pinned to the versions that trained it. Our own code is
+# not copied into each model (every shard of every day downloads the model through the tracking
+# server, and the code would triple its files): a model server runs in reclab's image.
 MODEL_LIBRARIES = ("mlflow", "numpy", "pandas", "pyarrow", "duckdb", "torch", "faiss-cpu", "scipy", "pyyaml")
 
 
@@ -240,8 +240,7 @@ def register_pipelines(campaign: Campaign, run_id: str, day: int, models_dir: Pa
         info = mlflow.pyfunc.log_model(
             name="pipeline", python_model=str(Path(__file__).with_name("pipeline_model.py")),
             artifacts={"models": str(models_dir)}, signature=_signature(exp.slate_size),
-            pip_requirements=model_requirements(), code_paths=[str(p) for p in MODEL_CODE],
-            registered_model_name=name,
+            pip_requirements=model_requirements(), registered_model_name=name,
             tags={"reclab.day": str(day)}, await_registration_for=0,
         )
     version = str(info.registered_model_version)

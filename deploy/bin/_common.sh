@@ -7,6 +7,9 @@ export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true HF_HUB_OFFLINE=1
 # Training epochs and the like log through stdlib loggers: send them to the run log in the UI too.
 export PREFECT_LOGGING_EXTRA_LOGGERS="${PREFECT_LOGGING_EXTRA_LOGGERS:-components,story}"
+# A service's log is for its operator: INFO whatever the shell that started it prefers (a test
+# run's WARNING would hide which process ran which task), and no progress bars in a log file.
+export PREFECT_LOGGING_LEVEL="${RECLAB_LOGGING_LEVEL:-INFO}" MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
 
 RECLAB_PG_HOST="${RECLAB_PG_HOST:-127.0.0.1}"
 RECLAB_PG_PORT="${RECLAB_PG_PORT:-5432}"
