@@ -1,6 +1,7 @@
 """The one place that talks to MLflow: a campaign is an experiment, each flow run a run."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -8,7 +9,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, redirect_stderr
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -236,7 +237,10 @@ def register_pipelines(campaign: Campaign, run_id: str, day: int, models_dir: Pa
 
     exp = campaign.experiment
     name = registered_name(campaign)
-    with _fluent(campaign), mlflow.start_run(run_id=run_id):
+    # The registry prints each new version to stderr; a quiet command (RECLAB_QUIET) keeps its own
+    # output (the CLI's progress and table) alone on the console.
+    quiet = redirect_stderr(io.StringIO()) if os.environ.get("RECLAB_QUIET") == "1" else nullcontext()
+    with _fluent(campaign), mlflow.start_run(run_id=run_id), quiet:
         info = mlflow.pyfunc.log_model(
             name="pipeline", python_model=str(Path(__file__).with_name("pipeline_model.py")),
             artifacts={"models": str(models_dir)}, signature=_signature(exp.slate_size),

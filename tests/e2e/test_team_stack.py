@@ -241,6 +241,10 @@ def test_prefect_run_form_and_mlflow_experiment_in_chromium(team, campaign_run):
     with chromium_page(1400, 1200, http_credentials={"username": creds["MLFLOW_TRACKING_USERNAME"],
                                                     "password": creds["MLFLOW_TRACKING_PASSWORD"]}) as page:
         page.goto(f"{cfg.mlflow_uri}/#/experiments/{exp.experiment_id}", wait_until="domcontentloaded")
+        # MLflow 3.17's UI opens on its GenAI side whatever the experiment's kind: switch as a user does.
+        toggle = page.get_by_text("Model training", exact=True).first
+        toggle.wait_for(timeout=90_000)
+        toggle.click()
         page.get_by_text("campaign", exact=True).first.wait_for(timeout=90_000)   # day runs nest under it
         page.wait_for_timeout(1500)
         page.screenshot(path=str(ARTIFACTS / "team-mlflow-experiment.png"), full_page=True)
