@@ -1,4 +1,5 @@
-# One image for every reclab service: Prefect worker, MLflow, Streamlit, Dask.
+# One image for every reclab service but PostgreSQL: Prefect server and worker, MLflow, Streamlit,
+# Dask; each container runs its entry script in deploy/bin (see docker-compose.yml).
 FROM python:3.11-slim
 WORKDIR /app
 ENV PIP_NO_CACHE_DIR=1 PREFECT_SERVER_ANALYTICS_ENABLED=false HF_HUB_OFFLINE=1
@@ -10,7 +11,8 @@ COPY story story
 COPY flows flows
 COPY dashboards dashboards
 COPY configs configs
+COPY deploy deploy
 # CPU build of torch from PyTorch's CPU index, then the pinned stack.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
- && pip install -c constraints.txt -e . psycopg2-binary boto3 "dask[distributed]" prefect-dask
+ && pip install -c constraints.txt -e ".[team]"
 CMD ["reclab", "--help"]

@@ -12,14 +12,14 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-fast dashboard mlflow-ui up down clean
+.PHONY: setup demo test test-fast dashboard mlflow-ui up up-team down clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
 	# The CPU build of torch first, so nothing pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0 2>&1 | $(QUIET_PIP)
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]' 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,team,text]' 2>&1 | $(QUIET_PIP)
 	touch $@
 
 setup: $(VENV)/.installed
@@ -41,6 +41,9 @@ mlflow-ui: setup
 
 up: setup
 	$(VENV)/bin/reclab up --data-dir $(DATA)
+
+up-team: setup
+	$(VENV)/bin/reclab up --team --data-dir $(DATA)
 
 down:
 	$(VENV)/bin/reclab down

@@ -23,13 +23,18 @@ def _quiet_environment(verbose: bool) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     if not verbose:
+        os.environ.setdefault("RECLAB_QUIET", "1")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        import warnings
+
+        warnings.filterwarnings("ignore")   # libraries' deprecation and setup notes; -v shows them
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         # MLflow sets its loggers' level from this when it is imported (a level set before is lost).
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
         import logging
 
         for name in ("alembic", "mlflow"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 class _RunFailuresOffConsole:
@@ -170,13 +175,17 @@ def cmd_campaign(args: argparse.Namespace) -> int:
                 print(f"{data_dir}: {kept} complete and kept, {todo} (--rerun runs every day again)")
         from flows.campaign import campaign
         from flows import progress
+        from flows.params import is_preset
 
         _quiet_run_failures(args.verbose)
         start = time.perf_counter()
         with RichReporter() as reporter:
             progress.install(reporter)
             try:
-                campaign(scenario=args.scenario, experiment=args.experiment, days=args.days,
+                # A YAML path is no preset of the form's dropdown: checked above, passed as it is.
+                presets = is_preset("scenarios", args.scenario) and is_preset("experiments", args.experiment)
+                run = campaign if presets else campaign.with_options(validate_parameters=False)
+                run(scenario=args.scenario, experiment=args.experiment, days=args.days,
                          data_dir=str(data_dir), seed=args.seed, name=args.name, rerun=args.rerun,
                          scale=args.scale, shards=shards, dask_address=args.dask_address)
             finally:
@@ -223,19 +232,31 @@ def _stack_config(args: argparse.Namespace):
     return StackConfig(data_dir=Path(args.data_dir), state_dir=Path(args.state_dir), host=args.host,
                        prefect_port=int(env.get("RECLAB_PREFECT_PORT", 4200)),
                        mlflow_port=int(env.get("RECLAB_MLFLOW_PORT", 5000)),
-                       dashboard_port=int(env.get("RECLAB_DASHBOARD_PORT", 8501)))
+                       dashboard_port=int(env.get("RECLAB_DASHBOARD_PORT", 8501)), team=args.team,
+                       postgres_port=int(env.get("RECLAB_PG_PORT", 5432)),
+                       dask_port=int(env.get("RECLAB_DASK_PORT", 8786)),
+                       dask_dashboard_port=int(env.get("RECLAB_DASK_DASHBOARD_PORT", 8787)),
+                       dask_workers=args.dask_workers)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from flows.stack import up
 
     cfg = _stack_config(args)
-    print("starting Prefect server, flow deployments, MLflow server and dashboard (about a minute)...")
+    what = ("PostgreSQL, Prefect server and worker, MLflow server, Dask scheduler and workers, dashboard"
+            if cfg.team else "Prefect server, flow deployments, MLflow server and dashboard")
+    print(f"starting {what} (a minute or two)...")
     record = up(cfg)
     print(f"Prefect UI:  http://{cfg.host}:{cfg.prefect_port}   (Deployments -> campaign -> Run)")
     print(f"MLflow UI:   {cfg.mlflow_uri}")
     print(f"Dashboard:   {cfg.dashboard_url}")
-    print(f"logs and pids in {cfg.state_dir}/ ({', '.join(record['pids'])}); stop with `make down`")
+    if cfg.team:
+        from flows.team import credentials_file
+
+        print(f"Dask:        {cfg.dask_address} (dashboard http://{cfg.host}:{cfg.dask_dashboard_port})")
+        print(f"credentials: {credentials_file(cfg.state_dir)} (Prefect: PREFECT_SERVER_API_AUTH_STRING, "
+              f"MLflow: MLFLOW_TRACKING_USERNAME/PASSWORD)")
+    print(f"logs and pids in {cfg.state_dir}/ ({', '.join(record['pids'])}); stop with `reclab down`")
     print(f"To run flows from a shell against it: export PREFECT_API_URL={cfg.prefect_api} "
           f"MLFLOW_TRACKING_URI={cfg.mlflow_uri}")
     return 0
@@ -249,10 +270,43 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Each option's default shown, the example kept on one line."""
+
+
+EXAMPLES = {
+    "campaign": "reclab campaign --scenario tiny --experiment default --days 2 --data-dir data --fresh",
+    "run-day": "reclab run-day --day 3 --data-dir data",
+    "report": "reclab report --data-dir data",
+    "dashboard": "reclab dashboard --data-dir data --port 8501",
+    "up": "reclab up --team --data-dir data",
+    "down": "reclab down",
+}
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="reclab", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true", help="show Prefect's and MLflow's logs")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("reclab")
+    except PackageNotFoundError:
+        release = "unknown (not installed)"
+    fmt = _Help
+    p = argparse.ArgumentParser(prog="reclab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES.values()))
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show Prefect's and MLflow's logs and libraries' warnings (anywhere on the line)")
+    p.add_argument("--version", action="version", version=f"reclab {release}")
     sub = p.add_subparsers(dest="command", required=True)
+    real_add = sub.add_parser
+
+    def add_parser(name: str, **kw):
+        q = real_add(name, formatter_class=fmt, epilog=f"example: {EXAMPLES[name]}",
+                     description=kw.get("help"), **kw)
+        q.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="show Prefect's and MLflow's logs and libraries' warnings")
+        return q
+    sub.add_parser = add_parser
 
     c = sub.add_parser("campaign", help="bootstrap day then N days of the A/B experiment")
     c.add_argument("--scenario", default="small", help="preset in configs/scenarios or a YAML path")
@@ -260,40 +314,43 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--days", type=int, default=3, help="A/B days after the bootstrap day")
     c.add_argument("--data-dir", default="data", help="lake, models and MLflow store of this campaign")
     c.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
-    c.add_argument("--name", default=None, help="MLflow experiment name (default: from the configs)")
+    c.add_argument("--name", default=None, help="MLflow experiment name (None: from the configs)")
     c.add_argument("--fresh", action="store_true", help="delete --data-dir first")
     c.add_argument("--rerun", action="store_true",
-                   help="run every day again (default: keep the days already complete, resume after them)")
+                   help="run every day again (without it the days already complete are kept)")
     c.add_argument("--scale", default="local", help="local (in-process) or dask (shards on a Dask cluster)")
     c.add_argument("--shards", type=int, default=None,
-                   help="user-hash shards per day (default: 1 local, one per core with dask)")
+                   help="user-hash shards per day (None: 1 local, one per core with dask)")
     c.add_argument("--dask-address", default=None, help="scheduler of an existing Dask cluster "
-                   "(default with --scale dask: a LocalCluster)")
+                   "(None: DASK_SCHEDULER_ADDRESS, else a LocalCluster)")
     c.set_defaults(func=cmd_campaign)
 
     d = sub.add_parser("run-day", help="(re-)run one day of an existing campaign")
-    d.add_argument("--day", type=int, required=True)
-    d.add_argument("--data-dir", default="data")
+    d.add_argument("--day", type=int, required=True, help="the day to run; the days before it must exist")
+    d.add_argument("--data-dir", default="data", help="the campaign's data directory")
     d.set_defaults(func=cmd_run_day)
 
     r = sub.add_parser("report", help="print CTR and latency per arm per day")
-    r.add_argument("--data-dir", default="data")
+    r.add_argument("--data-dir", default="data", help="the campaign's data directory")
     r.set_defaults(func=cmd_report)
 
     s = sub.add_parser("dashboard", help="open the Streamlit dashboard")
-    s.add_argument("--data-dir", default="data")
-    s.add_argument("--port", type=int, default=8501)
-    s.add_argument("--address", default="127.0.0.1")
+    s.add_argument("--data-dir", default="data", help="the campaign's data directory")
+    s.add_argument("--port", type=int, default=8501, help="port to listen on")
+    s.add_argument("--address", default="127.0.0.1", help="address to listen on")
     s.set_defaults(func=cmd_dashboard)
 
     u = sub.add_parser("up", help="start the stack on localhost: Prefect, deployments, MLflow, dashboard")
-    u.add_argument("--data-dir", default="data")
+    u.add_argument("--data-dir", default="data", help="the data directory every service shares")
     u.add_argument("--state-dir", default=".stack", help="where pids and logs are kept")
     u.add_argument("--host", default="127.0.0.1", help="address to listen on (localhost by default)")
+    u.add_argument("--team", action="store_true", help="the team stack: PostgreSQL behind Prefect and "
+                   "MLflow (both with logins), a work pool and worker, a Dask scheduler and workers")
+    u.add_argument("--dask-workers", type=int, default=2, help="Dask worker processes with --team")
     u.set_defaults(func=cmd_up)
 
     dn = sub.add_parser("down", help="stop exactly what `reclab up` started")
-    dn.add_argument("--state-dir", default=".stack")
+    dn.add_argument("--state-dir", default=".stack", help="where `up` kept pids and logs")
     dn.set_defaults(func=cmd_down)
     return p
 

@@ -1,8 +1,9 @@
 """Scale-out of a day: requests split into user-hash shards, served in parallel by a task runner.
 
 `local` with one shard is the default, in-process path. More shards run on Prefect's thread pool
-(`local`) or on a Dask cluster (`dask`): a LocalCluster of one process per core when no address is
-given, an existing cluster otherwise. The day's tables do not depend on the number of shards.
+(`local`) or on a Dask cluster (`dask`): the existing cluster at the address given, else at
+DASK_SCHEDULER_ADDRESS (what the team stack's worker has), else a LocalCluster of one process per
+core. The day's tables do not depend on the number of shards.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def task_runner(scale: str, shards: int, address: str | None):
     if scale == "dask":
         from prefect_dask import DaskTaskRunner
 
+        address = address or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
         if address:
             return DaskTaskRunner(address=address)
         workers = max(1, min(shards, os.cpu_count() or 1))

@@ -1,6 +1,7 @@
 """The one place that talks to MLflow: a campaign is an experiment, each flow run a run."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -8,7 +9,8 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, redirect_stderr
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,19 @@ MAX_PARAM = 6000
 # Tells this process's runs from those of an earlier process with the same pid (a container's).
 PROCESS = uuid.uuid4().hex
 FAILURE_TAG = "reclab.failure"
+# The MLflow run a flow's run nests under: set by the calling flow (`nested_under`), so no flow
+# needs an internal parameter for it in its Prefect form.
+_PARENT: ContextVar[str | None] = ContextVar("reclab_parent_run", default=None)
+
+
+@contextmanager
+def nested_under(run_id: str) -> Iterator[None]:
+    """Runs opened inside this block (by sub-flows called here) are children of `run_id`."""
+    token = _PARENT.set(run_id)
+    try:
+        yield
+    finally:
+        _PARENT.reset(token)
 
 
 def tracking_uri(campaign: Campaign) -> str:
@@ -43,7 +58,10 @@ def experiment_id(campaign: Campaign) -> str:
     uri = tracking_uri(campaign)
     remote = uri.startswith(("http://", "https://"))
     artifacts = None if remote else (campaign.data_dir / "mlartifacts").resolve().as_uri()
-    return c.create_experiment(campaign.name, artifact_location=artifacts)
+    # The kind makes MLflow's UI open the experiment in its model-training view (runs, charts),
+    # not the GenAI one (traces) it infers for an experiment without it.
+    return c.create_experiment(campaign.name, artifact_location=artifacts,
+                               tags={"mlflow.experimentKind": "custom_model_development"})
 
 
 def flatten(prefix: str, value: Any) -> dict[str, str]:
@@ -57,10 +75,11 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
 
 
 @contextmanager
-def run(campaign: Campaign, name: str, parent_run_id: str | None = None,
-        params: Mapping[str, Any] | None = None) -> Iterator[str]:
-    """An MLflow run around a flow body; it ends FAILED if the body raises, FINISHED otherwise."""
+def run(campaign: Campaign, name: str, params: Mapping[str, Any] | None = None) -> Iterator[str]:
+    """An MLflow run around a flow body, nested under the caller's (`nested_under`); it ends
+    FAILED if the body raises, FINISHED otherwise."""
     c = client(campaign)
+    parent_run_id = _PARENT.get()
     tags = {MLFLOW_RUN_NAME: name, "reclab.campaign": campaign.name,
             "reclab.data_dir": str(campaign.data_dir.resolve()), "reclab.process": PROCESS,
             "reclab.pid": str(os.getpid()), "reclab.host": socket.gethostname()}
@@ -70,6 +89,7 @@ def run(campaign: Campaign, name: str, parent_run_id: str | None = None,
     run_id = r.info.run_id
     if params:
         log_params(campaign, run_id, params)
+    monitor = _system_metrics(campaign, run_id) if "/" not in name else None
     try:
         yield run_id
     except BaseException as exc:
@@ -77,7 +97,20 @@ def run(campaign: Campaign, name: str, parent_run_id: str | None = None,
         c.set_tag(run_id, FAILURE_TAG, reason[:MAX_PARAM])
         c.set_terminated(run_id, status="FAILED")
         raise
+    finally:
+        if monitor is not None:
+            monitor.finish()
     c.set_terminated(run_id, status="FINISHED")
+
+
+def _system_metrics(campaign: Campaign, run_id: str):
+    """CPU, memory, disk and network of this process's machine as the run's system metrics
+    (campaign and day runs; a stage's run is covered by its day's)."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=5, tracking_uri=tracking_uri(campaign))
+    monitor.start()
+    return monitor
 
 
 def fail_orphaned_runs(campaign: Campaign) -> list[str]:
@@ -185,6 +218,18 @@ def _fluent(campaign: Campaign) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = before
 
 
+# The libraries a logged pipeline needs, pinned to the versions that trained it. Our own code is
+# not copied into each model (every shard of every day downloads the model through the tracking
+# server, and the code would triple its files): a model server runs in reclab's image.
+MODEL_LIBRARIES = ("mlflow", "numpy", "pandas", "pyarrow", "duckdb", "torch", "faiss-cpu", "scipy", "pyyaml")
+
+
+def model_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{lib}=={version(lib)}" for lib in MODEL_LIBRARIES]
+
+
 def register_pipelines(campaign: Campaign, run_id: str, day: int, models_dir: Path) -> str:
     """Log the day's models as one MLflow model with a signature, register it, and point each
     arm's alias (plus `champion` for the control, `challenger` for a single treatment) at it."""
@@ -192,11 +237,14 @@ def register_pipelines(campaign: Campaign, run_id: str, day: int, models_dir: Pa
 
     exp = campaign.experiment
     name = registered_name(campaign)
-    with _fluent(campaign), mlflow.start_run(run_id=run_id):
+    # The registry prints each new version to stderr; a quiet command (RECLAB_QUIET) keeps its own
+    # output (the CLI's progress and table) alone on the console.
+    quiet = redirect_stderr(io.StringIO()) if os.environ.get("RECLAB_QUIET") == "1" else nullcontext()
+    with _fluent(campaign), mlflow.start_run(run_id=run_id), quiet:
         info = mlflow.pyfunc.log_model(
             name="pipeline", python_model=str(Path(__file__).with_name("pipeline_model.py")),
             artifacts={"models": str(models_dir)}, signature=_signature(exp.slate_size),
-            pip_requirements=["reclab"], registered_model_name=name,
+            pip_requirements=model_requirements(), registered_model_name=name,
             tags={"reclab.day": str(day)}, await_registration_for=0,
         )
     version = str(info.registered_model_version)

@@ -1,26 +1,85 @@
-"""docker-compose.yml cannot run here (no Docker engine), so it is validated as data."""
+"""docker-compose.yml, read as data (no Docker engine here; `docker compose config` where the
+plugin exists): every reclab service runs its deploy/bin entry script, the one the native team
+stack runs (tests/e2e/test_team_stack.py), and waits for what it needs to be healthy."""
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVICES = {"postgres", "minio", "prefect-server", "prefect-worker", "mlflow", "streamlit",
-            "dask-scheduler", "dask-worker"}
+SERVICES = {"postgres", "prefect-server", "prefect-worker", "mlflow", "dashboard", "dask-scheduler",
+            "dask-worker"}
 
 
 def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
-def test_all_services_present_and_built_from_this_repo():
-    services = compose()["services"]
-    assert SERVICES <= set(services)
-    assert (ROOT / "Dockerfile").is_file()
-    for name in ("prefect-server", "prefect-worker", "mlflow", "streamlit", "dask-scheduler", "dask-worker"):
-        assert services[name]["build"] == ".", name
+def test_every_service_runs_its_entry_script_which_the_native_stack_runs_too(tmp_path):
+    from flows.stack import StackConfig
+    from flows.team import services
+
+    svc = compose()["services"]
+    assert set(svc) == SERVICES
+    native = {Path(s.cmd[-1]).name for s in services(StackConfig(tmp_path / "d", tmp_path / "s", team=True))}
+    for name, spec in svc.items():
+        cmd = spec.get("command") or spec.get("entrypoint")
+        script = Path(cmd[0])
+        assert script.parent.as_posix().endswith("deploy/bin"), (name, cmd)
+        assert os.access(ROOT / "deploy" / "bin" / script.name, os.X_OK), script
+        assert script.name in native, (name, script.name)
+    assert native <= {Path((s.get("command") or s.get("entrypoint"))[0]).name for s in svc.values()}
+
+
+def test_healthchecks_and_start_order():
+    svc = compose()["services"]
+    for name, spec in svc.items():
+        assert spec["healthcheck"]["test"][0] == "CMD", name
+        assert spec["restart"] == "unless-stopped", name
+        for dep, cond in spec.get("depends_on", {}).items():
+            assert cond == {"condition": "service_healthy"}, (name, dep)
+            assert dep in svc
+    needs = {"prefect-server": {"postgres"}, "mlflow": {"postgres"},
+             "prefect-worker": {"prefect-server", "mlflow", "dask-scheduler"},
+             "dask-worker": {"dask-scheduler", "mlflow"}}
+    for name, deps in needs.items():
+        assert deps <= set(svc[name]["depends_on"]), name
+    assert svc["dask-worker"]["deploy"]["replicas"] >= 2
+    for spec in svc.values():   # every healthcheck helper it names exists
+        test = spec["healthcheck"]["test"]
+        if test[1].startswith("deploy/"):
+            assert (ROOT / test[1]).is_file()
+
+
+def test_hosts_urls_and_one_data_volume():
+    svc = compose()["services"]
+    env = svc["prefect-worker"]["environment"]
+    assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert env["DASK_SCHEDULER_ADDRESS"] == "tcp://dask-scheduler:8786"
+    # MLflow must accept the Host header the workers send, and the browser's.
+    assert "mlflow:5000" in svc["mlflow"]["environment"]["RECLAB_MLFLOW_ALLOWED_HOSTS"].split(",")
+    # The UI in a browser calls the published port, not the compose network's name.
+    assert "127.0.0.1:4200/api" in svc["prefect-server"]["environment"]["PREFECT_UI_API_URL"]
+    reclab = [s for s in svc.values() if s.get("build") == "."]
+    assert len(reclab) == len(svc) - 1
+    for s in reclab:
+        assert s["volumes"] == ["reclab-data:/data"] and s["environment"]["RECLAB_DATA_DIR"] == "/data"
+    assert set(compose()["volumes"]) == {"reclab-data", "postgres-data"}
+
+
+def test_images_are_pinned_and_published():
+    for name, spec in compose()["services"].items():
+        image = spec["image"]
+        assert ":" in image and not image.endswith(":latest") or spec.get("build") == ".", (name, image)
+    assert compose()["services"]["postgres"]["image"] == "postgres:15-bookworm"
+    assert "minio" not in (ROOT / "docker-compose.yml").read_text()
 
 
 def test_ports_bind_localhost_only():
@@ -29,33 +88,36 @@ def test_ports_bind_localhost_only():
             assert port.startswith("127.0.0.1:"), (name, port)
 
 
-def test_environment_matches_native_stack_names():
-    env = compose()["services"]["prefect-worker"]["environment"]
-    assert env["PREFECT_API_URL"].endswith(":4200/api")
-    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-
-
-def test_no_committed_secrets_beyond_dev_defaults():
+def test_no_committed_credentials():
     text = (ROOT / "docker-compose.yml").read_text()
-    for match in re.finditer(r"^\s*[A-Z_]*(PASSWORD|SECRET)[A-Z_]*:\s*(\S+)", text, re.MULTILINE):
-        assert match.group(2).startswith("${"), match.group(0)   # taken from the environment
-    for default in re.findall(r"PASSWORD:-([^}]*)", text):
-        assert default.endswith("dev-only"), default
+    for match in re.finditer(r"^\s*([A-Z_]*(PASSWORD|AUTH_STRING|USERNAME|SECRET)[A-Z_]*):\s*(\S+)", text, re.MULTILINE):
+        assert match.group(3).startswith("${") and ":?" in match.group(0), match.group(0)   # required, no default
+    for script in (ROOT / "deploy" / "bin").iterdir():
+        assert not re.search(r"PASSWORD:-|AUTH_STRING:-", script.read_text()), script
 
 
-def test_service_commands_exist():
-    services = compose()["services"]
-    assert (ROOT / "flows" / "serve_deployments.py").is_file()
-    assert services["prefect-worker"]["command"] == "python -m flows.serve_deployments"
-    assert services["streamlit"]["command"].startswith("reclab dashboard")
-    init = services["postgres"]["volumes"][1].split(":")[0]
-    assert (ROOT / init).is_file()
+@pytest.mark.skipif(shutil.which("docker") is None, reason="no docker client")
+def test_docker_compose_config_accepts_the_file(tmp_path):
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip("the docker compose plugin is not installed")
+    env = {**os.environ, **{k: "x" for k in ("POSTGRES_PASSWORD", "PREFECT_DB_PASSWORD", "MLFLOW_DB_PASSWORD",
+                                             "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")},
+           "PREFECT_SERVER_API_AUTH_STRING": "admin:x"}
+    out = subprocess.run(["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    missing = subprocess.run(["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+                             capture_output=True, text=True,
+                             env={k: v for k, v in os.environ.items() if "PASSWORD" not in k})
+    assert missing.returncode != 0 and "POSTGRES_PASSWORD" in missing.stderr
 
 
 def test_native_stack_binds_localhost_by_default():
     from flows.cli import _next_steps, parser
 
     assert parser().parse_args(["dashboard"]).address == "127.0.0.1"
+    assert parser().parse_args(["up"]).host == "127.0.0.1"
     makefile = (ROOT / "Makefile").read_text()
     assert "mlflow ui" in makefile and "--host 127.0.0.1" in makefile
     assert "--host 127.0.0.1" in _next_steps(ROOT / "data")

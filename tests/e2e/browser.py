@@ -89,15 +89,16 @@ def chromium_available() -> bool:
 
 
 @contextlib.contextmanager
-def chromium_page(width: int = 1400, height: int = 1800) -> Iterator[object]:
-    """A Playwright page in headless Chromium; the browser is closed afterwards."""
+def chromium_page(width: int = 1400, height: int = 1800, **context: object) -> Iterator[object]:
+    """A Playwright page in headless Chromium (`context`: Playwright's new_page options, e.g.
+    http_credentials); the browser is closed afterwards."""
     from playwright.sync_api import sync_playwright
 
     executable = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": width, "height": height})
+            page = browser.new_page(viewport={"width": width, "height": height}, **context)
             yield page
         finally:
             browser.close()

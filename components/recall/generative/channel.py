@@ -12,7 +12,7 @@ import torch
 from common.typedconf import from_mapping, require
 from components.recall.base import read_state, write_state
 from components.recall.generative.beam import Trie, beam_search
-from components.recall.generative.embeddings import SOURCES, item_embeddings
+from components.recall.generative.embeddings import SOURCES, item_embeddings, text_encoder_installed
 from components.recall.generative.item_model import (CodeTables, ItemGPT, item_beam_search, item_loss, item_rows,
                                                      item_target_nll, item_windows)
 from components.recall.generative.model import GPT, GPTConfig
@@ -41,6 +41,8 @@ class GenerativeConfig:
 
     def validate(self, where: str) -> None:
         require(self.embedding in SOURCES, f"{where}.embedding", f"'{self.embedding}' is not allowed; choose one of {list(SOURCES)}")
+        require("text" not in self.embedding or text_encoder_installed(), f"{where}.embedding",
+                f"'{self.embedding}' needs the text encoder, an optional extra: pip install -e '.[text]'")
         require(self.ids.method in ("rqvae", "rqkmeans"), f"{where}.ids.method", "choose 'rqvae' or 'rqkmeans'")
         require(self.ids.levels >= 1, f"{where}.ids.levels", "must be at least 1")
         require(2 <= self.ids.codebook_size <= 4096, f"{where}.ids.codebook_size", "must be between 2 and 4096")

