@@ -193,13 +193,13 @@ def test_a_lost_partition_the_summary_reads_is_named_not_silently_skipped(tmp_pa
 def test_resuming_a_campaign_whose_kept_day_lost_a_partition_names_it_before_running(tmp_path, capsys):
     from components.lake import Lake
     from components.experiment import load_experiment
-    from story.campaign import create_campaign
+    from story.campaign import REPORT_TABLES, create_campaign
     from sim.config import load_scenario
 
     c = create_campaign(tmp_path, "itemcf-recall@tiny-seed3", load_scenario("tiny"), load_experiment("default"), None)
     lake = Lake(tmp_path / "lake")
     for day in range(2):
-        for t in ("ab_daily", "world_daily", "latency_daily", "requests"):
+        for t in (*REPORT_TABLES, "requests"):       # both days complete: kept by the resume
             lake.write(t, day, _rows(t, day, 2))
         c.models_dir(day).mkdir(parents=True)
     lake.path("requests", 0).unlink()

@@ -18,7 +18,7 @@ from flows.campaign_state import LOCK, CampaignBusyError, clear_data_dir, exclus
 from flows.cli import main
 from flows.recovery import claim, recover
 from sim.config import load_scenario
-from story.campaign import create_campaign
+from story.campaign import REPORT_TABLES, create_campaign
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -174,7 +174,7 @@ def test_a_campaign_resumes_from_its_first_incomplete_day(tmp_path):
     assert c.first_incomplete_day(3) == 0
 
     def complete(day: int) -> None:
-        for table in ("ab_daily", "latency_daily", "world_daily"):
+        for table in REPORT_TABLES:
             c.lake.path(table, day).parent.mkdir(parents=True, exist_ok=True)
             c.lake.path(table, day).write_bytes(b"")
         c.models_dir(day).mkdir(parents=True)
@@ -185,5 +185,5 @@ def test_a_campaign_resumes_from_its_first_incomplete_day(tmp_path):
     assert c.first_incomplete_day(3) == 2
     complete(2)
     assert c.first_incomplete_day(3) == 4 and c.first_incomplete_day(5) == 4
-    c.lake.path("ab_daily", 1).unlink()  # reported only in part: runs again
+    c.lake.path("exposure_daily", 1).unlink()  # reported only in part (killed before its last write): runs again
     assert not c.day_complete(1) and c.first_incomplete_day(3) == 1
