@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from components.features.columns import RECENT_CLICKS, columns_of, daily_sql
-from components.features.definitions import vectorize
+from components.features.definitions import FEATURES, vectorize
 from components.lake import Lake
 from components.types import Catalog, ItemFeatures, UserBatch, pad_rows
 
@@ -121,19 +121,40 @@ def online_vectors(users: UserBatch, items: np.ndarray) -> np.ndarray:
     return vectorize(raw, items, np.full(len(users), users.day), users.items.catalog)
 
 
+# Sample rows vectorised at a time: the transforms' float64 and [rows, H, d] intermediates stay
+# bounded (tens of MB) however many samples a day has. Each row's vector depends on that row
+# alone (serving computes it in batches of 16), so the chunk size changes no byte.
+OFFLINE_CHUNK = 65_536
+
+
 def offline_vectors(table: pa.Table, catalog: Catalog) -> np.ndarray:
     """Features of sample rows (one item each, every column of the definitions) -> [N, F]."""
-    raw = {name: table.column(name).to_numpy() for name in table.column_names
-           if name != "u_recent" and name.startswith(("u_", "i_", "rt_"))}
-    raw["u_recent"] = recent_of(table)
-    raw = {k: (v[:, None] if k.startswith("i_") else v) for k, v in raw.items()}              # items: [N, 1]
-    items = table.column("item_id").to_numpy()[:, None]
-    return vectorize(raw, items, table.column("day").to_numpy(), catalog)[:, 0, :]
+    out = np.empty((table.num_rows, len(FEATURES)), np.float32)
+    for lo in range(0, table.num_rows, OFFLINE_CHUNK):
+        part = table.slice(lo, OFFLINE_CHUNK)
+        raw = {name: part.column(name).to_numpy() for name in part.column_names
+               if name != "u_recent" and name.startswith(("u_", "i_", "rt_"))}
+        raw["u_recent"] = recent_of(part)
+        raw = {k: (v[:, None] if k.startswith("i_") else v) for k, v in raw.items()}          # items: [n, 1]
+        items = part.column("item_id").to_numpy()[:, None]
+        out[lo:lo + part.num_rows] = vectorize(raw, items, part.column("day").to_numpy(), catalog)[:, 0, :]
+    return out
 
 
 def recent_of(table: pa.Table) -> np.ndarray:
-    return pad_rows([np.asarray(r, np.int64) for r in table.column("u_recent").to_pylist()],
-                    RECENT_CLICKS, -1, np.int64)
+    """The u_recent lists as [N, RECENT_CLICKS] int64, -1 padded, from the list offsets (no Python
+    list per row)."""
+    col = table.column("u_recent").combine_chunks() if table.num_rows else None
+    out = np.full((table.num_rows, RECENT_CLICKS), -1, np.int64)
+    if col is None:
+        return out
+    offsets = col.offsets.to_numpy()                                                # [N + 1]
+    values = col.values.to_numpy(zero_copy_only=False).astype(np.int64)
+    start, length = offsets[:-1], np.minimum(np.diff(offsets), RECENT_CLICKS)       # [N]
+    rows = np.repeat(np.arange(table.num_rows), length)
+    cols = np.arange(len(rows)) - np.repeat(np.cumsum(length) - length, length)      # rank within its row
+    out[rows, cols] = values[np.repeat(start, length) + cols]
+    return out
 
 
 def user_batch_from_table(table: pa.Table, items: ItemFeatures) -> UserBatch:
