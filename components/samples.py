@@ -47,5 +47,5 @@ def build_samples(lake: Lake, day: int) -> int:
     with tempfile.TemporaryDirectory(prefix="reclab-samples-") as spill, lake.connect() as con:
         con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
         con.execute(f"SET temp_directory = '{spill}'")
-        reader = con.sql(samples_sql(day)).fetch_record_batch(BATCH_ROWS)
+        reader = con.sql(samples_sql(day)).to_arrow_reader(BATCH_ROWS)
         return lake.write_stream("samples", day, reader)[1]

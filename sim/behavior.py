@@ -21,6 +21,7 @@ from sim.transitions import lag_weights
 from sim.world import World
 
 MAX_UTILITY = 30.0   # exp() stays finite in float32
+ORACLE_CELLS = 4_000_000   # (request, item) utilities the oracle holds at a time: ~100 MB of passes
 
 
 def examination(world: World, slate_size: int) -> np.ndarray:
@@ -165,7 +166,7 @@ class Reference:
 
 
 def reference_ctr(world: World, state: WorldState, users: np.ndarray, slate_size: int,
-                  request_ids: np.ndarray, day: int, draws: int | None = None, chunk: int = 256) -> Reference:
+                  request_ids: np.ndarray, day: int, draws: int | None = None, chunk: int | None = None) -> Reference:
     """Oracle and random expected CTR (clicks per shown item) for each request.
 
     The probability of a click on a slate is S / (v0 + S) with S = sum_k e_k v_k, increasing in S.
@@ -181,6 +182,9 @@ def reference_ctr(world: World, state: WorldState, users: np.ndarray, slate_size
     n_items = world.n_items
     k = min(slate_size, n_items)
     oracle, random = np.empty(len(users)), np.empty(len(users))
+    # Requests per pass: a pass holds a few [chunk, I] float64 arrays, so its memory is bounded by
+    # ORACLE_CELLS whatever the catalogue (each request's figures depend on its row alone).
+    chunk = chunk or max(1, min(256, ORACLE_CELLS // max(n_items, 1)))
     for start in range(0, len(users), chunk):
         u = users[start:start + chunk]
         v0 = no_click(world, state, u).astype(np.float64)                                         # [b]
