@@ -170,15 +170,15 @@ def main() -> None:
         sys.exit(f"--users/--dask-users: comma-separated whole numbers, got {args.users!r} / {args.dask_users!r}")
     args.work = args.work or tempfile.mkdtemp(prefix="reclab-scale-")
     from bench.scale_report import write
+    plan = [(e, u, "local") for e in args.experiments.split(",") if e for u in sizes
+            if e == "default" or u <= args.full_max] + [("default", u, "dask") for u in dask_sizes]
     results: dict[str, dict] = {}
-    for experiment in [e for e in args.experiments.split(",") if e]:
-        for users in sizes:
-            if experiment != "default" and users > args.full_max:
-                continue
-            results.setdefault(experiment, {})[str(users)] = run_point(args, users, experiment, "local")
-    for users in dask_sizes:
-        results.setdefault("default-dask", {})[str(users)] = run_point(args, users, "default", "dask")
-    write(results, {name: fit(points) for name, points in results.items()}, args.workers)
+    for experiment, users, scale in plan:
+        name = experiment if scale == "local" else f"{experiment}-dask"
+        results.setdefault(name, {})[str(users)] = run_point(args, users, experiment, scale)
+        # The JSON and picture after every point, so a run cut short keeps what it measured.
+        write(results, {n: fit(points) for n, points in results.items()}, args.workers, section=False)
+    write(results, {n: fit(points) for n, points in results.items()}, args.workers)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def _figure(results: dict[str, dict], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def write(results: dict[str, dict], fits: dict[str, dict], workers: int) -> None:
+def write(results: dict[str, dict], fits: dict[str, dict], workers: int, section: bool = True) -> None:
     from bench.results import append
     per_stage = {name: stage_fits(points) for name, points in results.items() if len(points) >= 2}
     default = per_stage.get("default", {})
@@ -89,6 +89,8 @@ def write(results: dict[str, dict], fits: dict[str, dict], workers: int) -> None
            "paper_10M": paper}
     (HERE / "scale.json").write_text(json.dumps(out, indent=1) + "\n")
     _figure(results, HERE / "scale.png")
+    if not section:
+        return
     rows = []
     for name, points in results.items():
         for users, p in points.items():
