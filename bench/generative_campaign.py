@@ -79,7 +79,7 @@ def generative_new_share(data_dir: Path, day: int, users: int = 256) -> dict[str
     model = CHANNELS["generative"].load(data_dir / "models" / f"day={day - 1:05d}" / "generative")
     with lake.connect() as con:
         new = [r[0] for r in con.execute(f"SELECT item_id FROM items WHERE created_day = {day}").fetchall()]
-    ids = np.fromiter(store.user_index, np.int64)
+    ids = store.user_ids
     sample = np.random.default_rng(0).choice(ids, size=min(users, len(ids)), replace=False)
     items = model.recall(store.user_batch(sample), model.config.beam_width).items       # [B, W]
     is_new = np.isin(items, np.asarray(new, np.int64)) & (items >= 0)

@@ -50,7 +50,7 @@ def main() -> None:
             model = GenerativeRecaller(cfg).fit(data)
             fits.append(time.perf_counter() - t)
         store = FeatureStore.load(c.lake, 2)
-    known = np.fromiter(store.user_index, np.int64)
+    known = store.user_ids
     users = np.random.default_rng(0).choice(known, size=max(args.requests, 256))
     k = args.beam
     single = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -16,6 +16,7 @@ from components.contracts import SCHEMA_VERSION, SCHEMAS, conform
 _PARTITION = re.compile(r"^day=(\d+)\.parquet$")
 _TEMP = re.compile(r"^\.(day=\d+\.parquet\..*\.tmp|catalog\..*\.duckdb)$")
 _VERSION_KEY = b"reclab.schema_version"
+ROW_GROUP = 1024 * 1024   # rows per row group: pq.write_table's default, which `write` uses
 
 # Partitions already verified whole (footer, schema, every page's checksum), by (path, mtime, size,
 # inode): a rewritten file changes at least one of these, so it is verified again; an unchanged one
@@ -78,6 +79,46 @@ class Lake:
         _fsync_dir(target.parent)
         return target
 
+    def write_stream(self, name: str, day: int, parts: Iterable[pa.Table | pa.RecordBatch]) -> tuple[Path, int]:
+        """`write` for a table that arrives in parts (a query's result batches), holding at most
+        a row group of it; returns the path and the rows written.
+
+        The parts are cut into row groups exactly where `pq.write_table` cuts the whole table
+        (every ROW_GROUP rows, each a slice of the same parts), so the file is byte for byte the
+        one `write` gives for the concatenated parts.
+        """
+        schema = SCHEMAS[name].with_metadata({_VERSION_KEY: str(SCHEMA_VERSION).encode()})
+        target = self.path(name, day)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        rows = 0
+        try:
+            with pq.ParquetWriter(tmp, schema, compression="zstd", write_page_checksum=True) as writer:
+                buffer: list[pa.Table] = []
+                held = groups = 0
+                for part in parts:
+                    table = conform(name, pa.Table.from_batches([part]) if isinstance(part, pa.RecordBatch) else part)
+                    days = set(table.column("day").unique().to_pylist())
+                    if days - {day}:
+                        raise LakeError(f"table '{name}': rows for days {sorted(days)} written to partition day={day}")
+                    buffer.append(table)
+                    held += table.num_rows
+                    while held >= ROW_GROUP:
+                        whole = pa.concat_tables(buffer)
+                        writer.write_table(whole.slice(0, ROW_GROUP), row_group_size=ROW_GROUP)
+                        buffer, held, groups = [whole.slice(ROW_GROUP)], held - ROW_GROUP, groups + 1
+                    rows += table.num_rows
+                if held or not groups:       # write_table of an empty table writes one empty group
+                    whole = pa.concat_tables(buffer) if buffer else schema.empty_table()
+                    writer.write_table(whole, row_group_size=ROW_GROUP)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(target.parent)
+        return target, rows
+
     def read(self, name: str, days: int | Iterable[int] | None = None) -> pa.Table:
         """Rows of the given days (all days when None); a missing day is an error, not empty."""
         if name not in SCHEMAS:
@@ -88,6 +129,21 @@ class Lake:
         if not parts:
             return SCHEMAS[name].empty_table()
         return pa.concat_tables(parts)
+
+    def read_batches(self, name: str, days: Iterable[int], rows: int = 65_536,
+                     columns: list[str] | None = None) -> Iterator[pa.Table]:
+        """The rows of `days` in order, `rows` at a time (each partition verified first, as `read`
+        does): a reader that keeps only what it makes of them holds one batch, not the partition."""
+        days = list(days)
+        self.require(name, days)
+        for day in days:
+            path = self.check(name, day)
+            try:
+                with pq.ParquetFile(path, page_checksum_verification=True) as pf:
+                    for batch in pf.iter_batches(batch_size=rows, columns=columns):
+                        yield pa.Table.from_batches([batch])
+            except (pa.ArrowException, OSError) as exc:
+                raise _corrupt(path, exc) from None
 
     def require(self, name: str, days: Iterable[int]) -> None:
         """Refuse, naming the first missing partition and its rebuild, unless all of `days` exist."""

@@ -1,7 +1,7 @@
 """Daily sample building: impressions joined to the features as they were at request time."""
 from __future__ import annotations
 
-import pyarrow as pa
+import tempfile
 
 from components.features.columns import columns_of, stream_sql
 from components.lake import Lake, MissingPartitionError
@@ -30,16 +30,22 @@ def samples_sql(day: int) -> str:
     """
 
 
-def build_samples(lake: Lake, day: int) -> pa.Table:
-    """Write and return the samples of `day`."""
+# DuckDB's working memory for the join and sort of a day's samples; past it, it spills to disk.
+# Its default (80 % of the machine) lets one large day take the memory of a shared machine.
+MEMORY_LIMIT = "1GB"
+BATCH_ROWS = 1_000_000    # the result batches to_arrow_table would make, so the file's bytes match
+
+
+def build_samples(lake: Lake, day: int) -> int:
+    """Write the samples of `day`, streamed from the query to the partition; returns their rows."""
     for table in ("impressions", "features_user", "features_item"):
         if not lake.has(table, day):
             raise MissingPartitionError(
                 f"cannot build samples for day {day}: table '{table}' has no partition for that "
                 f"day in {lake.root}; simulate the day (and build its features) first"
             )
-    con = lake.connect()
-    samples = con.sql(samples_sql(day)).to_arrow_table()
-    con.close()
-    lake.write("samples", day, samples)
-    return samples
+    with tempfile.TemporaryDirectory(prefix="reclab-samples-") as spill, lake.connect() as con:
+        con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+        con.execute(f"SET temp_directory = '{spill}'")
+        reader = con.sql(samples_sql(day)).to_arrow_reader(BATCH_ROWS)
+        return lake.write_stream("samples", day, reader)[1]

@@ -58,8 +58,24 @@ def train_bootstrap(lake: Lake, exp: ExperimentConfig, out: Path) -> None:
 
 def _holdout(request_id: np.ndarray) -> np.ndarray:
     """A stable 10 % of requests, all rows of a request on the same side."""
-    h = np.fromiter((zlib.crc32(int(r).to_bytes(8, "little")) for r in request_id), np.uint32, len(request_id))
-    return (h % 1000) < HOLDOUT_SHARE * 1000
+    ids, inv = np.unique(request_id, return_inverse=True)                       # one hash per request
+    h = np.fromiter((zlib.crc32(int(r).to_bytes(8, "little")) for r in ids), np.uint32, len(ids))
+    return ((h % 1000) < HOLDOUT_SHARE * 1000)[inv.reshape(-1)]
+
+
+def _split_samples(lake: Lake, days: list[int], catalog, history: bool) -> tuple[Samples, Samples]:
+    """The samples of `days` in order, split into training and holdout rows as they are read: the
+    partitions are never held whole, only the arrays the rankers read."""
+    train, held = [], []
+    for table in lake.read_batches("samples", days):
+        part = Samples.from_table(table, catalog, history)
+        test = _holdout(part.request_id)
+        train.append(part.subset(~test))
+        held.append(part.subset(test))
+    if not train:
+        empty = Samples.from_table(lake.read("samples", []), catalog, history)
+        return empty, empty
+    return Samples.concat(train, catalog), Samples.concat(held, catalog)
 
 
 def sample_days(lake: Lake, day: int, exp: ExperimentConfig) -> list[int]:
@@ -81,14 +97,10 @@ def train_rankers(lake: Lake, day: int, exp: ExperimentConfig, out: Path) -> dic
         return {}
     days = sample_days(lake, day, exp)
     catalog = load_catalog(lake, day)
-    table = lake.read("samples", days)
-    samples = Samples.from_table(table, catalog)
-    test = _holdout(samples.request_id)
-    train = samples.subset(~test)
-    metrics: dict[str, float] = {"samples": float(len(samples.label)), "sample_days": float(len(days))}
+    train, held = _split_samples(lake, days, catalog, any(RANKERS[n].uses_ids for n in names))
+    metrics: dict[str, float] = {"samples": float(len(train.label) + len(held.label)), "sample_days": float(len(days))}
     for name in names:
         model = RANKERS[name](getattr(exp.models, name)).fit(train)
-        held = samples.subset(test)
         # As served: position 0. Calibration is therefore against clicks at logged positions,
         # so below 1 is expected where lower slots are looked at less.
         prob = model.predict_samples(held)

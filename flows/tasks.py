@@ -95,7 +95,7 @@ def build_samples(data_dir: str, day: int) -> int:
     while its input partitions are unchanged)."""
     c = open_campaign(data_dir)
     fingerprint = _fingerprint(c, day)
-    rows = samples.build_samples(c.lake, day).num_rows
+    rows = samples.build_samples(c.lake, day)
     _sidecar(c, day).write_text(fingerprint)
     return rows
 

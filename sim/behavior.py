@@ -21,6 +21,7 @@ from sim.transitions import lag_weights
 from sim.world import World
 
 MAX_UTILITY = 30.0   # exp() stays finite in float32
+ORACLE_CELLS = 4_000_000   # (request, item) utilities the oracle holds at a time: ~100 MB of passes
 
 
 def examination(world: World, slate_size: int) -> np.ndarray:
@@ -165,7 +166,7 @@ class Reference:
 
 
 def reference_ctr(world: World, state: WorldState, users: np.ndarray, slate_size: int,
-                  request_ids: np.ndarray, day: int, draws: int | None = None, chunk: int = 256,
+                  request_ids: np.ndarray, day: int, draws: int | None = None, chunk: int | None = None,
                   shown: np.ndarray | None = None, favoured: np.ndarray | None = None) -> Reference:
     """Oracle and random expected CTR (clicks per shown item) for each request, on slates of the
     length the request was served (`shown` [B], default `slate_size`) and, for the requests marked
@@ -190,6 +191,9 @@ def reference_ctr(world: World, state: WorldState, users: np.ndarray, slate_size
     shown = np.full(len(users), k) if shown is None else np.minimum(np.asarray(shown), k)          # [B]
     favoured = np.zeros(len(users), bool) if favoured is None else np.asarray(favoured, bool)      # [B]
     oracle, random = np.zeros(len(users)), np.zeros(len(users))
+    # Requests per pass: a pass holds a few [chunk, I] float64 arrays, so its memory is bounded by
+    # ORACLE_CELLS whatever the catalogue (each request's figures depend on its row alone).
+    chunk = chunk or max(1, min(256, ORACLE_CELLS // max(n_items, 1)))
     for start in range(0, len(users), chunk):
         u, n = users[start:start + chunk], shown[start:start + chunk]
         fav = favoured[start:start + chunk]

@@ -35,6 +35,9 @@ AXIS_WORDS = (
 )
 
 
+COHORT_CHUNK = 65_536   # users whose favourite categories are drawn at a time
+
+
 @dataclass(frozen=True)
 class World:
     """The world's static truth (tastes, quality) and its public catalog, through one day's arrivals."""
@@ -179,11 +182,19 @@ def _user_cohort(config: WorldConfig, h: Hierarchy, day: int, n: int) -> dict[st
     uc, ic, d, c = config.users, config.items, config.latent_dim, config.collab_dim
     rng = stream(config.seed, day, "users")
     # Favourite top-level categories, without repeats, more often the big ones (Gumbel top-k).
-    keys = np.log(h.top_weight)[None, :] + rng.gumbel(size=(n, len(h.top_weight)))  # [n, C]
-    favourite = np.argsort(-keys, axis=1)[:, :uc.favourite_categories]               # [n, F]
+    # Drawn COHORT_CHUNK users at a time: the same draws in the same order as one [n, C] draw,
+    # without its [n, C] float64 and int64 intermediates (a GB at a million users).
+    favourite = np.empty((n, min(uc.favourite_categories, len(h.top_weight))), np.int64)   # [n, F]
+    for lo in range(0, n, COHORT_CHUNK):
+        keys = np.log(h.top_weight)[None, :] + rng.gumbel(size=(min(COHORT_CHUNK, n - lo), len(h.top_weight)))
+        favourite[lo:lo + len(keys)] = np.argsort(-keys, axis=1)[:, :uc.favourite_categories]
     leaf = favourite * ic.subcategories + rng.integers(0, ic.subcategories, size=favourite.shape)
-    taste = _unit(h.leaf_centre[leaf].mean(axis=1) + uc.taste_noise * rng.standard_normal((n, d)) / np.sqrt(d))
-    return {"taste": taste.astype(np.float32),
+    taste = np.empty((n, d), np.float32)
+    for lo in range(0, n, COHORT_CHUNK):
+        rows = slice(lo, min(lo + COHORT_CHUNK, n))
+        noise = rng.standard_normal((rows.stop - lo, d))
+        taste[rows] = _unit(h.leaf_centre[leaf[rows]].mean(axis=1) + uc.taste_noise * noise / np.sqrt(d))
+    return {"taste": taste,
             "collab": (rng.standard_normal((n, c)) / np.sqrt(max(c, 1))).astype(np.float32),
             "activity": _activity(config, rng, n),
             "age_bucket": rng.integers(0, 6, size=n).astype(np.int32),

@@ -49,17 +49,20 @@ class ServedDay:
     clicked: np.ndarray      # [n, K] bool
     organic: np.ndarray      # [n] int64: the item the user also took on their own during the visit, -1 none
     logged: np.ndarray       # [n] bool: its feature vectors go to features_online
-    log_x: np.ndarray        # [n, K, F] float32, the logged vectors (zeros where not logged)
+    log_x: np.ndarray        # [m, K, F] float32, the vectors of the m logged rows, in row order (the
+                             # 5 % logged: a dense [n, K, F] was the largest array of a served day)
 
     @classmethod
-    def empty(cls, rows: np.ndarray, slate_size: int, n_channels: int) -> ServedDay:
+    def empty(cls, rows: np.ndarray, slate_size: int, n_channels: int, logged: np.ndarray | None = None) -> ServedDay:
+        """Nothing served yet; `logged` [n] marks the rows whose vectors will be kept (none when omitted)."""
         n, k = len(rows), slate_size
+        logged = np.zeros(n, bool) if logged is None else np.asarray(logged, bool)
         return cls(rows=rows, slates=np.full((n, k), -1, np.int64), scores=np.zeros((n, k), np.float32),
                    origin=np.zeros((n, k), np.int64), stage_ms=np.zeros((n, len(STAGES)), np.float32),
                    channel_ms=np.full((n, n_channels), np.nan, np.float32), batch_size=np.zeros(n, np.int32),
                    prob=np.zeros((n, k), np.float32), clicked=np.zeros((n, k), bool),
                    organic=np.full(n, -1, np.int64),
-                   logged=np.zeros(n, bool), log_x=np.zeros((n, k, len(FEATURES)), np.float32))
+                   logged=logged, log_x=np.zeros((int(logged.sum()), k, len(FEATURES)), np.float32))
 
     def put(self, idx: np.ndarray, res: ServeResult, channels: list[str]) -> None:
         """Record one served micro-batch, rows `idx` of this set."""
@@ -85,10 +88,17 @@ class ServedDay:
     @classmethod
     def gather(cls, parts: Iterable[ServedDay], n: int, slate_size: int, n_channels: int) -> ServedDay:
         """The parts (shards) of a day in request order: rows 0..n-1 of its plan."""
-        out = cls.empty(np.arange(n), slate_size, n_channels)
+        parts = list(parts)
+        logged = np.zeros(n, bool)
+        for part in parts:
+            logged[part.rows] = part.logged
+        out = cls.empty(np.arange(n), slate_size, n_channels, logged)
+        slot = np.cumsum(logged) - 1                                                   # [n] row -> log_x row
         for part in parts:
             for x in fields(cls):
-                if x.name != "rows":
+                if x.name == "log_x":
+                    out.log_x[slot[part.rows[part.logged]]] = part.log_x
+                elif x.name != "rows":
                     getattr(out, x.name)[part.rows] = getattr(part, x.name)
         return out
 
@@ -106,10 +116,10 @@ def serve_rows(c: Campaign, plan: DayPlan, rows: np.ndarray, pipelines: Mapping[
     world, state = world_of(c, day), state_of(c, day)
     tr, assigned = plan.traffic.select(rows), plan.assigned[rows]
     served_by = plan.served_by(assigned)
-    store = FeatureStore.load(c.lake, day)
+    store = FeatureStore.load(c.lake, day, tr.user_id)                              # this shard's users
     names = channel_names(plan)
-    out = ServedDay.empty(rows, exp.slate_size, len(names))
-    out.logged[:] = consistency.logged(tr.request_id, exp.feature_log_rate)
+    out = ServedDay.empty(rows, exp.slate_size, len(names), consistency.logged(tr.request_id, exp.feature_log_rate))
+    slot = np.cumsum(out.logged) - 1                                                  # [n] row -> log_x row
     stream = StreamProcessor.for_day(c.lake, day)
     micro = tr.ts // stream.micro_batch_seconds                                    # [n]
     # The order of arms within a micro-batch is fixed (the arms, then holdout and unenrolled
@@ -129,7 +139,7 @@ def serve_rows(c: Campaign, plan: DayPlan, rows: np.ndarray, pipelines: Mapping[
         out.put(idx, res, names)
         log = out.logged[idx]
         if log.any():
-            out.log_x[idx[log]] = online_vectors(batch, res.items)[log]              # [m, K, F]
+            out.log_x[slot[idx[log]]] = online_vectors(batch, res.items)[log]        # [m, K, F]
         if i + 1 == len(batches) or batches[i + 1][0] != m:
             done = np.flatnonzero(micro == m)
             answer = behavior.respond(world, state, tr.user_id[done], out.slates[done], uniform[done], favoured[done])

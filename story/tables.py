@@ -6,7 +6,6 @@ import pyarrow as pa
 
 from components.contracts import STAGES
 from components.features import consistency
-from components.serving import channel_lists
 from sim.behavior import Reference
 from story.plan import DayPlan
 from story.serve import ServedDay, channel_names
@@ -40,17 +39,10 @@ def request_channel_latency(plan: DayPlan, served: ServedDay) -> pa.Table:
 def impressions(plan: DayPlan, served: ServedDay) -> pa.Table:
     tr = plan.traffic
     r, pos = np.nonzero(served.slates >= 0)
-    # A slot's provenance bits name the channels of the arm whose pipeline served it.
-    by = plan.served_by(plan.assigned[r])
-    channels: list[list[str]] = [[] for _ in r]
-    for arm, cfg in plan.arms.items():
-        rows = np.flatnonzero(by == arm)
-        for row, names in zip(rows.tolist(), channel_lists(list(cfg.channels), served.origin[r[rows], pos[rows]])):
-            channels[row] = list(names)
     return pa.table({
         "day": np.full(len(r), plan.day, np.int32), "ts": tr.ts[r], "request_id": tr.request_id[r],
         "user_id": tr.user_id[r], "item_id": served.slates[r, pos], "position": pos.astype(np.int32),
-        "arm": plan.assigned[r].astype(str), "channels": channels,
+        "arm": plan.assigned[r].astype(str), "channels": _channels(plan, served.origin[r, pos], r),
         "score": served.scores[r, pos], "clicked": served.clicked[r, pos],
     })
 
@@ -75,10 +67,28 @@ def day_log(plan: DayPlan, served: ServedDay) -> tuple[np.ndarray, np.ndarray, n
             np.concatenate([served.clicked[r, pos], np.ones(len(o), bool)])[order])
 
 
+def _channels(plan: DayPlan, origin: np.ndarray, r: np.ndarray) -> pa.ListArray:
+    """The `channels` column: a slot's provenance bits name the channels of the arm whose pipeline
+    served it, in that arm's config order. Built from offsets, not a Python list per impression."""
+    arms = list(plan.arms)
+    vocab = sorted({ch for cfg in plan.arms.values() for ch in cfg.channels})
+    width = max((len(cfg.channels) for cfg in plan.arms.values()), default=0)
+    by = plan.served_by(plan.assigned[r])
+    name = np.full((len(r), width), -1, np.int64)                                  # [N, C] vocab index or -1
+    for arm in arms:
+        rows = np.flatnonzero(by == arm)
+        for c, ch in enumerate(plan.arms[arm].channels):
+            hit = rows[(origin[rows] >> c) & 1 == 1]
+            name[hit, c] = vocab.index(ch)
+    offsets = np.concatenate([[0], np.cumsum((name >= 0).sum(axis=1))]).astype(np.int32)   # [N + 1]
+    values = pa.array(vocab, pa.string()).take(pa.array(name[name >= 0]))              # row, then channel order
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
+
+
 def features_online(plan: DayPlan, served: ServedDay) -> pa.Table:
     logged = served.logged
     return consistency.online_table(plan.day, plan.traffic.request_id[logged], served.slates[logged],
-                                    served.log_x[logged])
+                                    served.log_x)
 
 
 def world_daily(plan: DayPlan, served: ServedDay, sampled: np.ndarray, ref: Reference) -> pa.Table:

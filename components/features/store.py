@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 
 from components.features.columns import ORGANIC_POSITION, RECENT_CLICKS, columns_of, daily_sql
-from components.features.definitions import vectorize
+from components.features.definitions import FEATURES, vectorize
 from components.lake import Lake
-from components.types import Catalog, ItemFeatures, UserBatch, pad_rows
+from components.types import Catalog, ItemFeatures, UserBatch
 
 # Columns UserBatch and ItemFeatures carry as named fields, for recall channels as much as rankers.
 USER_FIELDS = {"u_impressions": "impressions", "u_clicks": "clicks", "u_recent": "recent"}
@@ -69,17 +69,34 @@ def blank_columns(table: str, n: int) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class FeatureStore:
-    """Online lookups for one serving day: every daily column the definitions declare, by id."""
+    """Online lookups for one serving day: every daily column the definitions declare, by id.
+
+    Users are held as sorted ids and plain arrays (recent clicks as offsets into one array), not a
+    dict and a list of arrays per user: a million users cost tens of MB, not hundreds.
+    """
 
     day: int
     items: ItemFeatures
-    user_index: dict[int, int]
-    user_columns: dict[str, np.ndarray]     # [U] each, in user_index order
-    u_recent: list[np.ndarray] = field(default_factory=list)
+    user_ids: np.ndarray                    # [U] int64, sorted
+    user_columns: dict[str, np.ndarray]     # [U] each, in user_ids order
+    recent_offsets: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))   # [U + 1]
+    recent_values: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))    # [offsets[-1]]
 
     @classmethod
-    def load(cls, lake: Lake, day: int) -> "FeatureStore":
-        users = lake.read("features_user", day)
+    def by_hand(cls, day: int, items: ItemFeatures, user_ids: list[int], user_columns: Mapping[str, np.ndarray],
+                recent: list[np.ndarray]) -> "FeatureStore":
+        """A store from per-user rows in any order (tests, benchmarks)."""
+        order = np.argsort(np.asarray(user_ids, np.int64), kind="stable")
+        lengths = np.array([len(recent[i]) for i in order], np.int64)
+        values = np.concatenate([np.asarray(recent[i], np.int64) for i in order]) if len(order) else np.zeros(0, np.int64)
+        return cls(day, items, np.asarray(user_ids, np.int64)[order],
+                   {k: np.asarray(v)[order] for k, v in user_columns.items()},
+                   np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), values.astype(np.int64))
+
+    @classmethod
+    def load(cls, lake: Lake, day: int, users: np.ndarray | None = None) -> "FeatureStore":
+        """The day's features; of `users` only when given (a shard's), read a batch at a time, so
+        a shard holds its own users' rows and never the whole table."""
         items = lake.read("features_item", day)
         catalog = load_catalog(lake, day)
         ids = items.column("item_id").to_numpy()
@@ -88,39 +105,72 @@ class FeatureStore:
             col = np.zeros(catalog.n_items, np.int64)
             col[ids] = items.column(c.name).to_numpy()
             item_cols[c.name] = col
-        user_ids = users.column("user_id").to_numpy()
+        names = [c.name for c in columns_of("features_user") if c.name != "u_recent"]
+        wanted = None if users is None else np.unique(np.asarray(users, np.int64))
+        parts: list[tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]] = []
+        for batch in lake.read_batches("features_user", [day], columns=["user_id", *names, "u_recent"]):
+            uid = batch.column("user_id").to_numpy()
+            if wanted is not None:
+                batch = batch.filter(pa.array(np.isin(uid, wanted)))
+                uid = batch.column("user_id").to_numpy()
+            rec = batch.column("u_recent").combine_chunks() if batch.num_rows else None
+            off = rec.offsets.to_numpy().astype(np.int64) if rec is not None else np.zeros(1, np.int64)
+            vals = rec.values.to_numpy(zero_copy_only=False).astype(np.int64)[off[0]:off[-1]] if rec is not None \
+                else np.zeros(0, np.int64)
+            parts.append((uid, {n: batch.column(n).to_numpy() for n in names}, np.diff(off), vals))
+        uid = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+        order = np.argsort(uid, kind="stable")
+        lengths = np.concatenate([p[2] for p in parts])[order] if parts else np.zeros(0, np.int64)
+        starts = np.concatenate([[0], np.cumsum(np.concatenate([p[2] for p in parts]))[:-1]]) if parts else lengths
+        values = np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, np.int64)
+        take = np.repeat(starts[order], lengths) + _ranks(lengths)
         return cls(
             day=day,
             items=ItemFeatures(catalog=catalog, impressions=item_cols["i_impressions"],
                                clicks=item_cols["i_clicks"],
                                columns={k: v for k, v in item_cols.items() if k not in ITEM_FIELDS}),
-            user_index={int(u): i for i, u in enumerate(user_ids)},
-            user_columns={c.name: users.column(c.name).to_numpy() for c in columns_of("features_user")
-                          if c.name != "u_recent"},
-            u_recent=[np.asarray(r, np.int64) for r in users.column("u_recent").to_pylist()],
+            user_ids=uid[order].astype(np.int64),
+            user_columns={n: np.concatenate([p[1][n] for p in parts])[order] if parts else np.zeros(0, np.int64)
+                          for n in names},
+            recent_offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            recent_values=values[take],
         )
 
     def user_batch(self, user_ids: np.ndarray, request_ids: np.ndarray | None = None,
                    realtime: Mapping[str, np.ndarray] | None = None) -> UserBatch:
         """Features for these users; an unknown user gets the features of a new one. `realtime`:
         the stream columns of these requests (StreamProcessor.lookup); none seen when omitted."""
-        rows = np.array([self.user_index.get(int(u), -1) for u in user_ids], np.int64)
-        known = rows >= 0
+        asked = np.asarray(user_ids, np.int64)
+        pos = np.minimum(np.searchsorted(self.user_ids, asked), max(len(self.user_ids) - 1, 0))
+        known = (self.user_ids[pos] == asked) if len(self.user_ids) else np.zeros(len(asked), bool)
+        rows = np.where(known, pos, -1)
 
         def take(col: np.ndarray) -> np.ndarray:
             return np.where(known, col[np.where(known, rows, 0)] if len(col) else 0, 0).astype(np.int64)
 
-        empty = np.zeros(0, np.int64)
         cols = {name: take(col) for name, col in self.user_columns.items()}
         rt = blank_columns("stream", len(rows)) if realtime is None else dict(realtime)
+        safe = np.where(known, rows, 0)
+        start = self.recent_offsets[safe]
+        length = np.where(known, np.minimum(self.recent_offsets[safe + 1] - start, RECENT_CLICKS), 0)
+        recent = np.full((len(rows), RECENT_CLICKS), -1, np.int64)
+        r = np.repeat(np.arange(len(rows)), length)
+        rank = _ranks(length)
+        recent[r, rank] = self.recent_values[np.repeat(start, length) + rank]
         return UserBatch(
-            user_ids=np.asarray(user_ids, np.int64),
+            user_ids=asked,
             impressions=cols.pop("u_impressions"), clicks=cols.pop("u_clicks"),
-            recent=pad_rows([self.u_recent[r] if r >= 0 else empty for r in rows], RECENT_CLICKS, -1, np.int64),
+            recent=recent,
             items=self.items,
             request_ids=None if request_ids is None else np.asarray(request_ids, np.int64),
             features=cols | rt, day=self.day,
         )
+
+
+def _ranks(lengths: np.ndarray) -> np.ndarray:
+    """0, 1, ..., n-1 for each run of the given lengths, concatenated."""
+    lengths = np.asarray(lengths, np.int64)
+    return np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
 
 
 def online_vectors(users: UserBatch, items: np.ndarray) -> np.ndarray:
@@ -132,19 +182,40 @@ def online_vectors(users: UserBatch, items: np.ndarray) -> np.ndarray:
     return vectorize(raw, items, np.full(len(users), users.day), users.items.catalog)
 
 
+# Sample rows vectorised at a time: the transforms' float64 and [rows, H, d] intermediates stay
+# bounded (tens of MB) however many samples a day has. Each row's vector depends on that row
+# alone (serving computes it in batches of 16), so the chunk size changes no byte.
+OFFLINE_CHUNK = 65_536
+
+
 def offline_vectors(table: pa.Table, catalog: Catalog) -> np.ndarray:
     """Features of sample rows (one item each, every column of the definitions) -> [N, F]."""
-    raw = {name: table.column(name).to_numpy() for name in table.column_names
-           if name != "u_recent" and name.startswith(("u_", "i_", "rt_"))}
-    raw["u_recent"] = recent_of(table)
-    raw = {k: (v[:, None] if k.startswith("i_") else v) for k, v in raw.items()}              # items: [N, 1]
-    items = table.column("item_id").to_numpy()[:, None]
-    return vectorize(raw, items, table.column("day").to_numpy(), catalog)[:, 0, :]
+    out = np.empty((table.num_rows, len(FEATURES)), np.float32)
+    for lo in range(0, table.num_rows, OFFLINE_CHUNK):
+        part = table.slice(lo, OFFLINE_CHUNK)
+        raw = {name: part.column(name).to_numpy() for name in part.column_names
+               if name != "u_recent" and name.startswith(("u_", "i_", "rt_"))}
+        raw["u_recent"] = recent_of(part)
+        raw = {k: (v[:, None] if k.startswith("i_") else v) for k, v in raw.items()}          # items: [n, 1]
+        items = part.column("item_id").to_numpy()[:, None]
+        out[lo:lo + part.num_rows] = vectorize(raw, items, part.column("day").to_numpy(), catalog)[:, 0, :]
+    return out
 
 
 def recent_of(table: pa.Table) -> np.ndarray:
-    return pad_rows([np.asarray(r, np.int64) for r in table.column("u_recent").to_pylist()],
-                    RECENT_CLICKS, -1, np.int64)
+    """The u_recent lists as [N, RECENT_CLICKS] int64, -1 padded, from the list offsets (no Python
+    list per row)."""
+    col = table.column("u_recent").combine_chunks() if table.num_rows else None
+    out = np.full((table.num_rows, RECENT_CLICKS), -1, np.int64)
+    if col is None:
+        return out
+    offsets = col.offsets.to_numpy()                                                # [N + 1]
+    values = col.values.to_numpy(zero_copy_only=False).astype(np.int64)
+    start, length = offsets[:-1], np.minimum(np.diff(offsets), RECENT_CLICKS)       # [N]
+    rows = np.repeat(np.arange(table.num_rows), length)
+    cols = _ranks(length)                                                             # rank within its row
+    out[rows, cols] = values[np.repeat(start, length) + cols]
+    return out
 
 
 def user_batch_from_table(table: pa.Table, items: ItemFeatures) -> UserBatch:

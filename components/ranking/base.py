@@ -31,14 +31,31 @@ class Samples:
                        cut(self.item_id), cut(self.user_id), cut(self.recent), self.catalog)
 
     @classmethod
-    def from_table(cls, table: pa.Table, catalog: Catalog) -> "Samples":
+    def from_table(cls, table: pa.Table, catalog: Catalog, history: bool = True) -> "Samples":
+        """`history=False` leaves `recent` empty: rankers without ids never read it, and at
+        RECENT_CLICKS int64 a row it is the largest array of a day's samples."""
         x = offline_vectors(table, catalog)                                              # [N, F]
         return cls(x=x, label=table.column("label").to_numpy().astype(np.float32),
                    position=table.column("position").to_numpy().astype(np.int64),
                    request_id=table.column("request_id").to_numpy(),
                    item_id=table.column("item_id").to_numpy().astype(np.int64),
                    user_id=table.column("user_id").to_numpy().astype(np.int64),
-                   recent=recent_of(table), catalog=catalog)
+                   recent=recent_of(table) if history else np.zeros((0, 0), np.int64), catalog=catalog)
+
+    @classmethod
+    def concat(cls, parts: list["Samples"], catalog: Catalog) -> "Samples":
+        """Rows of `parts` in order; each field is joined and its parts dropped before the next."""
+        names = ("x", "label", "position", "request_id", "item_id", "user_id", "recent")
+        out = {}
+        for name in names:
+            arrays = [getattr(p, name) for p in parts]
+            if name == "recent" and not any(len(a) for a in arrays):
+                out[name] = np.zeros((0, 0), np.int64)
+            else:
+                out[name] = np.concatenate(arrays) if arrays else np.zeros(0)
+            for p in parts:
+                object.__setattr__(p, name, None)
+        return cls(**out, catalog=catalog)
 
 
 def serving_features(users: UserBatch, items: np.ndarray) -> np.ndarray:

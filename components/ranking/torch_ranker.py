@@ -16,6 +16,7 @@ from components.ranking.ids import IdTable
 from components.types import Catalog, UserBatch
 
 MAX_POSITION = 100
+SCORE_ROWS = 256   # (request, candidate) rows a served batch is scored in at a time
 
 
 @dataclass(frozen=True)
@@ -123,9 +124,21 @@ class TorchRanker(abc.ABC):
     def score(self, users: UserBatch, items: np.ndarray) -> np.ndarray:
         x = serving_features(users, items)                                          # [B, n, F]
         recent = np.broadcast_to(users.recent[:, None, :], (*items.shape, users.recent.shape[1]))
+        inputs = self._inputs(x, items, recent, users.items.catalog)
+        rows = items.size
+        flat = Inputs(*(None if t is None else t.reshape(rows, *t.shape[items.ndim:]) for t in
+                        (inputs.x, inputs.item, inputs.category, inputs.history)))   # [B * n, ...]
+        # The net and the sigmoid always see SCORE_ROWS rows at a time (the last block padded with
+        # row 0): a matrix product's kernel, and a vectorised loop's scalar tail, change a result's
+        # last bits with the number of rows, and a request's scores must not depend on the
+        # micro-batch its shard formed.
+        pad = torch.zeros((-rows) % SCORE_ROWS, dtype=torch.long)
+        blocks = [torch.cat([torch.arange(lo, min(lo + SCORE_ROWS, rows)), pad[:max(lo + SCORE_ROWS - rows, 0)]])
+                  for lo in range(0, rows, SCORE_ROWS)]
         with torch.no_grad():
-            z = self._serving_logit(self._inputs(x, items, recent, users.items.catalog))   # [B, n]
-        return np.where(items >= 0, torch.sigmoid(z).numpy(), -np.inf)
+            prob = torch.cat([torch.sigmoid(self._serving_logit(flat.take(b))) for b in blocks])[:rows] \
+                if rows else torch.zeros(0)
+        return np.where(items >= 0, prob.numpy().reshape(items.shape), -np.inf)
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def save(self, path) -> None:

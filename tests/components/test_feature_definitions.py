@@ -152,7 +152,8 @@ def test_events_after_a_request_change_none_of_its_features(lake):
                  "position": 0, "clicked": True} for j, ts in enumerate(burst_ts)]
     lake.write("impressions", day, pa.Table.from_pylist(sorted(changed, key=lambda e: (e["ts"], e["request_id"]))))
     build_features(lake, day)
-    after = build_samples(lake, day).to_pandas()
+    build_samples(lake, day)
+    after = lake.read("samples", day).to_pandas()
     def rows_of(samples):
         rows = samples[samples["request_id"] == target["request_id"]].sort_values("position")
         return [{c.name: np.asarray(r[c.name]).tolist() for c in COLUMNS} for _, r in rows.iterrows()]

@@ -33,8 +33,8 @@ def store() -> FeatureStore:
     # User 10 has clicked item 1 before the day; user 11 is new (no row: features of a new user).
     cols = {c.name: np.zeros(1, np.int64) for c in columns_of("features_user") if c.name != "u_recent"}
     cols |= {"u_impressions": np.array([5]), "u_clicks": np.array([1])}
-    return FeatureStore(day=1, items=items, user_index={10: 0}, user_columns=cols,
-                        u_recent=[np.array([1], np.int64)])
+    return FeatureStore.by_hand(day=1, items=items, user_ids=[10], user_columns=cols,
+                                recent=[np.array([1], np.int64)])
 
 
 def test_recall_by_hand_for_channels_and_the_merge():

@@ -42,8 +42,8 @@ def test_unknown_users_are_served_as_new_by_the_fallback_channels(co_click_data,
     items = ItemFeatures(catalog=catalog, impressions=np.zeros(n, np.int64), clicks=np.zeros(n, np.int64),
                          columns=blank_columns("features_item", n))
     user_columns = blank_columns("features_user", 1) | {"u_impressions": np.array([9]), "u_clicks": np.array([2])}
-    store = FeatureStore(day=5, items=items, user_index={0: 0}, user_columns=user_columns,
-                         u_recent=[np.array([1, 2], np.int64)])
+    store = FeatureStore.by_hand(day=5, items=items, user_ids=[0], user_columns=user_columns,
+                                 recent=[np.array([1, 2], np.int64)])
     batch = store.user_batch(np.array([0, 123456, -7]), np.array([10, 11, 12]))
     assert batch.impressions.tolist() == [9, 0, 0] and (batch.recent[1:] == -1).all()
     for arm, pipe in _pipelines(co_click_data, tmp_path).items():
