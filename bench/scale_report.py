@@ -104,4 +104,4 @@ def write(results: dict[str, dict], fits: dict[str, dict], workers: int, section
     append("Cost of a day against the size of the world (bench.scale)",
            ["experiment", "users", "requests", "wall s", "serve s", "finish s", "samples s", "train s",
             "peak RSS GB", "worker peak GB", "MB written", "load"], rows,
-           notes=f"{load_note}. Fitted: {exps}. {note}. Picture: bench/scale.png")
+           notes=f"{load_note}. Fitted: {exps}. {note}. Figures in bench/scale.json; picture: bench/scale.png")
