@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 AB_DAYS = 2
 TABLES = ("items", "users", "requests", "request_latency", "request_channel_latency", "impressions",
           "features_user", "features_item", "samples", "ab_daily", "latency_daily", "channel_latency_daily",
-          "world_daily", "exposure_daily", "features_online", "features_consistency", "model_lineage")
+          "world_daily", "exposure_daily", "features_online", "features_consistency", "model_lineage", "organic")
 # Wall-clock time: the one thing a re-run cannot repeat.
 MEASURED = ("request_latency", "latency_daily", "request_channel_latency", "channel_latency_daily")
 
