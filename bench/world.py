@@ -75,7 +75,9 @@ def main() -> None:
               "impressions_per_s_wall": wall_rate, **machine,
               "oracle_ms_per_request": per_req * 1000, "oracle_sample_requests": sample,
               "oracle_s_per_day_at_sample": per_req * sample if sample else None, "click_rate": float(clicks.mean())}
-    (HERE / "world.json").write_text(json.dumps(result, indent=2))
+    # One JSON per scenario, so each section keeps the file its figures came from.
+    out = HERE / ("world.json" if args.scenario == "large" else f"world-{args.scenario}.json")
+    out.write_text(json.dumps(result, indent=2))
     append(f"World throughput, `{args.scenario}` scenario ({world.n_users:,} users, {world.n_items:,} items), one core",
            ["measure", "value"],
            [["impressions simulated per CPU-second of one core (respond: utilities, fatigue, MNL choice)", f"{rate:,.0f}"],
@@ -84,7 +86,7 @@ def main() -> None:
             ["oracle per day at the scenario's sample", f"{per_req * sample:.1f} s for {sample} requests" if sample
              else "every request"]],
            notes=f"median of {args.repeats} passes of {n:,} slates of {k}; pinned to core {core}, BLAS 1 thread; "
-                 f"oracle timed on {m} requests; {conditions_note(machine)}")
+                 f"oracle timed on {m} requests; figures in bench/{out.name}; {conditions_note(machine)}")
     print(json.dumps(result, indent=2))
 
 
