@@ -5,6 +5,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -67,16 +68,8 @@ class Lake:
             raise LakeError(f"table '{name}': rows for days {sorted(days)} written to partition day={day}")
         table = table.replace_schema_metadata({_VERSION_KEY: str(SCHEMA_VERSION).encode()})
         target = self.path(name, day)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        try:
+        with _replacing(target) as tmp:
             pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(target.parent)
         return target
 
     def write_stream(self, name: str, day: int, parts: Iterable[pa.Table | pa.RecordBatch]) -> tuple[Path, int]:
@@ -89,10 +82,8 @@ class Lake:
         """
         schema = SCHEMAS[name].with_metadata({_VERSION_KEY: str(SCHEMA_VERSION).encode()})
         target = self.path(name, day)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         rows = 0
-        try:
+        with _replacing(target) as tmp:
             with pq.ParquetWriter(tmp, schema, compression="zstd", write_page_checksum=True) as writer:
                 buffer: list[pa.Table] = []
                 held = groups = 0
@@ -111,12 +102,6 @@ class Lake:
                 if held or not groups:       # write_table of an empty table writes one empty group
                     whole = pa.concat_tables(buffer) if buffer else schema.empty_table()
                     writer.write_table(whole, row_group_size=ROW_GROUP)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(target.parent)
         return target, rows
 
     def read(self, name: str, days: int | Iterable[int] | None = None) -> pa.Table:
@@ -300,6 +285,22 @@ def _quote(text: str) -> str:
 def _files_sql(files: list[Path]) -> str:
     listed = ", ".join(_quote(str(p.resolve())) for p in files)
     return f"SELECT * FROM read_parquet([{listed}])"
+
+
+@contextmanager
+def _replacing(target: Path) -> Iterator[Path]:
+    """A temporary path beside `target`; once the body has written it, it is synced and renamed
+    over `target` (a reader sees the old file or the new one), and removed if the body fails."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(target.parent)
 
 
 def _fsync_dir(folder: Path) -> None:
