@@ -131,10 +131,24 @@ def print_summary(data_dir: Path) -> None:
                   "slates; personalised: share of impressions outside the day's most shown items.")
 
 
-def _next_steps(data_dir: Path) -> str:
+def _next_steps(data_dir: Path, experiment: str | None = None) -> str:
+    from flows.tracking import ui_url
+
     db = (data_dir / "mlflow.db").resolve()
     return (f"Open the dashboard:  .venv/bin/reclab dashboard --data-dir {data_dir}\n"
-            f"Open MLflow:         .venv/bin/mlflow ui --backend-store-uri sqlite:///{db} --host 127.0.0.1 --port 5000")
+            f"Open MLflow:         .venv/bin/mlflow ui --backend-store-uri sqlite:///{db} --host 127.0.0.1 --port 5000\n"
+            f"                     then {ui_url('http://127.0.0.1:5000', experiment)}")
+
+
+def _experiment_of(data_dir: Path) -> str | None:
+    """The campaign's MLflow experiment id, for a link straight to its runs; None if unknown."""
+    from flows.tracking import existing_experiment_id
+    from story.campaign import open_campaign
+
+    try:
+        return existing_experiment_id(open_campaign(data_dir))
+    except Exception:   # a link is a convenience: never fail a finished campaign over it
+        return None
 
 
 def cmd_campaign(args: argparse.Namespace) -> int:
@@ -192,7 +206,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
                 progress.install(None)
     print_summary(data_dir)
     print(f"campaign took {time.perf_counter() - start:.1f} s")
-    print(_next_steps(data_dir))
+    print(_next_steps(data_dir, _experiment_of(data_dir)))
     return 0
 
 
@@ -241,6 +255,7 @@ def _stack_config(args: argparse.Namespace):
 
 def cmd_up(args: argparse.Namespace) -> int:
     from flows.stack import up
+    from flows.tracking import ui_url
 
     cfg = _stack_config(args)
     what = ("PostgreSQL, Prefect server and worker, MLflow server, Dask scheduler and workers, dashboard"
@@ -248,7 +263,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"starting {what} (a minute or two)...")
     record = up(cfg)
     print(f"Prefect UI:  http://{cfg.host}:{cfg.prefect_port}   (Deployments -> campaign -> Run)")
-    print(f"MLflow UI:   {cfg.mlflow_uri}")
+    print(f"MLflow UI:   {ui_url(cfg.mlflow_uri)}")
     print(f"Dashboard:   {cfg.dashboard_url}")
     if cfg.team:
         from flows.team import credentials_file

@@ -64,6 +64,19 @@ def experiment_id(campaign: Campaign) -> str:
                                tags={"mlflow.experimentKind": "custom_model_development"})
 
 
+def ui_url(server: str, experiment: str | None = None) -> str:
+    """A link into MLflow's UI that opens the model-training view. MLflow 3.17's UI keeps one
+    workflow type per browser (GenAI by default) and lets it override the experiment's kind tag;
+    only the link's `workflowType` switches it (checked in Chromium)."""
+    where = f"experiments/{experiment}/runs" if experiment else "experiments"
+    return f"{server.rstrip('/')}/#/{where}?workflowType=machine_learning"
+
+
+def existing_experiment_id(campaign: Campaign) -> str | None:
+    exp = client(campaign).get_experiment_by_name(campaign.name)
+    return None if exp is None else exp.experiment_id
+
+
 def flatten(prefix: str, value: Any) -> dict[str, str]:
     """Nested config -> {'a.b.c': 'v'} so MLflow shows every resolved setting as a param."""
     if isinstance(value, Mapping):

@@ -102,3 +102,14 @@ def chromium_page(width: int = 1400, height: int = 1800, **context: object) -> I
             yield page
         finally:
             browser.close()
+
+
+def wait_final(client, run, timeout: float):
+    """Poll a Prefect flow run (sync client) until its state is final or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.read_flow_run(run.id)
+        if run.state is not None and run.state.is_final():
+            break
+        time.sleep(2)
+    return run

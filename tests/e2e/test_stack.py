@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import urllib.request
 from pathlib import Path
 
@@ -14,13 +13,11 @@ import pytest
 
 from flows.serve_deployments import FLOWS
 from flows.stack import StackConfig, _alive, down, free_port, up
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, wait_final
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +43,7 @@ def campaign_run(stack):
         with get_client(sync_client=True) as client:
             deployment = client.read_deployment_by_name("campaign/reclab")
             run = client.create_flow_run_from_deployment(deployment.id, parameters=params)
-            deadline = time.monotonic() + 420
-            while time.monotonic() < deadline:
-                run = client.read_flow_run(run.id)
-                if run.state is not None and run.state.is_final():
-                    break
-                time.sleep(2)
+            run = wait_final(client, run, 420)
     log = (stack.state_dir / "deployments.log").read_text()[-3000:]
     assert run.state is not None and run.state.is_completed(), f"{run.state}\n{log}"
     return run
@@ -138,3 +130,21 @@ def test_dashboard_in_chromium_shows_both_arms(stack, campaign_run):
         browser.close()
     ctrs = [float(t) for t in re.findall(r"\b0\.\d{4}\b", text)]
     assert ctrs, "no CTR values on the page"
+
+
+def test_printed_mlflow_link_opens_the_campaigns_runs_in_chromium(stack, campaign_run):
+    """The link `reclab campaign` and `reclab up` print lands on the runs, not MLflow's GenAI view."""
+    from mlflow.tracking import MlflowClient
+    from playwright.sync_api import sync_playwright
+
+    from flows.tracking import ui_url
+
+    exp = MlflowClient(tracking_uri=stack.mlflow_uri).get_experiment_by_name("stack-e2e")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(ui_url(stack.mlflow_uri, exp.experiment_id), wait_until="domcontentloaded")
+        page.get_by_text("campaign", exact=True).first.wait_for(timeout=90_000)   # the top run, in the runs table
+        url = page.url
+        browser.close()
+    assert f"/experiments/{exp.experiment_id}/runs" in url and "workflowType=machine_learning" in url

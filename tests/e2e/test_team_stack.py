@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from flows.stack import StackConfig, _alive, down, free_port, up
-from tests.e2e.browser import chromium_available, chromium_page
+from tests.e2e.browser import chromium_available, chromium_page, wait_final
 
 # Starting eight services and a campaign through them is more than the suite's per-test default.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -97,12 +96,7 @@ def campaign_run(team):
     with _prefect_client(cfg, creds["PREFECT_SERVER_API_AUTH_STRING"]) as client:
         deployment = client.read_deployment_by_name("campaign/reclab")
         run = client.create_flow_run_from_deployment(deployment.id, parameters=params)
-        deadline = time.monotonic() + 1200
-        while time.monotonic() < deadline:
-            run = client.read_flow_run(run.id)
-            if run.state is not None and run.state.is_final():
-                break
-            time.sleep(2)
+        run = wait_final(client, run, 1200)
     log = (cfg.state_dir / "prefect-worker.log").read_text(errors="replace")[-4000:]
     assert run.state is not None and run.state.is_completed(), f"{run.state}\n{log}"
     return run, deployment
@@ -237,14 +231,13 @@ def test_prefect_run_form_and_mlflow_experiment_in_chromium(team, campaign_run):
     assert "a preset of configs/scenarios" in form and "dask" in form   # described, dropdown values
     from mlflow.tracking import MlflowClient
 
+    from flows.tracking import ui_url
+
     exp = MlflowClient(tracking_uri=cfg.mlflow_uri).get_experiment_by_name(NAME)
     with chromium_page(1400, 1200, http_credentials={"username": creds["MLFLOW_TRACKING_USERNAME"],
                                                     "password": creds["MLFLOW_TRACKING_PASSWORD"]}) as page:
-        page.goto(f"{cfg.mlflow_uri}/#/experiments/{exp.experiment_id}", wait_until="domcontentloaded")
-        # MLflow 3.17's UI opens on its GenAI side whatever the experiment's kind: switch as a user does.
-        toggle = page.get_by_text("Model training", exact=True).first
-        toggle.wait_for(timeout=90_000)
-        toggle.click()
+        # The link `reclab up` prints: MLflow 3.17 would open a new browser on its GenAI side.
+        page.goto(ui_url(cfg.mlflow_uri, exp.experiment_id), wait_until="domcontentloaded")
         page.get_by_text("campaign", exact=True).first.wait_for(timeout=90_000)   # day runs nest under it
         page.wait_for_timeout(1500)
         page.screenshot(path=str(ARTIFACTS / "team-mlflow-experiment.png"), full_page=True)
