@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from common.typedconf import ConfigError, to_mapping
 from components.reports import summary_rows
 from flows import progress, tracking
-from flows.params import Experiment, Scale, Scenario
+from flows.params import Experiment, Scale, Scenario, WorldKnobs, knob_overrides
 from flows.recovery import claim
 from flows.stages import build_samples, day_metrics, report, simulate_day, train
 from story.campaign import open_campaign, resolve_campaign
@@ -77,16 +77,16 @@ def daily(data_dir: str = "data", day: int | None = None, scale: Scale = "local"
 
 @task(cache_policy=NO_CACHE)
 def prepare_campaign(data_dir: str, scenario: str, experiment: str, seed: int | None,
-                     name: str | None) -> str:
+                     name: str | None, world: WorldKnobs | None = None) -> str:
     """Resolve the configs and write the campaign's manifest into `data_dir`."""
-    return resolve_campaign(Path(data_dir), scenario, experiment, seed, name).name
+    return resolve_campaign(Path(data_dir), scenario, experiment, seed, name, knob_overrides(world)).name
 
 
 @flow(name="campaign", flow_run_name="campaign-{scenario}-{experiment}-{days}d")
 def campaign(scenario: Scenario = "small", experiment: Experiment = "default", days: int = 3,
              data_dir: str = "data", seed: int | None = None, name: str | None = None,
              rerun: bool = False, scale: Scale = "local", shards: int = 1,
-             dask_address: str | None = None) -> list[dict]:
+             dask_address: str | None = None, world: WorldKnobs | None = None) -> list[dict]:
     """Day 0 served by the logging policy, then `days` days of the A/B experiment.
 
     Days already complete in `data_dir` (reported, models published) are kept, so a campaign
@@ -104,11 +104,13 @@ def campaign(scenario: Scenario = "small", experiment: Experiment = "default", d
         scale: Where each day's requests are served: local (this process) or dask (a Dask cluster).
         shards: User-hash shards per day; the tables do not depend on it.
         dask_address: Scheduler of a Dask cluster (default: DASK_SCHEDULER_ADDRESS, else a LocalCluster).
+        world: Scenario knobs over the preset (users, items, cold start, organic share, drift,
+            fatigue, position bias, churn); empty ones keep the preset's values.
     """
     if days < 1:
         raise ConfigError(f"days: a campaign needs at least 1 A/B day after the bootstrap, got {days}")
     with claim(data_dir):
-        prepare_campaign(data_dir, scenario, experiment, seed, name)
+        prepare_campaign(data_dir, scenario, experiment, seed, name, world)
         c = open_campaign(data_dir)
         first = 0 if rerun else c.first_incomplete_day(days)
         params = {"scenario": to_mapping(c.scenario), "experiment": to_mapping(c.experiment),

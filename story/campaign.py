@@ -5,6 +5,7 @@ import json
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Mapping
 
 from common.typedconf import ConfigError, from_mapping, to_mapping
 from components.experiment import ExperimentConfig, load_experiment
@@ -88,10 +89,31 @@ def create_campaign(data_dir: Path, name: str, scenario: WorldConfig, experiment
     return campaign
 
 
+def override(world: WorldConfig, settings: Mapping[str, Any]) -> WorldConfig:
+    """The scenario with {dotted path: value} settings changed, checked as a scenario file is."""
+    if not settings:
+        return world
+    fitted = [k for k in settings if k in ("users.n", "items.n")]
+    if world.fitted and fitted:
+        raise ConfigError(f"scenario {world.name}: {fitted[0]} comes from the log it is fitted to "
+                          f"({world.fitted}); leave it empty or refit the scenario")
+    data = to_mapping(world)
+    for path, value in settings.items():
+        *parents, key = path.split(".")
+        node = data
+        for p in parents:
+            node = node[p]
+        if key not in node:
+            raise ConfigError(f"scenario: unknown setting {path!r}")
+        node[key] = value
+    return from_mapping(WorldConfig, data, where=f"scenario {world.name}")
+
+
 def resolve_campaign(data_dir: Path, scenario: str, experiment: str, seed: int | None,
-                     name: str | None) -> Campaign:
-    """The campaign of a scenario and an experiment (preset names or YAML paths), its manifest written."""
-    world = load_scenario(scenario)
+                     name: str | None, settings: Mapping[str, Any] | None = None) -> Campaign:
+    """The campaign of a scenario and an experiment (preset names or YAML paths), its manifest
+    written; `settings` ({dotted path: value}) change the scenario's."""
+    world = override(load_scenario(scenario), settings or {})
     if seed is not None:
         world = replace(world, seed=seed)
     exp = load_experiment(experiment)

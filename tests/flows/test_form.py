@@ -29,3 +29,45 @@ def test_every_parameter_is_described_and_none_is_internal():
         assert "parent_run_id" not in props, f.name
         undescribed = [k for k, v in props.items() if not v.get("description")]
         assert undescribed == [], (f.name, undescribed)
+
+
+def test_world_knobs_are_typed_fields_of_the_form():
+    schema = parameter_schema(next(f for f in FLOWS if f.name == "campaign")).model_dump_for_openapi()
+    knobs = schema["definitions"]["WorldKnobs"]["properties"]
+    assert {"users", "items", "new_items_per_day", "organic", "drift", "fatigue"} <= set(knobs)
+    assert all(v.get("description") for v in knobs.values())
+    assert {"type": "integer", "minimum": 1} in knobs["users"]["anyOf"]
+    assert {"type": "number", "minimum": 0, "maximum": 1} in knobs["organic"]["anyOf"]
+
+
+def test_world_knobs_change_the_manifest_and_bad_ones_are_one_line(tmp_path):
+    import json
+
+    import pytest
+
+    from common.typedconf import ConfigError
+    from flows.campaign import prepare_campaign
+    from flows.params import WorldKnobs
+
+    data = tmp_path / "data"
+    prepare_campaign.fn(str(data), "tiny", "default", None, None, WorldKnobs(users=321, organic=0.25))
+    manifest = json.loads((data / "campaign.json").read_text())
+    assert manifest["scenario"]["users"]["n"] == 321 and manifest["scenario"]["behavior"]["organic"] == 0.25
+    with pytest.raises(ConfigError, match="comes from the log it is fitted to"):
+        prepare_campaign.fn(str(tmp_path / "b"), "beauty", "default", None, None, WorldKnobs(items=10))
+    with pytest.raises(ValueError, match="extra"):
+        WorldKnobs.model_validate({"userz": 3})
+
+
+def test_cli_world_knobs_parse_and_refuse_in_one_line():
+    import pytest
+
+    from common.typedconf import ConfigError
+    from flows.params import knob_overrides, parse_knobs
+
+    assert knob_overrides(parse_knobs(["users=2000", "organic=0.3"])) == {"users.n": 2000, "behavior.organic": 0.3}
+    assert parse_knobs([]) is None
+    with pytest.raises(ConfigError, match=r"--world 'userz=3': expected KNOB=VALUE"):
+        parse_knobs(["userz=3"])
+    with pytest.raises(ConfigError, match=r"--world organic='2'.*less than or equal to 1"):
+        parse_knobs(["organic=2"])
