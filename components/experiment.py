@@ -9,7 +9,7 @@ from pathlib import Path
 from common.typedconf import ConfigError, load_preset, require
 from components.ab import BUCKETS, HOLDOUT, UNENROLLED, Allocation, AnalysisConfig, SplitError, check_layers
 from components.ranking import CoarseConfig, DeepFMConfig, DINConfig, MLPConfig
-from components.recall import (ColdStartConfig, ExploreConfig, GenerativeConfig, ItemCFConfig,
+from components.recall import (ColdStartConfig, ContentI2IConfig, ExploreConfig, GenerativeConfig, ItemCFConfig,
                                PopularCategoryConfig, PopularConfig, SASRecConfig, SwingConfig, TwoTowerConfig)
 from components.recall_eval import RecallEvalConfig
 from components.serving.config import ArmConfig
@@ -23,6 +23,7 @@ class ModelsConfig:
     popular: PopularConfig = field(default_factory=PopularConfig)
     popular_category: PopularCategoryConfig = field(default_factory=PopularCategoryConfig)
     itemcf: ItemCFConfig = field(default_factory=ItemCFConfig)
+    content_i2i: ContentI2IConfig = field(default_factory=ContentI2IConfig)
     swing: SwingConfig = field(default_factory=SwingConfig)
     two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)

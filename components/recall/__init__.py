@@ -1,4 +1,5 @@
 """Recall channels, one per file, registered here by name."""
+from components.recall.content_i2i import ContentI2IConfig, ContentI2IRecaller
 from components.recall.coldstart import ColdStartConfig, ColdStartRecaller
 from components.recall.explore import ExploreConfig, ExploreRecaller
 from components.recall.generative import GenerativeConfig, GenerativeRecaller
@@ -13,6 +14,7 @@ CHANNELS = {
     "popular": PopularRecaller,
     "popular_category": PopularCategoryRecaller,
     "itemcf": ItemCFRecaller,
+    "content_i2i": ContentI2IRecaller,
     "swing": SwingRecaller,
     "two_tower": TwoTowerRecaller,
     "sasrec": SASRecRecaller,
@@ -21,7 +23,7 @@ CHANNELS = {
     "generative": GenerativeRecaller,
 }
 
-__all__ = ["CHANNELS", "ColdStartConfig", "ColdStartRecaller", "ExploreConfig", "ExploreRecaller",
+__all__ = ["CHANNELS", "ColdStartConfig", "ColdStartRecaller", "ContentI2IConfig", "ContentI2IRecaller", "ExploreConfig", "ExploreRecaller",
            "GenerativeConfig", "GenerativeRecaller", "ItemCFConfig", "ItemCFRecaller",
            "PopularCategoryConfig", "PopularCategoryRecaller", "PopularConfig", "PopularRecaller",
            "SASRecConfig", "SASRecRecaller", "SwingConfig", "SwingRecaller", "TwoTowerConfig",

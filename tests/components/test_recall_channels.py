@@ -167,3 +167,32 @@ def test_coldstart_includes_items_born_after_training(make_users, make_train_dat
     model = ColdStartRecaller().fit(make_train_data([(0, i, 0) for i in range(6)], day=0, cat=small))
     out = model.recall(make_users([0], recent=[[1]]), 10)  # the serving catalogue has 12 items
     assert sorted(out.items[0][out.items[0] >= 0].tolist()) == [6, 7, 8, 9, 10, 11]
+
+
+def test_content_i2i_recalls_the_content_neighbours_of_recent_clicks(make_train_data, make_users, tmp_path):
+    from components.recall import ContentI2IConfig, ContentI2IRecaller
+    from components.recall.content_i2i import content_neighbours
+
+    # Two product lines on the unit circle: items 0-4 near angle 0, items 5-9 near angle pi/2.
+    spread = np.array([0.0, 0.03, 0.1, 0.18, 0.3])                                 # no ties in distance
+    angle = np.r_[spread, np.pi / 2 + spread]
+    content = np.c_[np.cos(angle), np.sin(angle)].astype(np.float32) * 3.0        # any norm
+    cat = Catalog(item_id=np.arange(10), category=np.zeros(10, np.int32), content=content,
+                  title=np.array([f"i{i}" for i in range(10)], dtype=object))
+    cfg = ContentI2IConfig(neighbours=3, history=2, recency_decay=1.0)
+    sim = content_neighbours(content, cfg)
+    cos = (content / 3.0) @ (content / 3.0).T
+    for i in range(10):                                       # brute force: the 3 closest others
+        row = sim.getrow(i)
+        expect = [j for j in np.argsort(-cos[i], kind="stable") if j != i][:3]
+        assert set(row.indices.tolist()) == set(expect)
+        np.testing.assert_allclose(row.toarray()[0, expect], np.exp(8.0 * (cos[i, expect] - 1)), rtol=1e-5)
+    # No clicks at all: the channel still recalls, from content alone (day 0, unclicked items).
+    model = ContentI2IRecaller(cfg).fit(make_train_data(np.zeros((0, 3)), day=0, cat=cat))
+    out = model.recall(make_users([0, 1, 2], recent=[[2], [7, 1], []]), 3)
+    assert set(out.items[0].tolist()) <= {0, 1, 3, 4} and -1 not in out.items[0]
+    assert set(out.items[1, :2].tolist()) <= {5, 6, 8, 9}       # the newest click's line first
+    assert (out.items[2] == -1).all()                            # no history, no candidates
+    model.save(tmp_path / "ci")
+    loaded = ContentI2IRecaller.load(tmp_path / "ci")
+    np.testing.assert_array_equal(loaded.recall(make_users([1], recent=[[7, 1]]), 3).items, out.items[1:2])
