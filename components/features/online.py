@@ -43,7 +43,7 @@ class OnlineStoreConfig:
         require(self.cache_size >= 0, f"{where}.cache_size", f"must be at least 0, got {self.cache_size}")
         require(self.cache_ttl_s > 0, f"{where}.cache_ttl_s", f"must be > 0, got {self.cache_ttl_s:g}")
         require(self.shard_wait_s > 0, f"{where}.shard_wait_s", f"must be > 0, got {self.shard_wait_s:g}")
-        require(self.kind == "embedded" or self.url.startswith(("redis://", "rediss://", "unix://")),
+        require(self.url.startswith(("redis://", "rediss://", "unix://")),
                 f"{where}.url", f"must be a redis://, rediss:// or unix:// address, got {self.url!r}")
 
 
