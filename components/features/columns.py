@@ -160,7 +160,8 @@ def stream_sql(requests: str, events: str) -> str:
 def item_stream_sql(shown: str, events: str) -> str:
     """Per shown item (request_id, item_id, ts), the stream_item columns as ItemStream served them:
     the item's events of every user in the same window. Events are counted per (item, micro-batch)
-    first, so a popular item joins four rows per impression, not its hour of impressions."""
+    first and each shown item joins its window's micro-batches by equality: REALTIME_BATCHES rows
+    per impression, not a popular item's hour of impressions."""
     cols = columns_of("stream_item")
     mb = MICRO_BATCH_SECONDS
     return f"""
@@ -171,7 +172,7 @@ def item_stream_sql(shown: str, events: str) -> str:
                {', '.join(f"coalesce(sum(b.{'clicks' if c.producer.clicks else 'impressions'}), 0)::BIGINT AS {c.name}"
                           for c in cols)}
         FROM {shown} s
-        LEFT JOIN per_batch b ON b.item_id = s.item_id
-             AND b.mb >= s.ts // {mb} - {REALTIME_BATCHES} AND b.mb < s.ts // {mb}
+        CROSS JOIN (SELECT unnest(range(1, {REALTIME_BATCHES + 1})) AS back) w
+        LEFT JOIN per_batch b ON b.item_id = s.item_id AND b.mb = s.ts // {mb} - w.back
         GROUP BY s.request_id, s.item_id
     """
