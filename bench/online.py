@@ -6,7 +6,8 @@ consistency check run against the vectors computed from what the server returned
 day's requests (the plan's users, in time order) are served by the treatment arm's pipeline,
 once per store: per request, lookup plus pipeline, p50 and p99 at each batch size. The server
 store's cache is warmed by one untimed pass over the same requests (its first-pass hit rate is
-reported too). Figures go to bench/online.json under "serving" (other keys kept) and a section of
+reported too), and a store with no cache (one HMGET round trip per batch) shows what the tier
+saves. Figures go to bench/online.json under "serving" (other keys kept) and a section of
 RESULTS.md, both only when asked.
 """
 from __future__ import annotations
@@ -87,9 +88,10 @@ def measure(c, day: int, cfg: OnlineStoreConfig, requests: int, repeats: int, ba
         server = ServerStore.open(c.lake, day, cfg)
         timed(server, pipe, users, bs)                            # warm the local cache
         server.hits = server.misses = 0
-        runs = {"inprocess": [], "server": []}
+        uncached = ServerStore.open(c.lake, day, replace(cfg, cache_size=0))   # a round trip per batch
+        runs = {"inprocess": [], "server": [], "uncached": []}
         for _ in range(repeats):                                      # interleaved: the same machine state
-            for name, store in (("inprocess", inproc), ("server", server)):
+            for name, store in (("inprocess", inproc), ("server", server), ("uncached", uncached)):
                 runs[name].append(timed(store, pipe, users, bs))
         row = {"hit_rate": server.hit_rate}
         for name, rs in runs.items():
@@ -142,11 +144,11 @@ def main() -> None:
     merge_write(OUT, "serving", result)
     rows = [[bs, f"{r['inprocess_p50_ms']:.3f}", f"{r['server_p50_ms']:.3f}", f"{r['inprocess_p99_ms']:.3f}",
              f"{r['server_p99_ms']:.3f}", f"{r['server_p99_ms'] - r['inprocess_p99_ms']:+.3f}",
-             f"{r['server_lookup_p99_ms']:.3f}", f"{100 * r['hit_rate']:.1f} %"]
+             f"{r['server_lookup_p99_ms']:.3f}", f"{r['uncached_p99_ms']:.3f}", f"{100 * r['hit_rate']:.1f} %"]
             for bs, r in figures["by_batch"].items()]
     append(f"Online store: in-process vs Redis server with a warm local cache, `{args.scenario}` world",
            ["batch", "in-process p50 ms", "server p50 ms", "in-process p99 ms", "server p99 ms", "p99 difference ms",
-            "server lookup p99 ms", "cache hit rate"], rows,
+            "server lookup p99 ms", "no cache p99 ms", "cache hit rate"], rows,
            notes=f"figures in bench/online.json (key serving). Day {args.days}'s first {args.requests} requests "
                  f"(the plan's users, in time order), treatment arm, per request lookup + pipeline, median "
                  f"of {args.repeats} interleaved runs; cache warmed by one pass (first-pass hit rate "

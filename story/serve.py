@@ -9,9 +9,8 @@ from typing import TypeVar
 import numpy as np
 
 from components.contracts import STAGES
-from components.features import consistency
+from components.features import consistency, online
 from components.features.definitions import FEATURES
-from components.features import online
 from components.features.store import online_vectors
 from components.features.stream import Bus, ItemStream, MemoryBus, StreamProcessor
 from components.serving import Pipeline, ServeResult
