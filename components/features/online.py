@@ -20,13 +20,14 @@ import numpy as np
 
 from common.typedconf import ConfigError, require
 from components.features.columns import RECENT_CLICKS, columns_of
-from components.features.definitions import definitions_version
 from components.features.store import (USER_SCALARS, FeatureStore, assemble, item_columns, item_features,
                                        load_catalog)
 from components.features.stream import Bus, FileBus, MemoryBus, wait_for
 from components.lake import Lake
 from components.types import ItemFeatures, UserBatch
 
+# What a stored user row holds, set as the day's ready mark: rows of another layout are refused.
+LAYOUT = f"{','.join(USER_SCALARS)};recent<={RECENT_CLICKS}"
 SYNC_CHUNK = 10_000       # user rows per pipelined HSET
 STREAM_EXPIRY_S = 86_400  # a day's shared stream parts outlive its serving, not the server
 
@@ -115,7 +116,7 @@ def sync(lake: Lake, day: int, cfg: OnlineStoreConfig) -> int:
         rows += len(ids)
     n_items = load_catalog(lake, day).n_items
     client.hset(keys.items(), mapping={k: v.astype("<i8").tobytes() for k, v in item_columns(lake, day, n_items).items()})
-    client.set(keys.ready(), definitions_version())
+    client.set(keys.ready(), LAYOUT)
     # The server keeps the day served and the one before (a server still on yesterday), no older.
     if day >= 2:
         client.delete(keys.ready(day - 2), keys.users(day - 2), keys.items(day - 2))
@@ -136,9 +137,13 @@ class ServerStore:
     @classmethod
     def open(cls, lake: Lake, day: int, cfg: OnlineStoreConfig) -> "ServerStore":
         client, keys = connect(cfg), Keys.of(lake, day)
-        if client.get(keys.ready()) is None:
+        ready = client.get(keys.ready())
+        if ready is None:
             raise OnlineStoreError(f"online_store: day {day}'s features are not on the server at {cfg.url}; "
                                    f"build and sync them first (online.publish_features)")
+        if ready.decode() != LAYOUT:
+            raise OnlineStoreError(f"online_store: day {day}'s rows on {cfg.url} have another layout "
+                                   f"({ready.decode()!r}, this code reads {LAYOUT!r}); sync the day again")
         catalog = load_catalog(lake, day)
         blobs = client.hgetall(keys.items())
         names = [c.name for c in columns_of("features_item")]

@@ -95,7 +95,11 @@ def test_a_server_it_cannot_reach_or_a_day_not_synced_is_one_line(lake, server):
     _ = open_store(lake, 2, None, OnlineStoreConfig())       # embedded: no server needed
     import redis
 
-    redis.Redis.from_url(server.url).delete(server_keys.ready())
+    client = redis.Redis.from_url(server.url)
+    client.set(server_keys.ready(), "u_impressions;recent<=5")
+    with pytest.raises(OnlineStoreError, match="day 2's rows on .* have another layout"):
+        open_store(lake, 2, None, _redis(server))
+    client.delete(server_keys.ready())
     with pytest.raises(OnlineStoreError, match="day 2's features are not on the server"):
         open_store(lake, 2, None, _redis(server))
 
