@@ -128,7 +128,7 @@ def main() -> None:
         c, checks = build(Path(tmp) / "campaign", args.scenario, args.days, cfg)
         figures = measure(c, args.days, cfg, args.requests, args.repeats, sizes)
     first = figures["by_batch"][str(sizes[0])]
-    compared = sum(ch["compared"] for ch in checks)
+    compared = int(sum(ch["compared"] for ch in checks))
     result = {
         "scenario": args.scenario, "days_served_by_server": args.days, "requests": args.requests,
         "repeats": args.repeats, "batch": sizes[0], "cache_size": args.cache_size,
