@@ -14,5 +14,5 @@ COPY configs configs
 COPY deploy deploy
 # CPU build of torch from PyTorch's CPU index, then the pinned stack.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
- && pip install -c constraints.txt -e ".[team]"
+ && pip install -c constraints.txt -e ".[team,online]"
 CMD ["reclab", "--help"]

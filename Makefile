@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
 	# The CPU build of torch first, so nothing pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0 2>&1 | $(QUIET_PIP)
-	$(PY) -m pip install -q -c constraints.txt -e '.[test,team,text]' 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,team,text,online]' 2>&1 | $(QUIET_PIP)
 	touch $@
 
 setup: $(VENV)/.installed

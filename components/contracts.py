@@ -133,6 +133,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("i_as_of", pa.int64(), nullable=False),
         *_feature_fields("features_item"),
         *_feature_fields("stream"),
+        *_feature_fields("stream_item"),
     ]),
     # The feature vector served online for a sample of requests (one row per shown item), and
     # how many of them the samples reproduce: offline/online consistency.

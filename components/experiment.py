@@ -11,6 +11,7 @@ from components.ab import BUCKETS, HOLDOUT, UNENROLLED, Allocation, AnalysisConf
 from components.ranking import CoarseConfig, DeepFMConfig, DINConfig, MLPConfig
 from components.recall import (ColdStartConfig, ContentI2IConfig, ExploreConfig, GenerativeConfig, ItemCFConfig,
                                PopularCategoryConfig, PopularConfig, SASRecConfig, SwingConfig, TwoTowerConfig)
+from components.features.online import OnlineStoreConfig
 from components.recall_eval import RecallEvalConfig
 from components.serving.config import ArmConfig
 
@@ -64,6 +65,9 @@ class ExperimentConfig:
     feature_log_rate: float = 0.05
 
     recall_eval: RecallEvalConfig = field(default_factory=RecallEvalConfig)
+    # Where serving reads the day's features and the shards share item events: in-process
+    # (embedded, no server) or a Redis server with a local cache tier (components/features/online.py).
+    online_store: OnlineStoreConfig = field(default_factory=OnlineStoreConfig)
 
     def validate(self, where: str) -> None:
         require(bool(self.arms), f"{where}.arms", "an experiment needs at least one arm")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import tempfile
 
-from components.features.columns import columns_of, stream_sql
+from components.features.columns import columns_of, item_stream_sql, stream_sql
 from components.lake import Lake, MissingPartitionError
 
 
@@ -15,9 +15,11 @@ def samples_sql(day: int) -> str:
     Neither can carry information from after its request."""
     user = ", ".join(f"fu.{c.name}" for c in columns_of("features_user"))
     item = ", ".join(f"fi.{c.name}" for c in columns_of("features_item"))
-    stream = ", ".join(f"rt.{c.name}" for c in columns_of("stream"))
+    stream = ", ".join([*(f"rt.{c.name}" for c in columns_of("stream")),
+                        *(f"rti.{c.name}" for c in columns_of("stream_item"))])
     requests = f"(SELECT DISTINCT request_id, user_id, ts FROM impressions WHERE day = {day})"
-    events = f"(SELECT user_id, ts, clicked FROM impressions WHERE day BETWEEN {day - 1} AND {day})"
+    events = f"(SELECT user_id, item_id, ts, clicked FROM impressions WHERE day BETWEEN {day - 1} AND {day})"
+    shown = f"(SELECT request_id, item_id, ts FROM impressions WHERE day = {day})"
     return f"""
         SELECT i.day, i.ts, i.request_id, i.user_id, i.item_id, i.position,
                i.clicked::TINYINT AS label,
@@ -26,6 +28,7 @@ def samples_sql(day: int) -> str:
         ASOF JOIN features_user fu ON i.user_id = fu.user_id AND fu.as_of <= i.ts
         ASOF JOIN features_item fi ON i.item_id = fi.item_id AND fi.as_of <= i.ts
         JOIN ({stream_sql(requests, events)}) rt ON rt.request_id = i.request_id
+        JOIN ({item_stream_sql(shown, events)}) rti ON rti.request_id = i.request_id AND rti.item_id = i.item_id
         ORDER BY i.ts, i.request_id, i.position
     """
 

@@ -3,7 +3,9 @@
 `local` with one shard is the default, in-process path. More shards run on Prefect's thread pool
 (`local`) or on a Dask cluster (`dask`): the existing cluster at the address given, else at
 DASK_SCHEDULER_ADDRESS (what the team stack's worker has), else a LocalCluster of one process per
-core. The day's tables do not depend on the number of shards.
+core. The day's tables do not depend on the number of shards. Every shard needs a slot of its own
+(they meet each micro-batch to share item events); an existing cluster with fewer slots than shards
+fails with one line after `online_store.shard_wait_s`.
 """
 from __future__ import annotations
 
@@ -34,8 +36,10 @@ def task_runner(scale: str, shards: int, address: str | None):
         if address:
             return DaskTaskRunner(address=address)
         workers = max(1, min(shards, os.cpu_count() or 1))
-        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
-                                              "dashboard_address": None})
+        # A slot per shard: the shards of a day serve side by side, each waiting for the others'
+        # item events of every micro-batch, so a shard queued behind another would never start.
+        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": -(-shards // workers),
+                                              "processes": True, "dashboard_address": None})
     return ThreadPoolTaskRunner(max_workers=shards)
 
 

@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from components import recall_eval, samples, training
 from components.features import consistency, lineage
-from components.features.store import build_features
+from components.features.online import publish_features
 from common.typedconf import to_mapping
 from flows import progress, tracking
 from story import day as story_day, models, report, world
@@ -31,8 +31,10 @@ def publish_catalog(data_dir: str, day: int) -> dict[str, int]:
 
 @task(**TASK)
 def features_for(data_dir: str, day: int) -> int:
-    """Materialise the features valid for serving `day` (events of earlier days only)."""
-    build_features(open_campaign(data_dir).lake, day)
+    """Materialise the features valid for serving `day` (events of earlier days only), and sync
+    them to the online store's server when the experiment has one."""
+    c = open_campaign(data_dir)
+    publish_features(c.lake, day, c.experiment.online_store)
     return day
 
 

@@ -2,7 +2,8 @@
 
 In one process: `run_day`. Across processes (flows/scale.py sends shards to a task runner):
 `plan_to_file`, then `serve_shard_to_file` per shard, then `finish_from_files`; the tables do not
-depend on the number of shards.
+depend on the number of shards. The shards of a day serve side by side: each waits, micro-batch by
+micro-batch, for the others' item events (the online store's bus).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
+from components.features import online
 from components.serving import Pipeline
 from sim import behavior
 from sim.state import DayLog, advance, save_state
@@ -29,7 +31,10 @@ def serve_shard(c: Campaign, plan: DayPlan, index: int, n_shards: int,
         pipelines = pipelines_from_folder(c, plan.day, plan.arms)
     shard = f" (shard {index + 1}/{n_shards})" if n_shards > 1 else ""
     rows = plan.shard_rows(index, n_shards)
-    return serve_rows(c, plan, rows, pipelines, track, f"day {plan.day}: serving {len(rows)} requests{shard}")
+    bus = online.open_bus(c.lake, plan.day, c.experiment.online_store, n_shards,
+                          _plan_path(c, plan.day).with_name("stream"))
+    return serve_rows(c, plan, rows, pipelines, track, f"day {plan.day}: serving {len(rows)} requests{shard}",
+                      bus, index)
 
 
 def finish_day(c: Campaign, plan: DayPlan, served: ServedDay) -> dict[str, float]:
@@ -60,6 +65,7 @@ def run_day(c: Campaign, day: int, pipelines: Mapping[str, Pipeline] | None = No
             track: Track = quietly) -> dict[str, float]:
     """Serve every request of `day` in this process, draw the clicks, write the day's tables."""
     plan = plan_day(c, day)
+    online.reset_stream(c.lake, day, c.experiment.online_store)
     return finish_day(c, plan, serve_shard(c, plan, 0, 1, pipelines, track))
 
 
@@ -73,7 +79,8 @@ def _shard_path(c: Campaign, day: int, index: int, n_shards: int) -> Path:
 
 def plan_to_file(c: Campaign, day: int) -> str:
     """Draw the day's plan once, for every shard to read."""
-    shutil.rmtree(_plan_path(c, day).parent, ignore_errors=True)
+    shutil.rmtree(_plan_path(c, day).parent, ignore_errors=True)     # the shards' stream files too
+    online.reset_stream(c.lake, day, c.experiment.online_store)
     path = _plan_path(c, day)
     plan_day(c, day).save(path)
     return str(path)

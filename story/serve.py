@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 
 from components.contracts import STAGES
-from components.features import consistency
+from components.features import consistency, online
 from components.features.definitions import FEATURES
-from components.features.store import FeatureStore, online_vectors
-from components.features.stream import StreamProcessor
+from components.features.store import online_vectors
+from components.features.stream import Bus, ItemStream, MemoryBus, StreamProcessor
 from components.serving import Pipeline, ServeResult
 from sim import behavior
 from sim.organic import visit_takes
@@ -104,23 +104,25 @@ class ServedDay:
 
 
 def serve_rows(c: Campaign, plan: DayPlan, rows: np.ndarray, pipelines: Mapping[str, Pipeline],
-               track: Track = quietly, label: str = "") -> ServedDay:
+               track: Track = quietly, label: str = "", bus: Bus | None = None, shard: int = 0) -> ServedDay:
     """Serve rows `rows` of the day's plan with the arms' pipelines and draw the world's clicks.
 
     Time-ordered micro-batches: every request of one is served, then the world answers them and the
     stream processor takes their events, visible from the next micro-batch on (the samples' SQL
-    applies the same rule). Each request's click draw is fixed by its id, so neither sharding nor
-    batching changes a click.
+    applies the same rule). Item counts are every shard's: this one is shard `shard` on `bus`
+    (the default: the only one). Each request's click draw is fixed by its id, so neither sharding
+    nor batching changes a click.
     """
     exp, day = c.experiment, plan.day
     world, state = world_of(c, day), state_of(c, day)
     tr, assigned = plan.traffic.select(rows), plan.assigned[rows]
     served_by = plan.served_by(assigned)
-    store = FeatureStore.load(c.lake, day, tr.user_id)                              # this shard's users
+    store = online.open_store(c.lake, day, tr.user_id, exp.online_store)           # this shard's users
     names = channel_names(plan)
     out = ServedDay.empty(rows, exp.slate_size, len(names), consistency.logged(tr.request_id, exp.feature_log_rate))
     slot = np.cumsum(out.logged) - 1                                                  # [n] row -> log_x row
     stream = StreamProcessor.for_day(c.lake, day)
+    items = ItemStream.for_day(c.lake, day, store.items.catalog.n_items, bus or MemoryBus(), shard)
     micro = tr.ts // stream.micro_batch_seconds                                    # [n]
     # The order of arms within a micro-batch is fixed (the arms, then holdout and unenrolled
     # users, served by control's pipeline in batches of their own), so a re-run serves the same batches.
@@ -134,7 +136,8 @@ def serve_rows(c: Campaign, plan: DayPlan, rows: np.ndarray, pipelines: Mapping[
     for i, (m, g, idx) in enumerate(track(batches, len(batches), label or f"day {day}: serving {len(rows)} requests")):
         if i == 0 or batches[i - 1][0] != m:
             stream.close_until(m * stream.micro_batch_seconds)
-        batch = store.user_batch(tr.user_id[idx], tr.request_id[idx], stream.lookup(tr.user_id[idx], tr.ts[idx]))
+            now = replace(store.items, columns={**store.items.columns, **items.open(m)})
+        batch = store.user_batch(tr.user_id[idx], tr.request_id[idx], stream.lookup(tr.user_id[idx], tr.ts[idx]), now)
         res = pipelines[served_by[idx[0]]].serve(batch)
         out.put(idx, res, names)
         log = out.logged[idx]
@@ -147,4 +150,6 @@ def serve_rows(c: Campaign, plan: DayPlan, rows: np.ndarray, pipelines: Mapping[
             out.organic[done] = visit_takes(world, state, tr.user_id[done], tr.request_id[done], day)
             r, pos = np.nonzero(out.slates[done] >= 0)
             stream.ingest(tr.user_id[done][r], tr.ts[done][r], out.clicked[done][r, pos])
+            items.publish(m, out.slates[done][r, pos], out.clicked[done][r, pos])
+    items.finish()
     return out

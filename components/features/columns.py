@@ -104,6 +104,13 @@ COLUMNS: tuple[Column, ...] = (
            "the user's impressions in the micro-batches closed within the last hour", StreamCount(False)),
     Column("rt_u_clicks_1h", "stream", "user", ("impressions",), "last hour, micro-batches", "int64",
            "the user's clicks in the micro-batches closed within the last hour", StreamCount(True)),
+    # Item-keyed: every shard's users show an item, so these count events of all shards, through a
+    # store they share (features/stream.py ItemStream).
+    Column("rt_i_impressions_1h", "stream_item", "item", ("impressions",), "last hour, micro-batches", "int64",
+           "the item's impressions, all users, in the micro-batches closed within the last hour",
+           StreamCount(False)),
+    Column("rt_i_clicks_1h", "stream_item", "item", ("impressions",), "last hour, micro-batches", "int64",
+           "the item's clicks, all users, in the micro-batches closed within the last hour", StreamCount(True)),
 )
 BY_NAME = {c.name: c for c in COLUMNS}
 
@@ -112,9 +119,9 @@ def columns_of(table: str) -> tuple[Column, ...]:
     return tuple(c for c in COLUMNS if c.table == table)
 
 
-if any(c.entity != "user" for c in columns_of("stream")):
-    # Serving shards by user-id hash: only user-keyed streams are whole inside one shard.
-    raise ValueError("stream columns must be user-level: a shard sees only its own users' events")
+if any(c.entity != "user" for c in columns_of("stream")) or any(c.entity != "item" for c in columns_of("stream_item")):
+    # Serving shards by user-id hash: a user's events are whole inside one shard, an item's are not.
+    raise ValueError("stream columns are user-level, stream_item columns item-level")
 
 
 def daily_sql(table: str, day: int, events: str, entities: str) -> str:
@@ -147,4 +154,25 @@ def stream_sql(requests: str, events: str) -> str:
              AND e.ts >= r.ts - r.ts % {MICRO_BATCH_SECONDS} - {span}
              AND e.ts < r.ts - r.ts % {MICRO_BATCH_SECONDS}
         GROUP BY r.request_id
+    """
+
+
+def item_stream_sql(shown: str, events: str) -> str:
+    """Per shown item (request_id, item_id, ts), the stream_item columns as ItemStream served them:
+    the item's events of every user in the same window. Events are counted per (item, micro-batch)
+    first and each shown item joins its window's micro-batches by equality: REALTIME_BATCHES rows
+    per impression, not a popular item's hour of impressions."""
+    cols = columns_of("stream_item")
+    mb = MICRO_BATCH_SECONDS
+    return f"""
+        WITH per_batch AS (
+            SELECT item_id, ts // {mb} AS mb, count(*) AS impressions, count(*) FILTER (WHERE clicked) AS clicks
+            FROM {events} GROUP BY item_id, ts // {mb})
+        SELECT s.request_id, s.item_id,
+               {', '.join(f"coalesce(sum(b.{'clicks' if c.producer.clicks else 'impressions'}), 0)::BIGINT AS {c.name}"
+                          for c in cols)}
+        FROM {shown} s
+        CROSS JOIN (SELECT unnest(range(1, {REALTIME_BATCHES + 1})) AS back) w
+        LEFT JOIN per_batch b ON b.item_id = s.item_id AND b.mb = s.ts // {mb} - w.back
+        GROUP BY s.request_id, s.item_id
     """

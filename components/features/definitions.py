@@ -51,7 +51,7 @@ class FeatureDef:
     @property
     def sources(self) -> tuple[str, ...]:
         """Lake tables behind the feature: its columns' tables and their sources."""
-        out = {t for c in self.inputs for t in (BY_NAME[c].table, *BY_NAME[c].sources)} - {"stream"}
+        out = {t for c in self.inputs for t in (BY_NAME[c].table, *BY_NAME[c].sources)} - {"stream", "stream_item"}
         return tuple(sorted(out | ({"items"} if self.entity == "user x item" else set())))
 
     def definition_hash(self) -> str:
@@ -80,6 +80,12 @@ def item_ctr(suffix: str) -> Callable[[Context], np.ndarray]:
 def user_log(name: str) -> Callable[[Context], np.ndarray]:
     def transform(ctx: Context) -> np.ndarray:
         return np.log1p(ctx.user(name))
+    return transform
+
+
+def item_ratio(clicks: str, impressions: str) -> Callable[[Context], np.ndarray]:
+    def transform(ctx: Context) -> np.ndarray:
+        return _smoothed(ctx.raw[clicks], ctx.raw[impressions])
     return transform
 
 
@@ -159,6 +165,15 @@ FEATURES: tuple[FeatureDef, ...] = (
     FeatureDef("rt_u_clicks_1h", "request", "last hour, micro-batches",
                "the user's clicks in the last hour, from the stream", ("rt_u_clicks_1h",),
                stream_count("rt_u_clicks_1h", log=False)),
+    FeatureDef("rt_i_log_impressions_1h", "item", "last hour, micro-batches",
+               "log(1 + the item's impressions in the last hour, all users), from the shared stream",
+               ("rt_i_impressions_1h",), item_log("rt_i_impressions_1h")),
+    FeatureDef("rt_i_log_clicks_1h", "item", "last hour, micro-batches",
+               "log(1 + the item's clicks in the last hour, all users), from the shared stream",
+               ("rt_i_clicks_1h",), item_log("rt_i_clicks_1h")),
+    FeatureDef("rt_i_ctr_1h", "item", "last hour, micro-batches",
+               "the item's last-hour CTR, smoothed towards a prior", ("rt_i_clicks_1h", "rt_i_impressions_1h"),
+               item_ratio("rt_i_clicks_1h", "rt_i_impressions_1h")),
 )
 
 USED_COLUMNS = tuple(c.name for c in COLUMNS if any(c.name in f.inputs for f in FEATURES))

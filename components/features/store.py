@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 import pyarrow as pa
 
-from components.features.columns import ORGANIC_POSITION, RECENT_CLICKS, columns_of, daily_sql
+from components.features.columns import BY_NAME, ORGANIC_POSITION, RECENT_CLICKS, columns_of, daily_sql
 from components.features.definitions import FEATURES, vectorize
 from components.lake import Lake
 from components.types import Catalog, ItemFeatures, UserBatch
@@ -16,6 +16,7 @@ from components.types import Catalog, ItemFeatures, UserBatch
 # Columns UserBatch and ItemFeatures carry as named fields, for recall channels as much as rankers.
 USER_FIELDS = {"u_impressions": "impressions", "u_clicks": "clicks", "u_recent": "recent"}
 ITEM_FIELDS = {"i_impressions": "impressions", "i_clicks": "clicks"}
+USER_SCALARS = tuple(c.name for c in columns_of("features_user") if c.name != "u_recent")
 NO_EVENTS = ("(SELECT NULL::BIGINT user_id, NULL::BIGINT item_id, NULL::BIGINT ts, "
              "NULL::INT position, NULL::BOOLEAN clicked, NULL::BOOLEAN organic WHERE false)")
 
@@ -67,6 +68,30 @@ def blank_columns(table: str, n: int) -> dict[str, np.ndarray]:
     return {c.name: np.zeros(n, np.int64) for c in columns_of(table) if c.name not in named}
 
 
+def item_columns(lake: Lake, day: int, n_items: int) -> dict[str, np.ndarray]:
+    """The features_item columns of `day`, dense [I] int64 by item id."""
+    items = lake.read("features_item", day)
+    ids = items.column("item_id").to_numpy()
+    out = {}
+    for c in columns_of("features_item"):
+        col = np.zeros(n_items, np.int64)
+        col[ids] = items.column(c.name).to_numpy()
+        out[c.name] = col
+    return out
+
+
+def item_features(catalog: Catalog, columns: Mapping[str, np.ndarray]) -> ItemFeatures:
+    """The day's items from their dense daily columns; the stream_item ones none seen yet."""
+    return ItemFeatures(catalog=catalog, impressions=columns["i_impressions"], clicks=columns["i_clicks"],
+                        columns={k: v for k, v in columns.items() if k not in ITEM_FIELDS} |
+                        blank_columns("stream_item", catalog.n_items))
+
+
+def load_items(lake: Lake, day: int) -> ItemFeatures:
+    catalog = load_catalog(lake, day)
+    return item_features(catalog, item_columns(lake, day, catalog.n_items))
+
+
 @dataclass(frozen=True)
 class FeatureStore:
     """Online lookups for one serving day: every daily column the definitions declare, by id.
@@ -97,15 +122,7 @@ class FeatureStore:
     def load(cls, lake: Lake, day: int, users: np.ndarray | None = None) -> "FeatureStore":
         """The day's features; of `users` only when given (a shard's), read a batch at a time, so
         a shard holds its own users' rows and never the whole table."""
-        items = lake.read("features_item", day)
-        catalog = load_catalog(lake, day)
-        ids = items.column("item_id").to_numpy()
-        item_cols = {}
-        for c in columns_of("features_item"):
-            col = np.zeros(catalog.n_items, np.int64)
-            col[ids] = items.column(c.name).to_numpy()
-            item_cols[c.name] = col
-        names = [c.name for c in columns_of("features_user") if c.name != "u_recent"]
+        names = list(USER_SCALARS)
         wanted = None if users is None else np.unique(np.asarray(users, np.int64))
         parts: list[tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]] = []
         for batch in lake.read_batches("features_user", [day], columns=["user_id", *names, "u_recent"]):
@@ -126,9 +143,7 @@ class FeatureStore:
         take = np.repeat(starts[order], lengths) + _ranks(lengths)
         return cls(
             day=day,
-            items=ItemFeatures(catalog=catalog, impressions=item_cols["i_impressions"],
-                               clicks=item_cols["i_clicks"],
-                               columns={k: v for k, v in item_cols.items() if k not in ITEM_FIELDS}),
+            items=load_items(lake, day),
             user_ids=uid[order].astype(np.int64),
             user_columns={n: np.concatenate([p[1][n] for p in parts])[order] if parts else np.zeros(0, np.int64)
                           for n in names},
@@ -137,9 +152,11 @@ class FeatureStore:
         )
 
     def user_batch(self, user_ids: np.ndarray, request_ids: np.ndarray | None = None,
-                   realtime: Mapping[str, np.ndarray] | None = None) -> UserBatch:
+                   realtime: Mapping[str, np.ndarray] | None = None, items: ItemFeatures | None = None) -> UserBatch:
         """Features for these users; an unknown user gets the features of a new one. `realtime`:
-        the stream columns of these requests (StreamProcessor.lookup); none seen when omitted."""
+        the stream columns of these requests (StreamProcessor.lookup), none seen when omitted;
+        `items`: the day's items with the stream_item columns of the moment (ItemStream), else
+        the store's own (none seen)."""
         asked = np.asarray(user_ids, np.int64)
         pos = np.minimum(np.searchsorted(self.user_ids, asked), max(len(self.user_ids) - 1, 0))
         known = (self.user_ids[pos] == asked) if len(self.user_ids) else np.zeros(len(asked), bool)
@@ -149,7 +166,6 @@ class FeatureStore:
             return np.where(known, col[np.where(known, rows, 0)] if len(col) else 0, 0).astype(np.int64)
 
         cols = {name: take(col) for name, col in self.user_columns.items()}
-        rt = blank_columns("stream", len(rows)) if realtime is None else dict(realtime)
         safe = np.where(known, rows, 0)
         start = self.recent_offsets[safe]
         length = np.where(known, np.minimum(self.recent_offsets[safe + 1] - start, RECENT_CLICKS), 0)
@@ -157,14 +173,22 @@ class FeatureStore:
         r = np.repeat(np.arange(len(rows)), length)
         rank = _ranks(length)
         recent[r, rank] = self.recent_values[np.repeat(start, length) + rank]
-        return UserBatch(
-            user_ids=asked,
-            impressions=cols.pop("u_impressions"), clicks=cols.pop("u_clicks"),
-            recent=recent,
-            items=self.items,
-            request_ids=None if request_ids is None else np.asarray(request_ids, np.int64),
-            features=cols | rt, day=self.day,
-        )
+        return assemble(self.day, self.items if items is None else items, asked, cols, recent, request_ids, realtime)
+
+
+def assemble(day: int, items: ItemFeatures, asked: np.ndarray, cols: dict[str, np.ndarray], recent: np.ndarray,
+             request_ids: np.ndarray | None, realtime: Mapping[str, np.ndarray] | None) -> UserBatch:
+    """The UserBatch of looked-up rows (the daily columns [B] int64, recent [B, H]): one layout for
+    every store, so the in-process and the server store give the same batch."""
+    rt = blank_columns("stream", len(asked)) if realtime is None else dict(realtime)
+    return UserBatch(
+        user_ids=asked,
+        impressions=cols.pop("u_impressions"), clicks=cols.pop("u_clicks"),
+        recent=recent,
+        items=items,
+        request_ids=None if request_ids is None else np.asarray(request_ids, np.int64),
+        features=cols | rt, day=day,
+    )
 
 
 def _ranks(lengths: np.ndarray) -> np.ndarray:
@@ -196,7 +220,8 @@ def offline_vectors(table: pa.Table, catalog: Catalog) -> np.ndarray:
         raw = {name: part.column(name).to_numpy() for name in part.column_names
                if name != "u_recent" and name.startswith(("u_", "i_", "rt_"))}
         raw["u_recent"] = recent_of(part)
-        raw = {k: (v[:, None] if k.startswith("i_") else v) for k, v in raw.items()}          # items: [n, 1]
+        raw = {k: (v[:, None] if k in BY_NAME and BY_NAME[k].entity == "item" else v)
+               for k, v in raw.items()}                                                  # items: [n, 1]
         items = part.column("item_id").to_numpy()[:, None]
         out[lo:lo + part.num_rows] = vectorize(raw, items, part.column("day").to_numpy(), catalog)[:, 0, :]
     return out

@@ -35,7 +35,7 @@ def make_users(catalog):
             catalog=catalog,
             impressions=np.zeros(n, np.int64) if item_impressions is None else np.asarray(item_impressions),
             clicks=np.zeros(n, np.int64) if item_clicks is None else np.asarray(item_clicks),
-            columns=blank_columns("features_item", n),
+            columns=blank_columns("features_item", n) | blank_columns("stream_item", n),
         )
         return UserBatch(
             user_ids=user_ids,

@@ -2,6 +2,8 @@
 no feature sees anything after its request, and a skewed online feature is caught."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -12,7 +14,7 @@ from components.features.columns import (BY_NAME, COLUMNS, MICRO_BATCH_SECONDS, 
                                          SECONDS_PER_DAY, columns_of)
 from components.features.definitions import FEATURES, USED_COLUMNS
 from components.features.store import ITEM_FIELDS, FeatureStore, build_features, load_catalog, online_vectors
-from components.features.stream import StreamProcessor
+from components.features.stream import ItemStream, MemoryBus, StreamProcessor
 from components.lake import Lake
 from components.ranking import Samples
 from components.samples import build_samples
@@ -64,18 +66,21 @@ def replay_online(lake: Lake, day: int, stream: StreamProcessor | None = None) -
     imp = lake.read("impressions", day).to_pandas().sort_values(["ts", "request_id", "position"])
     store = FeatureStore.load(lake, day)
     stream = stream or StreamProcessor.for_day(lake, day)
+    shared = ItemStream.for_day(lake, day, store.items.catalog.n_items, MemoryBus(), 0)
     reqs = imp.drop_duplicates("request_id")
     out = {}
     for m, grp in reqs.groupby(reqs["ts"] // stream.micro_batch_seconds):
         stream.close_until(int(m) * stream.micro_batch_seconds)
+        now = dataclasses.replace(store.items, columns={**store.items.columns, **shared.open(int(m))})
         users, rids, ts = grp["user_id"].to_numpy(), grp["request_id"].to_numpy(), grp["ts"].to_numpy()
-        batch = store.user_batch(users, rids, stream.lookup(users, ts))
+        batch = store.user_batch(users, rids, stream.lookup(users, ts), now)
         rows = imp[imp["request_id"].isin(rids)]
         slates = np.stack([rows[rows["request_id"] == r].sort_values("position")["item_id"].to_numpy()
                            for r in rids])                                                      # [b, K]
         x = online_vectors(batch, slates)                                                       # [b, K, F]
         out |= {(int(r), p): x[i, p] for i, r in enumerate(rids) for p in range(slates.shape[1])}
         stream.ingest(rows["user_id"].to_numpy(), rows["ts"].to_numpy(), rows["clicked"].to_numpy())
+        shared.publish(int(m), rows["item_id"].to_numpy(), rows["clicked"].to_numpy())
     return out
 
 
@@ -104,6 +109,8 @@ def test_samples_reproduce_the_online_vectors_exactly(lake, day):
     if day == DAYS - 1:     # the real-time columns were exercised, from the same day and the day before
         rt = table.column("rt_u_impressions_1h").to_numpy()
         assert rt.max() > 0 and (rt == 0).any()
+        rti = table.column("rt_i_clicks_1h").to_numpy()
+        assert rti.max() > 0 and (rti == 0).any()
         early = table.column("ts").to_numpy() % SECONDS_PER_DAY < MICRO_BATCH_SECONDS
         assert (rt[early] > 0).any()
 
@@ -125,7 +132,10 @@ def brute_force(events: list[dict], created: dict[int, int], row: dict) -> dict:
     window = [e for e in events if e["user_id"] == user and m - SPAN <= e["ts"] < m]
     out["rt_u_impressions_1h"] = len(window)
     out["rt_u_clicks_1h"] = sum(e["clicked"] for e in window)
-    assert all(e["ts"] < t for e in before + window)
+    shown = [e for e in events if e["item_id"] == item and m - SPAN <= e["ts"] < m]      # every user's
+    out["rt_i_impressions_1h"] = len(shown)
+    out["rt_i_clicks_1h"] = sum(e["clicked"] for e in shown)
+    assert all(e["ts"] < t for e in before + window + shown)
     return out
 
 

@@ -40,7 +40,7 @@ def _pipelines(data: TrainData, tmp_path) -> dict[str, Pipeline]:
 def test_unknown_users_are_served_as_new_by_the_fallback_channels(co_click_data, catalog, tmp_path):
     n = catalog.n_items
     items = ItemFeatures(catalog=catalog, impressions=np.zeros(n, np.int64), clicks=np.zeros(n, np.int64),
-                         columns=blank_columns("features_item", n))
+                         columns=blank_columns("features_item", n) | blank_columns("stream_item", n))
     user_columns = blank_columns("features_user", 1) | {"u_impressions": np.array([9]), "u_clicks": np.array([2])}
     store = FeatureStore.by_hand(day=5, items=items, user_ids=[0], user_columns=user_columns,
                                  recent=[np.array([1, 2], np.int64)])
