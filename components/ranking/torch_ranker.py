@@ -17,6 +17,7 @@ from components.types import Catalog, UserBatch
 
 MAX_POSITION = 100
 SCORE_ROWS = 256   # (request, candidate) rows a served batch is scored in at a time
+ID_MODULES = ("item", "item_bias")   # the nets' modules indexed by IdTable rows
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,9 @@ class TorchRanker(abc.ABC):
         cat = samples.catalog
         if self.uses_ids:
             self.n_categories_ = int(cat.category.max(initial=0)) + 1
-            self.ids_ = IdTable.fit(samples.item_id, cat.n_items, cfg.min_count, cfg.hash_buckets)
+            # Eviction counts days back from the newest sample: the day these models are trained on.
+            self.ids_ = IdTable.fit(samples.item_id, cat.n_items, cfg.min_count, cfg.hash_buckets,
+                                    samples.day if cfg.evict_days else None, cfg.evict_days)
         inputs = self._inputs(samples.x, samples.item_id, samples.recent, cat)
         pos = torch.from_numpy(samples.position)
         y = torch.from_numpy(samples.label)
@@ -139,6 +142,16 @@ class TorchRanker(abc.ABC):
             prob = torch.cat([torch.sigmoid(self._serving_logit(flat.take(b))) for b in blocks])[:rows] \
                 if rows else torch.zeros(0)
         return np.where(items >= 0, prob.numpy().reshape(items.shape), -np.inf)
+
+    def id_parameters(self) -> list[nn.Parameter]:
+        """The parameters with a row per id-table row (item embeddings, item biases): what the id
+        table's size costs in memory, and what an intra-day update moves."""
+        if not self.uses_ids:
+            return []
+        return [p for name, p in self.net_.named_parameters() if name.split(".")[0] in ID_MODULES]
+
+    def id_table_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.id_parameters())
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def save(self, path) -> None:
