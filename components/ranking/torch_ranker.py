@@ -150,6 +150,35 @@ class TorchRanker(abc.ABC):
             return []
         return [p for name, p in self.net_.named_parameters() if name.split(".")[0] in ID_MODULES]
 
+    def absorb(self, x: np.ndarray, items: np.ndarray, recent: np.ndarray, position: np.ndarray,
+               label: np.ndarray, catalog: Catalog, steps: int, lr: float, batch_size: int) -> None:
+        """An intra-day update: `steps` passes of plain SGD over served impressions (x [E, F] as
+        served, items [E], recent [E, H], position [E], label [E]) that move the id rows alone; the
+        rest of the net stays as the daily training left it. In row order, no shuffling: the same
+        stream gives the same parameters."""
+        params = self.id_parameters()
+        if not params or not len(label):
+            return
+        inputs = self._inputs(x, items, recent, catalog)
+        pos, y = torch.from_numpy(position.astype(np.int64)), torch.from_numpy(label.astype(np.float32))
+        ids = {id(p) for p in params}
+        frozen = [p for p in self.net_.parameters() if id(p) not in ids]
+        for p in frozen:
+            p.requires_grad_(False)
+        opt = torch.optim.SGD(params, lr=lr)
+        try:
+            for _ in range(steps):
+                for lo in range(0, len(y), batch_size):
+                    idx = torch.arange(lo, min(lo + batch_size, len(y)))
+                    logit = self.net_(inputs.take(idx)) + self.net_.position(pos[idx])    # [b]
+                    loss = nn.functional.binary_cross_entropy_with_logits(logit, y[idx])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+
     def id_table_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.id_parameters())
 
