@@ -88,6 +88,19 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("channel", pa.string(), nullable=False),
         pa.field("ms", pa.float32(), nullable=False),
     ]),
+    # One row per intra-day update of an incremental arm's models (components/serving/incremental.py),
+    # measured wall clock; written only on days an arm updates within the day. Its percentiles are
+    # latency_daily's stage "update" (where `requests` counts updates).
+    "update_latency": pa.schema([
+        pa.field("day", pa.int32(), nullable=False),
+        pa.field("arm", pa.string(), nullable=False),
+        pa.field("micro_batch", pa.int64(), nullable=False),
+        pa.field("impressions", pa.int64(), nullable=False),
+        pa.field("clicks", pa.int64(), nullable=False),
+        pa.field("ranker_ms", pa.float64(), nullable=False),
+        pa.field("channels_ms", pa.float64(), nullable=False),
+        pa.field("total_ms", pa.float64(), nullable=False),
+    ]),
     "impressions": pa.schema([
         pa.field("day", pa.int32(), nullable=False),
         pa.field("ts", pa.int64(), nullable=False),

@@ -111,6 +111,11 @@ def latency_daily(lake: Lake, day: int) -> pa.Table:
                         quantile_cont({s}_ms, 0.5) AS p50, quantile_cont({s}_ms, 0.95) AS p95,
                         quantile_cont({s}_ms, 0.99) AS p99, avg({s}_ms) AS mean
                  FROM request_latency WHERE day = {day} GROUP BY day, arm""" for s in STAGES]
+    if lake.has("update_latency", day):    # an incremental arm's model updates, one row each
+        parts.append(f"""SELECT day, arm, 'update' AS stage, count(*) AS requests,
+                                quantile_cont(total_ms, 0.5) AS p50, quantile_cont(total_ms, 0.95) AS p95,
+                                quantile_cont(total_ms, 0.99) AS p99, avg(total_ms) AS mean
+                         FROM update_latency WHERE day = {day} GROUP BY day, arm""")
     table = con.sql(" UNION ALL ".join(parts) + " ORDER BY arm, stage").to_arrow_table()
     con.close()
     lake.write("latency_daily", day, table)

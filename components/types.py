@@ -70,6 +70,17 @@ class TrainData:
     click_ts: np.ndarray     # [N] int64
 
 
+@dataclass(frozen=True)
+class StreamClicks:
+    """Clicks of the day's stream since the last intra-day update, with the pairs they make: what
+    a channel's `absorb` takes (components/serving/incremental.py)."""
+
+    item: np.ndarray         # [N] clicked items, in stream order
+    first: np.ndarray        # [P] an item the user clicked before (earlier days or earlier today) ...
+    second: np.ndarray       # [P] ... and the item of one of these clicks
+    n_items: int             # today's catalogue
+
+
 def pad_rows(rows: list[np.ndarray], width: int, fill: float, dtype: type) -> np.ndarray:
     """Stack ragged rows into [len(rows), width], truncating or padding with `fill`."""
     out = np.full((len(rows), width), fill, dtype=dtype)

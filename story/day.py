@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
+from common.typedconf import ConfigError
 from components.features import online
 from components.serving import Pipeline
 from sim import behavior
@@ -27,6 +28,11 @@ def serve_shard(c: Campaign, plan: DayPlan, index: int, n_shards: int,
                 pipelines: Mapping[str, Pipeline] | None = None, track: Track = quietly) -> ServedDay:
     """Serve the requests of one user-hash shard; `pipelines` default to the campaign's models folder
     (flows pass the registry's)."""
+    incremental = [a for a, cfg in plan.arms.items() if cfg.incremental.enabled]
+    if incremental and n_shards > 1:
+        raise ConfigError(f"arm {incremental[0]} of experiment {c.experiment.name} updates its models within the "
+                          f"day from the whole stream, which {n_shards} shards would each see a part of (the day "
+                          f"would depend on the shard count); serve it in one shard")
     if pipelines is None:
         pipelines = pipelines_from_folder(c, plan.day, plan.arms)
     shard = f" (shard {index + 1}/{n_shards})" if n_shards > 1 else ""
@@ -54,6 +60,8 @@ def finish_day(c: Campaign, plan: DayPlan, served: ServedDay) -> dict[str, float
     c.lake.write("impressions", day, tables.impressions(plan, served))
     c.lake.write("features_online", day, tables.features_online(plan, served))
     c.lake.write("organic", day, tables.organic(plan, served))
+    if any(a.incremental.enabled for a in plan.arms.values()):
+        c.lake.write("update_latency", day, tables.update_latency(plan, served))
     world = tables.world_daily(plan, served, sampled, ref)
     c.lake.write("world_daily", day, world)
     log = DayLog(*tables.day_log(plan, served))

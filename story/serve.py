@@ -14,6 +14,7 @@ from components.features.definitions import FEATURES
 from components.features.store import online_vectors
 from components.features.stream import Bus, ItemStream, MemoryBus, StreamProcessor
 from components.serving import Pipeline, ServeResult
+from components.serving.incremental import updaters_of
 from sim import behavior
 from sim.organic import visit_takes
 from story.campaign import Campaign
@@ -21,6 +22,7 @@ from story.plan import DayPlan
 from story.world import state_of, world_of
 
 T = TypeVar("T")
+UPDATE_COLUMNS = ("micro_batch", "arm", "impressions", "clicks", "ranker_ms", "channels_ms", "total_ms")
 Track = Callable[[Iterable[T], int, str], Iterator[T]]
 
 
@@ -51,6 +53,9 @@ class ServedDay:
     logged: np.ndarray       # [n] bool: its feature vectors go to features_online
     log_x: np.ndarray        # [m, K, F] float32, the vectors of the m logged rows, in row order (the
                              # 5 % logged: a dense [n, K, F] was the largest array of a served day)
+    # [u, 7] float64, one row per intra-day model update (not row-aligned): micro-batch, arm (index in
+    # the plan's arms), impressions, clicks, ranker ms, channels ms, total ms
+    updates: np.ndarray
 
     @classmethod
     def empty(cls, rows: np.ndarray, slate_size: int, n_channels: int, logged: np.ndarray | None = None) -> ServedDay:
@@ -62,7 +67,8 @@ class ServedDay:
                    channel_ms=np.full((n, n_channels), np.nan, np.float32), batch_size=np.zeros(n, np.int32),
                    prob=np.zeros((n, k), np.float32), clicked=np.zeros((n, k), bool),
                    organic=np.full(n, -1, np.int64),
-                   logged=logged, log_x=np.zeros((int(logged.sum()), k, len(FEATURES)), np.float32))
+                   logged=logged, log_x=np.zeros((int(logged.sum()), k, len(FEATURES)), np.float32),
+                   updates=np.zeros((0, len(UPDATE_COLUMNS)), np.float64))
 
     def put(self, idx: np.ndarray, res: ServeResult, channels: list[str]) -> None:
         """Record one served micro-batch, rows `idx` of this set."""
@@ -98,6 +104,8 @@ class ServedDay:
             for x in fields(cls):
                 if x.name == "log_x":
                     out.log_x[slot[part.rows[part.logged]]] = part.log_x
+                elif x.name == "updates":
+                    out.updates = np.concatenate([out.updates, part.updates])
                 elif x.name != "rows":
                     getattr(out, x.name)[part.rows] = getattr(part, x.name)
         return out
@@ -133,16 +141,25 @@ def serve_rows(c: Campaign, plan: DayPlan, rows: np.ndarray, pipelines: Mapping[
                for idx in [np.flatnonzero(of_group[g] & (micro == m))] for s in range(0, len(idx), bs)]
     uniform = behavior.request_uniform(c.scenario.seed, day, tr.request_id)       # [n]
     favoured = assigned == c.scenario.effect.arm                                     # [n]
+    # Incremental arms learn from the micro-batches already answered (components/serving/incremental.py).
+    updaters, answered, updates = updaters_of(plan.arms, pipelines), [], []
     for i, (m, g, idx) in enumerate(track(batches, len(batches), label or f"day {day}: serving {len(rows)} requests")):
         if i == 0 or batches[i - 1][0] != m:
             stream.close_until(m * stream.micro_batch_seconds)
             now = replace(store.items, columns={**store.items.columns, **items.open(m)})
+            for arm, up in updaters.items():
+                if (t := up.before(m)) is not None:
+                    updates.append([t.micro_batch, list(plan.arms).index(arm), t.impressions, t.clicks,
+                                    t.ranker_ms, t.channels_ms, t.total_ms])
         batch = store.user_batch(tr.user_id[idx], tr.request_id[idx], stream.lookup(tr.user_id[idx], tr.ts[idx]), now)
         res = pipelines[served_by[idx[0]]].serve(batch)
         out.put(idx, res, names)
         log = out.logged[idx]
+        x = online_vectors(batch, res.items) if updaters or log.any() else None      # [B, K, F]
         if log.any():
-            out.log_x[slot[idx[log]]] = online_vectors(batch, res.items)[log]        # [m, K, F]
+            out.log_x[slot[idx[log]]] = x[log]
+        if updaters:
+            answered.append((idx, batch, res.items, x))
         if i + 1 == len(batches) or batches[i + 1][0] != m:
             done = np.flatnonzero(micro == m)
             answer = behavior.respond(world, state, tr.user_id[done], out.slates[done], uniform[done], favoured[done])
@@ -151,5 +168,11 @@ def serve_rows(c: Campaign, plan: DayPlan, rows: np.ndarray, pipelines: Mapping[
             r, pos = np.nonzero(out.slates[done] >= 0)
             stream.ingest(tr.user_id[done][r], tr.ts[done][r], out.clicked[done][r, pos])
             items.publish(m, out.slates[done][r, pos], out.clicked[done][r, pos])
+            for idx_, batch_, items_, x_ in answered:
+                for up in updaters.values():
+                    up.observe(batch_, items_, x_, out.clicked[idx_])
+            answered = []
     items.finish()
+    if updates:
+        out.updates = np.asarray(updates, np.float64)
     return out

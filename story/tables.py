@@ -8,7 +8,7 @@ from components.contracts import STAGES
 from components.features import consistency
 from sim.behavior import Reference
 from story.plan import DayPlan
-from story.serve import ServedDay, channel_names
+from story.serve import UPDATE_COLUMNS, ServedDay, channel_names
 
 
 def requests(plan: DayPlan) -> pa.Table:
@@ -33,6 +33,17 @@ def request_channel_latency(plan: DayPlan, served: ServedDay) -> pa.Table:
     return pa.table({
         "day": np.full(len(req), plan.day, np.int32), "request_id": plan.traffic.request_id[req],
         "arm": plan.assigned[req].astype(str), "channel": names[ch].astype(str), "ms": served.channel_ms[req, ch],
+    })
+
+
+def update_latency(plan: DayPlan, served: ServedDay) -> pa.Table:
+    """The intra-day model updates of the day's incremental arms, one row each, in serving order."""
+    u = {name: served.updates[:, i] for i, name in enumerate(UPDATE_COLUMNS)}
+    arms = np.asarray(list(plan.arms), dtype=object)
+    return pa.table({
+        "day": np.full(len(served.updates), plan.day, np.int32), "arm": arms[u["arm"].astype(np.int64)].astype(str),
+        **{k: u[k].astype(np.int64) for k in ("micro_batch", "impressions", "clicks")},
+        **{k: u[k] for k in ("ranker_ms", "channels_ms", "total_ms")},
     })
 
 

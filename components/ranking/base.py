@@ -24,11 +24,12 @@ class Samples:
     user_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))          # [N]
     recent: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))      # [N, H] newest first
     catalog: Catalog | None = None
+    day: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))             # [N] for id eviction
 
     def subset(self, mask: np.ndarray) -> "Samples":
         cut = (lambda a: a[mask] if len(a) == len(self.label) else a)  # noqa: E731
         return Samples(self.x[mask], self.label[mask], self.position[mask], self.request_id[mask],
-                       cut(self.item_id), cut(self.user_id), cut(self.recent), self.catalog)
+                       cut(self.item_id), cut(self.user_id), cut(self.recent), self.catalog, cut(self.day))
 
     @classmethod
     def from_table(cls, table: pa.Table, catalog: Catalog, history: bool = True) -> "Samples":
@@ -40,12 +41,13 @@ class Samples:
                    request_id=table.column("request_id").to_numpy(),
                    item_id=table.column("item_id").to_numpy().astype(np.int64),
                    user_id=table.column("user_id").to_numpy().astype(np.int64),
-                   recent=recent_of(table) if history else np.zeros((0, 0), np.int64), catalog=catalog)
+                   recent=recent_of(table) if history else np.zeros((0, 0), np.int64), catalog=catalog,
+                   day=table.column("day").to_numpy().astype(np.int64))
 
     @classmethod
     def concat(cls, parts: list["Samples"], catalog: Catalog) -> "Samples":
         """Rows of `parts` in order; each field is joined and its parts dropped before the next."""
-        names = ("x", "label", "position", "request_id", "item_id", "user_id", "recent")
+        names = ("x", "label", "position", "request_id", "item_id", "user_id", "recent", "day")
         out = {}
         for name in names:
             arrays = [getattr(p, name) for p in parts]

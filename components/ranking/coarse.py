@@ -17,6 +17,7 @@ class CoarseConfig:
     lr: float = 2e-2
     min_count: int = 1       # unused by the model (no id embeddings); kept for the shared loader
     hash_buckets: int = 1
+    evict_days: int = 0
     seed: int = 0
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from components.ranking.ids import check_knobs
 from components.ranking.torch_ranker import Inputs, PositionBias, TorchRanker
 
 
@@ -17,9 +18,13 @@ class DeepFMConfig:
     epochs: int = 3
     batch_size: int = 2048
     lr: float = 1e-2
-    min_count: int = 2       # clicks-or-impressions an item needs for its own embedding
+    min_count: int = 2       # impressions an item needs in the sample window for its own embedding
     hash_buckets: int = 64   # rows shared by the other items
+    evict_days: int = 0      # an item whose last impression is more than this many days old loses its row (0: never)
     seed: int = 0
+
+    def validate(self, where: str) -> None:
+        check_knobs(where, self.min_count, self.hash_buckets, self.evict_days)
 
 
 class DeepFMNet(nn.Module):

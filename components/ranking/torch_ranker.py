@@ -17,6 +17,7 @@ from components.types import Catalog, UserBatch
 
 MAX_POSITION = 100
 SCORE_ROWS = 256   # (request, candidate) rows a served batch is scored in at a time
+ID_MODULES = ("item", "item_bias")   # the nets' modules indexed by IdTable rows
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,9 @@ class TorchRanker(abc.ABC):
         cat = samples.catalog
         if self.uses_ids:
             self.n_categories_ = int(cat.category.max(initial=0)) + 1
-            self.ids_ = IdTable.fit(samples.item_id, cat.n_items, cfg.min_count, cfg.hash_buckets)
+            # Eviction counts days back from the newest sample: the day these models are trained on.
+            self.ids_ = IdTable.fit(samples.item_id, cat.n_items, cfg.min_count, cfg.hash_buckets,
+                                    samples.day if cfg.evict_days else None, cfg.evict_days)
         inputs = self._inputs(samples.x, samples.item_id, samples.recent, cat)
         pos = torch.from_numpy(samples.position)
         y = torch.from_numpy(samples.label)
@@ -139,6 +142,45 @@ class TorchRanker(abc.ABC):
             prob = torch.cat([torch.sigmoid(self._serving_logit(flat.take(b))) for b in blocks])[:rows] \
                 if rows else torch.zeros(0)
         return np.where(items >= 0, prob.numpy().reshape(items.shape), -np.inf)
+
+    def id_parameters(self) -> list[nn.Parameter]:
+        """The parameters with a row per id-table row (item embeddings, item biases): what the id
+        table's size costs in memory, and what an intra-day update moves."""
+        if not self.uses_ids:
+            return []
+        return [p for name, p in self.net_.named_parameters() if name.split(".")[0] in ID_MODULES]
+
+    def absorb(self, x: np.ndarray, items: np.ndarray, recent: np.ndarray, position: np.ndarray,
+               label: np.ndarray, catalog: Catalog, steps: int, lr: float, batch_size: int) -> None:
+        """An intra-day update: `steps` passes of plain SGD over served impressions (x [E, F] as
+        served, items [E], recent [E, H], position [E], label [E]) that move the id rows alone; the
+        rest of the net stays as the daily training left it. In row order, no shuffling: the same
+        stream gives the same parameters."""
+        params = self.id_parameters()
+        if not params or not len(label):
+            return
+        inputs = self._inputs(x, items, recent, catalog)
+        pos, y = torch.from_numpy(position.astype(np.int64)), torch.from_numpy(label.astype(np.float32))
+        ids = {id(p) for p in params}
+        frozen = [p for p in self.net_.parameters() if id(p) not in ids]
+        for p in frozen:
+            p.requires_grad_(False)
+        opt = torch.optim.SGD(params, lr=lr)
+        try:
+            for _ in range(steps):
+                for lo in range(0, len(y), batch_size):
+                    idx = torch.arange(lo, min(lo + batch_size, len(y)))
+                    logit = self.net_(inputs.take(idx)) + self.net_.position(pos[idx])    # [b]
+                    loss = nn.functional.binary_cross_entropy_with_logits(logit, y[idx])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+
+    def id_table_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.id_parameters())
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def save(self, path) -> None:

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from common.typedconf import require
 from components.recall.base import read_state, write_state
-from components.types import Candidates, TrainData, UserBatch, top_k
+from components.types import Candidates, StreamClicks, TrainData, UserBatch, top_k
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,24 @@ class ItemCFRecaller:
             return sp.csr_matrix(m.shape, dtype=np.float32)
         return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=m.shape)
 
+    def absorb(self, clicks: StreamClicks, weight: float = 1.0) -> None:
+        """An intra-day update: today's co-clicks (each click paired with the user's earlier
+        clicks), normalised as `fit` normalises but by today's own counts, are added to the daily
+        similarity with `weight`; items born today get neighbours too."""
+        if not hasattr(self, "daily_"):
+            self.daily_, self.today_ = self.sim_, sp.csr_matrix((0, 0), dtype=np.float32)
+        n = max(clicks.n_items, self.daily_.shape[0], self.today_.shape[0])
+        keep = clicks.first != clicks.second
+        pairs = sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (clicks.first[keep], clicks.second[keep])),
+                              shape=(n, n))
+        self.today_ = (_grown(self.today_, n) + pairs + pairs.T).tocsr()            # [I, I] symmetric
+        today = self.today_
+        if self.config.normalise:
+            count = np.asarray(today.sum(axis=1)).ravel() + 1e-9                    # [I]
+            a = self.config.alpha
+            today = sp.diags(count ** -a) @ today @ sp.diags(count ** -(1 - a))
+        self.sim_ = (_grown(self.daily_, n) + weight * today).tocsr().astype(np.float32)
+
     def recall(self, users: UserBatch, k: int) -> Candidates:
         hist = users.recent[:, : self.config.history]                               # [B, H]
         b, n = len(users), self.sim_.shape[0]
@@ -125,3 +143,9 @@ class ItemCFRecaller:
         obj = cls(cls.config_cls(**config))
         obj.sim_ = sp.csr_matrix((a["data"], a["indices"], a["indptr"]), shape=tuple(a["shape"]))
         return obj
+
+
+def _grown(m: sp.csr_matrix, n: int) -> sp.csr_matrix:
+    """A square matrix padded with empty rows and columns to [n, n]."""
+    indptr = np.concatenate([m.indptr, np.full(n - m.shape[0], m.indptr[-1])])
+    return sp.csr_matrix((m.data, m.indices, indptr), shape=(n, n))

@@ -9,7 +9,7 @@ import numpy as np
 
 from common.typedconf import require
 from components.recall.base import read_state, write_state
-from components.types import Candidates, TrainData, UserBatch
+from components.types import Candidates, StreamClicks, TrainData, UserBatch
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,16 @@ class PopularRecaller:
         self.ranked_ = np.argsort(-self.scores_, kind="stable")                     # [I]
         return self
 
+    def absorb(self, clicks: StreamClicks, weight: float = 1.0) -> None:
+        """An intra-day update: today's clicks so far join the daily scores, which age one day
+        (decay); items born today get scores too."""
+        if not hasattr(self, "daily_"):
+            self.daily_, self.today_ = self.scores_, np.zeros(0)
+        n = max(clicks.n_items, len(self.daily_), len(self.today_))
+        self.today_ = _grown(self.today_, n) + np.bincount(clicks.item, minlength=n)
+        self.scores_ = (_grown(self.daily_, n) * self.config.decay + weight * self.today_).astype(np.float32)
+        self.ranked_ = np.argsort(-self.scores_, kind="stable")
+
     def recall(self, users: UserBatch, k: int) -> Candidates:
         # With no click at all (the bootstrap day) nothing is popular: ranking would give the first
         # k item ids, shown to everyone, worse than a random slate; other channels fill the slate.
@@ -55,3 +65,9 @@ class PopularRecaller:
         obj = cls(PopularConfig(**config))
         obj.scores_, obj.ranked_ = arrays["scores"], arrays["ranked"]
         return obj
+
+
+def _grown(a: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros(n, np.float64)
+    out[:len(a)] = a
+    return out
