@@ -193,13 +193,13 @@ def main() -> None:
         if path == "ours_fp8" and not a.device.startswith("cuda"):
             results[path] = {"skipped": "FP8 scaled matmul needs CUDA; not measured on the CPU",
                              "sustained_users_per_s_at_p99_100ms": None, "rates": []}
-            continue
-        try:
-            results[path] = {**run_path(path, a, rates[path], a.logs), **where}
-        except Exception as exc:   # one path failing still leaves the others' figures
-            results[path] = {"skipped": f"failed: {type(exc).__name__}: {exc}"[:400],
-                             "sustained_users_per_s_at_p99_100ms": None, "rates": []}
-            print(path, results[path]["skipped"], flush=True)
+        else:
+            try:
+                results[path] = {**run_path(path, a, rates[path], a.logs), **where}
+            except Exception as exc:   # one path failing still leaves the others' figures
+                results[path] = {"skipped": f"failed: {type(exc).__name__}: {exc}"[:400],
+                                 "sustained_users_per_s_at_p99_100ms": None, "rates": []}
+                print(path, results[path]["skipped"], flush=True)
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(results, indent=1))
     where["load_average_after"] = [round(x, 2) for x in os.getloadavg()]

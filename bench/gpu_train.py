@@ -72,7 +72,7 @@ def recall_at(top: np.ndarray, target: np.ndarray, k: int) -> float:
 def ndcg_at(top: np.ndarray, target: np.ndarray, k: int) -> float:
     hit = top[:, :k] == target[:, None]
     rank = np.where(hit.any(1), hit.argmax(1), -1)
-    return float(np.where(rank >= 0, 1.0 / np.log2(rank + 2.0), 0.0).mean()) if len(target) else 0.0
+    return float(np.where(rank >= 0, 1.0 / np.log2(np.maximum(rank, 0) + 2.0), 0.0).mean()) if len(target) else 0.0
 
 
 def agreement(a: np.ndarray, b: np.ndarray, k: int) -> float:

@@ -142,7 +142,7 @@ def run_rate(url: str, rate: float, duration_s: float, make_body, seed: int, pro
     span = (np.nanmax(ended) - start_at) if ok.any() else float("inf")
     lat = np.where(ok, latency, np.inf)
     return RateResult(rate=rate, offered=round(len(arrivals) / duration_s, 1),
-                      achieved=round(float(ok.sum()) / span, 1), requests=len(arrivals), failed=int((~ok).sum()),
+                      achieved=round(float(ok.sum() / span), 1), requests=len(arrivals), failed=int((~ok).sum()),
                       p50_ms=round(float(np.percentile(lat, 50, method="higher")), 2),
                       p99_ms=round(float(np.percentile(lat, 99, method="higher")), 2))
 

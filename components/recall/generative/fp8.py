@@ -50,7 +50,7 @@ def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tensor
         # mat2 must be column-major: the [N, K] row-major weight transposed is exactly that.
         y = torch._scaled_mm(xq, w.data.t(), scale_a=sx, scale_b=w.scale, out_dtype=x.dtype)  # [M, N]
     else:
-        y = ((xq.float() * sx) @ (w.data.float() * w.scale).T).to(x.dtype)          # [M, N]
+        y = ((xq.float() * sx) @ (w.data.float() * w.scale.T).T).to(x.dtype)        # [M, N]
     if bias is not None:
         y = y + bias
     return y.view(*lead, y.shape[-1])

@@ -185,7 +185,7 @@ def load_checkpoint(path) -> tuple[QwenLM, torch.Tensor]:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         model = QwenLM(QwenConfig(**blob["config"]))
         model.load_state_dict(blob["state"])
-    except (OSError, RuntimeError, KeyError, TypeError) as exc:
+    except Exception as exc:   # unreadable, unpicklable, or another model's state: one line, whatever it was
         raise ConfigError(f"checkpoint {path}: cannot be read as a QwenLM checkpoint ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     return model.eval(), blob["codes"]
