@@ -27,8 +27,8 @@ import torch
 
 from bench.results import machine
 from components.recall.generative.beam import Trie
-from bench.gpu.fast_beam import CudaGraphSearch, FastBeamSearch, reference_beam_search
-from bench.gpu.qwen import QwenConfig, QwenLM
+from components.recall.generative.fast_beam import CudaGraphSearch, FastBeamSearch, reference_beam_search
+from components.recall.generative.qwen import QwenConfig, QwenLM
 
 BUDGET_MS = 100.0
 

@@ -8,9 +8,9 @@ import torch
 
 from common.typedconf import ConfigError
 from components.recall.generative.beam import Trie
-from bench.gpu.fast_beam import CudaGraphSearch, FastBeamSearch, reference_beam_search
-from bench.gpu.kv_cache import UserKVCache, recall_with_cache
-from bench.gpu.qwen import QwenConfig, QwenLM
+from components.recall.generative.fast_beam import CudaGraphSearch, FastBeamSearch, reference_beam_search
+from components.recall.generative.kv_cache import UserKVCache, recall_with_cache
+from components.recall.generative.qwen import QwenConfig, QwenLM
 
 
 def _setup(seed: int, n_items: int = 300):

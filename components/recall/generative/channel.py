@@ -17,6 +17,7 @@ from components.recall.generative.item_model import (CodeTables, ItemGPT, item_b
                                                      item_target_nll, item_windows)
 from components.recall.generative.model import GPT, GPTConfig
 from components.recall.generative.quantize import Quantizer, QuantizerConfig
+from components.recall.generative.remote import RecallClient
 from components.recall.generative.semantic_ids import SemanticIds, build_semantic_ids
 from components.recall.generative.train import (TrainConfig, history_tokens, item_tokens, level_loss, target_nll,
                                                 train_gpt, training_sequences)
@@ -38,6 +39,9 @@ class GenerativeConfig:
     serve_batch: int = 256           # requests decoded together
     device: str = "cpu"
     seed: int = 0
+    # http://host:port of a recall server (components/serving/genserver.py) holding this channel's saved
+    # model: histories are sent there and decoded in its batches instead of in this process.
+    endpoint: str = ""
 
     def validate(self, where: str) -> None:
         require(self.embedding in SOURCES, f"{where}.embedding", f"'{self.embedding}' is not allowed; choose one of {list(SOURCES)}")
@@ -58,6 +62,8 @@ class GenerativeConfig:
                 f"{where}.collab_dim", "the sequential embedding (a 2-head SASRec) needs an even collab_dim "
                 "and sequential_epochs of at least 1")
         require(self.window_days >= 1, f"{where}.window_days", "must be at least 1")
+        require(not self.endpoint or (self.endpoint.startswith("http://") and len(self.endpoint) > 7),
+                f"{where}.endpoint", f"'{self.endpoint}' is not an http://host:port address (or leave it empty)")
 
 
 def _sequences(user: np.ndarray, item: np.ndarray) -> list[np.ndarray]:
@@ -167,6 +173,13 @@ class GenerativeRecaller:
         self._set_trie(Trie.build(self.ids_.codes, self.ids_.codebook_size).to(torch.device(self.config.device)))
 
     def recall(self, users: UserBatch, k: int) -> Candidates:
+        if self.config.endpoint:
+            # The server decodes over the ids its model was saved with: items arriving since are
+            # recalled there once it serves the next day's model.
+            if getattr(self, "client_", None) is None:
+                self.client_ = RecallClient(self.config.endpoint)
+            histories = [row[row >= 0][::-1] for row in users.recent]                   # chronological
+            return self.client_.recall(users.user_ids, histories, k)
         self._add_new_items(users.items.catalog)
         return self.generate(users.recent, k)
 

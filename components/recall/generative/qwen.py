@@ -170,3 +170,22 @@ class QwenLM(nn.Module):
         for layer in self.model.layers:
             x = layer(x, cos, sin, mask)
         return self.lm_head(self.model.norm(x))                                        # [B, T, V]
+
+
+def save_checkpoint(path, model: QwenLM, codes) -> None:
+    """The model, its config and the catalogue's semantic ids [I, L] in one file (no pickled code)."""
+    import dataclasses
+    torch.save({"config": dataclasses.asdict(model.config), "state": model.state_dict(),
+                "codes": torch.as_tensor(codes, dtype=torch.long)}, path)
+
+
+def load_checkpoint(path) -> tuple[QwenLM, torch.Tensor]:
+    """-> the model (float32, eval) and the catalogue's codes [I, L]."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        model = QwenLM(QwenConfig(**blob["config"]))
+        model.load_state_dict(blob["state"])
+    except Exception as exc:   # unreadable, unpicklable, or another model's state: one line, whatever it was
+        raise ConfigError(f"checkpoint {path}: cannot be read as a QwenLM checkpoint ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    return model.eval(), blob["codes"]

@@ -21,7 +21,8 @@ from torch.nn import functional as F
 
 from common.typedconf import ConfigError
 from components.recall.generative.beam import Trie
-from bench.gpu.qwen import QwenLM, apply_rope, rms_norm, rope_tables
+from components.recall.generative.fp8 import linear, quantize
+from components.recall.generative.qwen import QwenLM, apply_rope, rms_norm, rope_tables
 
 
 def select_step(logits: torch.Tensor, node: torch.Tensor, score: torch.Tensor, children: torch.Tensor, beam: int):
@@ -66,7 +67,7 @@ def _qkv_fn(x, cos, sin, ln1, w_qkv, b_qkv, h: int, hkv: int, d: int, eps: float
     """x [B, T, C], cos/sin [B, T, 1, D] -> q [B, T, h, D] (token-major, as flash attention reads it)
     and k, v [B, hkv, T, D]: the cache layout, which prefill and decode attention both read in place."""
     b, t, _ = x.shape
-    qkv = F.linear(rms_norm(x, ln1, eps), w_qkv, b_qkv)                               # [B, T, (h+2hkv)D]
+    qkv = linear(rms_norm(x, ln1, eps), w_qkv, b_qkv)                                 # [B, T, (h+2hkv)D]
     q, k, v = qkv.split([h * d, hkv * d, hkv * d], dim=-1)
     q = apply_rope(q.view(b, t, h, d), cos, sin)                                      # [B, T, h, D]
     k = apply_rope(k.view(b, t, hkv, d), cos, sin).transpose(1, 2).contiguous()       # [B, hkv, T, D]
@@ -75,9 +76,9 @@ def _qkv_fn(x, cos, sin, ln1, w_qkv, b_qkv, h: int, hkv: int, d: int, eps: float
 
 def _mlp_fn(x, attn, w_o, ln2, w_gu, w_down, eps: float):
     """Attention output projection, residual, then the SwiGLU MLP and its residual: x [B, T, C]."""
-    x = x + F.linear(attn, w_o)                                                       # [B, T, C]
-    gate, up = F.linear(rms_norm(x, ln2, eps), w_gu).chunk(2, dim=-1)                 # 2 x [B, T, F]
-    return x + F.linear(F.silu(gate) * up, w_down)                                    # [B, T, C]
+    x = x + linear(attn, w_o)                                                       # [B, T, C]
+    gate, up = linear(rms_norm(x, ln2, eps), w_gu).chunk(2, dim=-1)                   # 2 x [B, T, F]
+    return x + linear(F.silu(gate) * up, w_down)                                    # [B, T, C]
 
 
 def _attention(q, k, v, mask, last: bool):
@@ -142,13 +143,18 @@ class _Layer:
 
 
 class FastBeamSearch:
-    """The model's weights packed for decoding on one device in one dtype (bf16 on the GPU)."""
+    """The model's weights packed for decoding on one device in one dtype (bf16 on the GPU).
+    weights="fp8": the projection matrices of every layer in e4m3 (`fp8`); embeddings, norms and the
+    per-level heads stay in `dtype`."""
 
     def __init__(self, model: QwenLM, trie: Trie, beam: int, device: torch.device | str, dtype: torch.dtype,
-                 compile: str = "none"):
+                 compile: str = "none", weights: str = "native"):
         cfg = self.cfg = model.config
         if compile not in ("none", "pieces"):
             raise ConfigError(f"FastBeamSearch compile={compile!r}: allowed none, pieces")
+        if weights not in ("native", "fp8") or (weights == "fp8" and compile != "none"):
+            raise ConfigError(f"FastBeamSearch weights={weights!r}: allowed native, fp8 (fp8 without compile)")
+        self.weights = weights
         # torch.compile fuses the norms, rotary, SiLU-gate and residuals around the matrix products of
         # the prefill, and whole decode layers (their attention is small, many-kernel arithmetic).
         pieces = compile == "pieces"
@@ -157,15 +163,16 @@ class FastBeamSearch:
         self._decode_layer = _batch_dynamic(_decode_layer, 8) if pieces else _decode_layer
         self.beam, self.device, self.dtype = beam, torch.device(device), dtype
         put = lambda t: t.detach().to(self.device, dtype)  # noqa: E731
+        mat = (lambda t: quantize(put(t))) if weights == "fp8" else put  # noqa: E731
         self.layers = []
         for layer in model.model.layers:
             a, m = layer.self_attn, layer.mlp
             self.layers.append(_Layer(
                 put(layer.input_layernorm.weight),
-                put(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])),
+                mat(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])),
                 put(torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias])),
-                put(a.o_proj.weight), put(layer.post_attention_layernorm.weight),
-                put(torch.cat([m.gate_proj.weight, m.up_proj.weight])), put(m.down_proj.weight)))
+                mat(a.o_proj.weight), put(layer.post_attention_layernorm.weight),
+                mat(torch.cat([m.gate_proj.weight, m.up_proj.weight])), mat(m.down_proj.weight)))
         self.embed = put(model.model.embed_tokens.weight)                             # [V, C]
         self.norm = put(model.model.norm.weight)                                       # [C]
         self.heads = [put(model.lm_head.weight[slice(*cfg.level_tokens(lv))]) for lv in range(cfg.n_levels)]  # L x [K, C]
@@ -273,9 +280,14 @@ class CudaGraphSearch:
             self.out = search(self.idx, None, self.past)
 
     def __call__(self, history: torch.Tensor, past: list | None = None):
-        self.idx.copy_(history)
+        """history [n, T] with n <= the captured batch: a smaller batch rides in the first n rows (the
+        others keep stale inputs, and rows never mix), and the outputs are sliced to n rows."""
+        n = history.shape[0]
+        self.idx[:n].copy_(history)
         for (k, v), (pk, pv) in zip(self.past or [], past or []):
-            k.copy_(pk)
-            v.copy_(pv)
+            k[:n].copy_(pk)
+            v[:n].copy_(pv)
         self.graph.replay()
-        return self.out
+        if n == self.idx.shape[0]:
+            return self.out
+        return tuple(o[:n] if isinstance(o, torch.Tensor) else [(k[:n], v[:n]) for k, v in o] for o in self.out)

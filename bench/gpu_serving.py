@@ -1,0 +1,218 @@
+"""Generative recall served under live traffic: the recall server (components/serving/genserver.py)
+behind open-loop Poisson arrivals (bench/loadgen.py), one server process per path, side by side:
+
+- transformers_generate: Qwen2ForCausalLM.generate with the trie as prefix_allowed_tokens_fn
+- ours_bf16: our constrained beam search, one CUDA graph per batch bucket, bf16 weights
+- ours_fp8: the same with e4m3 weights and scaled matmuls (CUDA only; skipped with a note elsewhere)
+- ours_bf16_prefix: ours_bf16 with each user's history KV cached: yesterday's `--cached` tokens were
+  encoded by yesterday's requests (an untimed pass), today's request sends them plus a few new ones
+
+Per path and rate: p50 / p99 end-to-end latency (queueing included), achieved against offered rate,
+and the batches the server formed; the highest rate sustained at p99 <= 100 ms. Weights are random
+(latency does not depend on them; agreement and recall on a trained model: bench/gpu_train.py).
+
+    python -m bench.gpu_serving --preset qwen2-1.5b --device cuda
+    python -m bench.gpu_serving --preset tiny --device cpu --paths ours_bf16 --out bench/out/serving.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from bench.loadgen import BUDGET_MS, recall_body, run_rate
+from bench.results import append, machine
+from components.serving.genbuild import PRESETS
+
+GPU_RATES = {"transformers_generate": [2, 5, 10, 20, 40],
+             "ours_bf16": [250, 500, 750, 1000, 1250, 1500, 1750, 2000, 2500],
+             "ours_fp8": [500, 1000, 1500, 2000, 2500, 3000, 3500, 4000],
+             "ours_bf16_prefix": [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000]}
+CPU_RATES = {"transformers_generate": [2, 5], "ours_bf16": [5, 20, 50], "ours_fp8": [5],
+             "ours_bf16_prefix": [5, 20, 50]}
+
+
+def _path_args(path: str, a) -> tuple[list[str], int]:
+    """The server's command line for one path, and its max batch."""
+    common = ["--preset", a.preset, "--device", a.device, "--beam", str(a.beam), "--items", str(a.items)]
+    if path == "transformers_generate":
+        return common + ["--backend", "hf"], a.hf_max_batch
+    if path == "ours_bf16_prefix":
+        return common + ["--prefix-slots", str(a.users), "--prefix-tokens", str(a.length + 8),
+                         "--warm-shapes", f"{a.cached}:0,{a.length}:{a.cached}"], a.prefix_max_batch
+    weights = ["--weights", "fp8"] if path == "ours_fp8" else []
+    return common + weights + ["--warm-shapes", f"{a.length}:0"], a.max_batch
+
+
+class Server:
+    """One server process; READY on its stdout names its address."""
+
+    def __init__(self, args: list[str], max_batch: int, max_wait_ms: float, log: Path):
+        cmd = [sys.executable, "-m", "components.serving.genserver", "--port", "0", "--max-batch", str(max_batch),
+               "--max-wait-ms", str(max_wait_ms), *args]
+        self.log = log.open("w")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     env={**os.environ, "PYTHONPATH": os.getcwd()})
+        self.command = " ".join(cmd[1:])
+        line = self.proc.stdout.readline()
+        if not line.startswith("READY "):
+            self.stop()
+            raise RuntimeError(f"server did not start ({self.command}); see {log}: "
+                               + log.read_text()[-300:].replace("\n", " | "))
+        self.url = line.split()[1]
+
+    def call(self, method: str, path: str) -> dict:
+        req = urllib.request.Request(self.url + path, method=method, data=b"" if method == "POST" else None)
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
+
+    def post(self, body: bytes) -> dict:
+        req = urllib.request.Request(self.url + "/recall", data=body, method="POST")
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return json.loads(resp.read())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def _batches(stats: list) -> dict:
+    if not stats:
+        return {}
+    rows = np.array([s[0] for s in stats])
+    ms = np.array([s[2] for s in stats])
+    return {"batches": len(stats), "mean_rows": round(float(rows.mean()), 1), "max_rows": int(rows.max()),
+            "decode_ms_p50": round(float(np.median(ms)), 2), "decode_ms_max": round(float(ms.max()), 2)}
+
+
+def run_path(path: str, a, rates: list[float], log_dir: Path) -> dict:
+    cfg = PRESETS[a.preset]()
+    lo, hi = cfg.sid_offset, cfg.sid_offset + cfg.n_levels * cfg.codebook_size
+    rng = np.random.default_rng(a.seed)
+    server_args, max_batch = _path_args(path, a)
+    t0 = time.perf_counter()
+    server = Server(server_args, max_batch, a.max_wait_ms, log_dir / f"{path}.log")
+    out = {"server": server.command, "server_start_s": round(time.perf_counter() - t0, 1), "max_batch": max_batch,
+           "max_wait_ms": a.max_wait_ms, "rates": []}
+    try:
+        if path == "ours_bf16_prefix":
+            yesterday = rng.integers(lo, hi, (a.users, a.cached))
+            for s in range(0, a.users, max_batch):      # yesterday's requests: their KV is what is reused
+                users = list(range(s, min(s + max_batch, a.users)))
+                server.post(json.dumps({"users": users, "histories": yesterday[users].tolist()}).encode())
+
+            def make(i, r):   # a user with a history from yesterday, and today's few new tokens
+                u = int(r.integers(a.users))
+                return recall_body(u, np.concatenate([yesterday[u], r.integers(lo, hi, a.length - a.cached)]))
+        else:
+            def make(i, r):
+                return recall_body(i, r.integers(lo, hi, a.length))
+        server.post(make(0, rng))                        # one untimed request through the whole path
+        for n, rate in enumerate(rates):
+            server.call("POST", "/stats/reset")
+            body_rng = np.random.default_rng([a.seed, n])
+            res = run_rate(server.url, rate, a.duration, lambda i: make(i, body_rng), seed=a.seed + n,
+                           procs=a.procs, timeout_s=a.timeout)
+            row = {**res.row(), **_batches(server.call("GET", "/stats")["batches"])}
+            out["rates"].append(row)
+            print(f"{path:>22} {row}", flush=True)
+            if res.failed > 0.05 * res.requests or res.p99_ms > a.stop_ms or res.achieved < 0.8 * res.offered:
+                break                                     # past saturation: higher rates only queue longer
+    finally:
+        server.stop()
+    ok = [r["rate"] for r in out["rates"] if r["sustained"]]
+    out["sustained_users_per_s_at_p99_100ms"] = max(ok) if ok else 0
+    return out
+
+
+def markdown_rows(results: dict) -> list[list]:
+    rows = []
+    for path, res in results.items():
+        if "skipped" in res:
+            rows.append([path, "-", "-", "-", "-", "-", res["skipped"]])
+            continue
+        for r in res["rates"]:
+            rows.append([path, r["rate"], r["achieved"], r["p50_ms"], r["p99_ms"], r.get("mean_rows", "-"),
+                         "sustained" if r["sustained"] else ""])
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="qwen2-1.5b")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--paths", type=lambda s: s.split(","), default=list(GPU_RATES))
+    ap.add_argument("--rates", default="", help="override: 'ours_bf16=100,200;ours_fp8=300'")
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds of arrivals per rate")
+    ap.add_argument("--timeout", type=float, default=5.0, help="seconds after the last arrival to wait")
+    ap.add_argument("--stop-ms", type=float, default=3 * BUDGET_MS, help="stop a path's sweep past this p99")
+    ap.add_argument("--length", type=int, default=150, help="history tokens")
+    ap.add_argument("--cached", type=int, default=140, help="prefix path: tokens of yesterday's history")
+    ap.add_argument("--users", type=int, default=4096, help="prefix path: users with a cached history")
+    ap.add_argument("--beam", type=int, default=5)
+    ap.add_argument("--items", type=int, default=200_000)
+    ap.add_argument("--max-batch", type=int, default=128)
+    ap.add_argument("--prefix-max-batch", type=int, default=256)
+    ap.add_argument("--hf-max-batch", type=int, default=16)
+    ap.add_argument("--max-wait-ms", type=float, default=2.0)
+    ap.add_argument("--procs", type=int, default=4, help="client processes sharing the arrivals")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("bench/gpu_serving.json"))
+    ap.add_argument("--logs", type=Path, default=Path("bench/out/serving-logs"))
+    ap.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
+    a = ap.parse_args()
+    unknown = set(a.paths) - set(GPU_RATES)
+    if unknown:
+        sys.exit(f"gpu_serving: unknown --paths {sorted(unknown)}; choose from {list(GPU_RATES)}")
+    rates = dict(GPU_RATES if a.device.startswith("cuda") else CPU_RATES)
+    for part in filter(None, a.rates.split(";")):
+        name, _, values = part.partition("=")
+        rates[name] = [float(x) for x in values.split(",")]
+    a.logs.mkdir(parents=True, exist_ok=True)
+    load = [round(x, 2) for x in os.getloadavg()]
+    gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                         text=True).stdout.strip() if a.device.startswith("cuda") else ""
+    where = {"device": gpu or "CPU", "machine": machine(), "load_average_before": load,
+             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+             "settings": {"preset": a.preset, "beam": a.beam, "history_tokens": a.length, "output_tokens": 4,
+                          "cached_tokens": a.cached, "duration_s": a.duration, "client_procs": a.procs,
+                          "max_wait_ms": a.max_wait_ms, "catalogue_items": a.items}}
+    results = {}
+    for path in a.paths:
+        if path == "ours_fp8" and not a.device.startswith("cuda"):
+            results[path] = {"skipped": "FP8 scaled matmul needs CUDA; not measured on the CPU",
+                             "sustained_users_per_s_at_p99_100ms": None, "rates": []}
+        else:
+            try:
+                results[path] = {**run_path(path, a, rates[path], a.logs), **where}
+            except Exception as exc:   # one path failing still leaves the others' figures
+                results[path] = {"skipped": f"failed: {type(exc).__name__}: {exc}"[:400],
+                                 "sustained_users_per_s_at_p99_100ms": None, "rates": []}
+                print(path, results[path]["skipped"], flush=True)
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(results, indent=1))
+    where["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    if not a.no_results:
+        best = ", ".join(f"{p} {r['sustained_users_per_s_at_p99_100ms']}" for p, r in results.items())
+        append(f"Generative recall served under open-loop Poisson load ({a.preset}, beam {a.beam}, {a.length} in, 4 out)",
+               ["path", "target users/s", "achieved", "p50 ms", "p99 ms", "mean batch", ""], markdown_rows(results),
+               notes=f"figures in {a.out}; device {where['device']} ({where['machine']}); load average "
+                     f"{load} before, {where['load_average_after']} after; {a.duration} s of arrivals per rate, "
+                     f"{a.procs} client processes, max wait {a.max_wait_ms} ms; sustained users/s at p99 <= "
+                     f"100 ms: {best}")
+    print(json.dumps({p: r["sustained_users_per_s_at_p99_100ms"] for p, r in results.items()}))
+
+
+if __name__ == "__main__":
+    main()

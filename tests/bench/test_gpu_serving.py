@@ -1,0 +1,82 @@
+"""bench.gpu_serving and bench.gpu_train end to end on the CPU with tiny models: the serving JSON in
+the issue's shape (FP8 skipped with a note), and a trained checkpoint the server decodes with."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench import gpu_train
+from components.serving.genbuild import add_arguments, build_backend
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_serving_bench_writes_the_issue_shape(tmp_path):
+    out = tmp_path / "serving.json"
+    run = subprocess.run([sys.executable, "-m", "bench.gpu_serving", "--preset", "tiny", "--device", "cpu",
+                          "--paths", "ours_bf16_prefix,ours_fp8", "--rates", "ours_bf16_prefix=4,8",
+                          "--duration", "1", "--users", "16", "--prefix-max-batch", "16", "--length", "30",
+                          "--cached", "24", "--items", "2000", "--procs", "1", "--out", str(out),
+                          "--logs", str(tmp_path / "logs"), "--no-results"],
+                         capture_output=True, text=True, timeout=120, cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert set(res) == {"ours_bf16_prefix", "ours_fp8"}
+    assert "CUDA" in res["ours_fp8"]["skipped"] and res["ours_fp8"]["rates"] == []
+    prefix = res["ours_bf16_prefix"]
+    assert [r["rate"] for r in prefix["rates"]] == [4, 8]
+    for r in prefix["rates"]:
+        assert r["failed"] == 0 and 0 < r["p50_ms"] <= r["p99_ms"] and r["batches"] >= 1
+    assert prefix["sustained_users_per_s_at_p99_100ms"] in (0, 4, 8)
+    assert prefix["settings"]["history_tokens"] == 30 and "load_average_before" in prefix
+
+
+def _beauty_like(path: Path, users: int = 120, items: int = 60) -> None:
+    """Sequences that mostly step to the next item, so there is something to learn."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for u in range(users):
+        seq = [int(rng.integers(items))]
+        for _ in range(int(rng.integers(5, 12))):
+            seq.append((seq[-1] + 1) % items if rng.random() < 0.8 else int(rng.integers(items)))
+        lines.append(" ".join(str(x) for x in [u + 1, *(s + 1 for s in seq)]))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_training_reports_fp8_beside_native_and_its_checkpoint_serves(tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # tiny models train faster on one thread of a busy machine
+    try:
+        _train_and_serve(tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_and_serve(tmp_path):
+    data = tmp_path / "Beauty.txt"
+    _beauty_like(data)
+    a = gpu_train.parser().parse_args(
+        ["--data", str(data), "--device", "cpu", "--hidden", "32", "--layers", "1", "--heads", "2", "--kv-heads", "1",
+         "--intermediate", "64", "--codebook", "8", "--levels", "2", "--epochs", "2", "--beam", "10",
+         "--valid-users", "30", "--checkpoint", str(tmp_path / "ck.pt"), "--out", str(tmp_path / "t.json")])
+    out = gpu_train.run(a)
+    assert out["users"] == 120 and out["epochs_run"] == 2 and out["fp8"]["emulated"] is True
+    for name in ("fp32", "fp8"):
+        assert 0 <= out[name]["recall@10"] <= 1 and out[name]["recall@5"] <= out[name]["recall@10"]
+    assert 0.5 <= out["fp8_top10_agreement"] <= 1
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--max-batch", type=int, default=8)
+    add_arguments(ap)
+    backend = build_backend(ap.parse_args(["--checkpoint", str(tmp_path / "ck.pt"), "--device", "cpu", "--beam", "5"]))
+    hist = np.array([1, 2 + 0, 2 + 8 + 1])   # BOS, then the first item's two tokens (level 0 code 0, level 1 code 1)
+    items, scores = backend.decode([0], [hist])
+    assert items.shape == (1, 5) and ((items >= 0) & (items < 60)).all() and np.all(np.diff(scores[0]) <= 1e-6)
+    assert torch.load(tmp_path / "ck.pt", weights_only=True)["codes"].shape[0] == 60

@@ -1,0 +1,190 @@
+"""The generative recall server on the CPU with the tiny model: concurrent HTTP requests answered from
+batched decodes, max_batch and max_wait honoured, bad requests answered with one line, prefix reuse
+and FP8 rounding, and the channel's endpoint mode returning what it decodes in-process."""
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from common.typedconf import ConfigError, from_mapping
+from components.recall.generative import GenerativeConfig, GenerativeRecaller
+from components.recall.generative.fast_beam import FastBeamSearch
+from components.recall.generative.fp8 import linear, quantize
+from components.recall.generative.kv_cache import KVSlab
+from components.recall.generative.qwen import QwenConfig, QwenLM
+from components.serving.genbackends import ChannelBackend, QwenBackend, random_catalogue_trie
+from components.serving.genserver import GenServer
+
+CFG = QwenConfig()
+LO, HI = CFG.sid_offset, CFG.sid_offset + CFG.n_levels * CFG.codebook_size
+
+
+def _search(weights: str = "native") -> FastBeamSearch:
+    torch.manual_seed(0)
+    model = QwenLM(CFG).eval()
+    with torch.no_grad():   # larger weights than the init so that scores separate clearly
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.mul_(25)
+    return FastBeamSearch(model, random_catalogue_trie(CFG, 3000, 0), 5, "cpu", torch.float32, weights=weights)
+
+
+@pytest.fixture(scope="module")
+def search():
+    return _search()
+
+
+def _post(url: str, payload, path: str = "/recall") -> tuple[int, dict]:
+    host, port = url[len("http://"):].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("POST", path, payload if isinstance(payload, bytes) else json.dumps(payload).encode())
+    resp = conn.getresponse()
+    return resp.status, json.loads(resp.read())
+
+
+def _get(url: str, path: str) -> dict:
+    host, port = url[len("http://"):].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("GET", path)
+    return json.loads(conn.getresponse().read())
+
+
+def _histories(n: int, length: int = 12, seed: int = 0) -> list[list[int]]:
+    return np.random.default_rng(seed).integers(LO, HI, (n, length)).tolist()
+
+
+def test_concurrent_requests_are_answered_from_one_batch(search):
+    url, stop = GenServer(QwenBackend(search, 16, graphs=False), max_batch=16, max_wait_ms=400).start_in_thread()
+    try:
+        hists, got = _histories(6), [None] * 6
+        barrier = threading.Barrier(6)
+
+        def client(i):
+            barrier.wait()
+            got[i] = _post(url, {"users": [i], "histories": [hists[i]], "k": 3})
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        alone = [search(torch.tensor([h]))[0][0, :3].tolist() for h in hists]
+        assert [g[0] for g in got] == [200] * 6
+        assert [g[1]["items"][0] for g in got] == alone          # each row its own answer, top 3
+        assert [len(g[1]["scores"][0]) for g in got] == [3] * 6
+        batches = _get(url, "/stats")["batches"]
+        assert [b[0] for b in batches] == [6]                    # six concurrent requests, one decode
+        assert _get(url, "/health")["backend"] == "qwen-native"
+    finally:
+        stop()
+
+
+def test_max_wait_and_max_batch_are_honoured(search):
+    url, stop = GenServer(QwenBackend(search, 4, graphs=False), max_batch=4, max_wait_ms=150).start_in_thread()
+    try:
+        t0 = time.monotonic()
+        status, out = _post(url, {"histories": _histories(1)})
+        took = (time.monotonic() - t0) * 1e3
+        (rows, waited, decode_ms), = _get(url, "/stats")["batches"]
+        assert status == 200 and rows == 1 and len(out["items"][0]) == 5
+        assert 140 <= waited < 400 and took >= 140               # alone, it waited for company max_wait
+        _post(url, b"", "/stats/reset")
+        status, out = _post(url, {"histories": _histories(10, seed=1)})
+        assert status == 200 and len(out["items"]) == 10
+        assert [b[0] for b in _get(url, "/stats")["batches"]] == [4, 4, 2]   # never more than max_batch
+        assert all(b[1] < 140 for b in _get(url, "/stats")["batches"][:2])   # a full batch does not wait
+    finally:
+        stop()
+
+
+def test_bad_requests_get_one_line_answers(search):
+    url, stop = GenServer(QwenBackend(search, 8, graphs=False), max_batch=8, max_wait_ms=1).start_in_thread()
+    try:
+        for payload, says in ((b"{nope", "not JSON"), ({"histories": [[LO]], "colour": 1}, "unknown keys"),
+                              ({"histories": [[]]}, "at least 1"), ({"histories": [["a"]]}, "integers"),
+                              ({"histories": [[LO]], "k": 0}, "positive"),
+                              ({"users": [1, 2], "histories": [[LO]]}, "one user per history")):
+            status, out = _post(url, payload)
+            assert status == 400 and says in out["error"] and "\n" not in out["error"]
+        status, out = _post(url, {"histories": [[HI + 99]]})      # a token outside the vocabulary
+        assert status == 500 and out["error"].startswith("decode failed")
+        assert _post(url, {"histories": [[LO]]})[0] == 200         # and the server still serves
+        assert "no route" in _get(url, "/nowhere")["error"]
+    finally:
+        stop()
+
+
+def test_prefix_reuse_gives_the_full_prefill_answers(search):
+    backend = QwenBackend(search, 8, graphs=False, slab=KVSlab(search, 8, 32))
+    hists = np.array(_histories(5, 20, seed=2))
+    yesterday = backend.decode(range(5), list(hists[:, :14]))
+    assert yesterday[0].shape == (5, 5) and list(backend.slab.length[:5]) == [14] * 5
+    items, scores = backend.decode(range(5), list(hists))      # 14 tokens cached, 6 new
+    assert list(backend.slab.reusable(backend.slab.slots_for(list(range(5))), list(hists))) == [19] * 5
+    full_items, full_scores = search(torch.from_numpy(hists))
+    assert np.array_equal(items, full_items.numpy())
+    np.testing.assert_allclose(scores, full_scores.numpy(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ConfigError, match="whole batch"):
+        QwenBackend(search, 16, graphs=False, slab=KVSlab(search, 8, 32))
+
+
+def test_fp8_rounding_stays_close_and_keeps_the_top_items(search):
+    w, x = torch.randn(48, 32), torch.randn(7, 32)
+    rel = (linear(x, quantize(w)) - x @ w.T).norm() / (x @ w.T).norm()
+    assert 0 < rel < 0.08                                      # e4m3: 3 mantissa bits, per-row scales
+    hist = torch.tensor(_histories(16, seed=3))
+    native, fp8 = search(hist)[0], _search("fp8")(hist)[0]
+    overlap = np.mean([len(set(a.tolist()) & set(b.tolist())) / 5 for a, b in zip(native, fp8)])
+    assert overlap >= 0.4   # random weights: near-ties everywhere; a chance overlap of 5 of 3000 items is ~0
+    with pytest.raises(ConfigError, match="fp8"):
+        FastBeamSearch(QwenLM(CFG), random_catalogue_trie(CFG, 10, 0), 5, "cpu", torch.float32, "pieces", "fp8")
+
+
+TINY = {"ids": {"method": "rqkmeans", "levels": 2, "codebook_size": 4},
+        "model": {"max_items": 4, "n_layer": 1, "n_head": 2, "d_model": 16},
+        "train": {"epochs": 2, "batch_size": 8}, "beam_width": 5}
+
+
+def test_channel_with_an_endpoint_returns_its_in_process_answers(co_click_data, make_users, tmp_path):
+    model = GenerativeRecaller(from_mapping(GenerativeConfig, TINY)).fit(co_click_data)
+    model.save(tmp_path / "g")
+    served = GenerativeRecaller.load(tmp_path / "g")
+    url, stop = GenServer(ChannelBackend(served), max_batch=2, max_wait_ms=1).start_in_thread()
+    try:
+        users = make_users([0, 1, 2, 99], recent=[[2, 1], [3], [5, 4, 1], []])
+        here = GenerativeRecaller.load(tmp_path / "g")
+        remote = GenerativeRecaller.load(tmp_path / "g")
+        remote.config = replace(remote.config, endpoint=url)
+        for k in (3, 8):
+            a, b = here.recall(users, k), remote.recall(users, k)
+            assert np.array_equal(a.items, b.items)
+            np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-5)
+        assert [b[0] for b in _get(url, "/stats")["batches"]] == [2, 2, 2, 2]   # decoded by the server
+    finally:
+        stop()
+    conf = from_mapping(GenerativeConfig, {**TINY, "endpoint": "http://127.0.0.1:9"}, "generative")
+    gone = GenerativeRecaller.load(tmp_path / "g")
+    gone.config = conf
+    with pytest.raises(RuntimeError, match="recall server http://127.0.0.1:9"):
+        gone.recall(users, 3)
+    with pytest.raises(ConfigError, match="generative.endpoint"):
+        from_mapping(GenerativeConfig, {"endpoint": "ftp://x"}, "generative")
+    with pytest.raises(ConfigError, match="endpont"):
+        from_mapping(GenerativeConfig, {"endpont": "http://x:1"}, "generative")
+
+
+def test_the_server_command_starts_and_refuses_a_bad_checkpoint(tmp_path):
+    bad = tmp_path / "nothing.pt"
+    bad.write_text("not a checkpoint")
+    out = subprocess.run([sys.executable, "-m", "components.serving.genserver", "--checkpoint", str(bad),
+                          "--device", "cpu", "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and out.stderr.strip().startswith("genserver: checkpoint")
+    assert len(out.stderr.strip().splitlines()) == 1
