@@ -28,7 +28,8 @@ from bench.online_admission import OUT, write_key
 CONTROL, TREATMENT = "daily", "incremental"
 
 
-def run_campaign(data_dir: Path, scenario: str, days: int):
+def run_campaign(data_dir: Path, scenario: str, days: int, experiment=None):
+    """`days` days of the `incremental` preset (or `experiment`), trained and reported each day."""
     from components import samples, training
     from components.experiment import load_experiment
     from components.features.store import build_features
@@ -41,7 +42,7 @@ def run_campaign(data_dir: Path, scenario: str, days: int):
 
     shutil.rmtree(data_dir, ignore_errors=True)
     c = create_campaign(data_dir, f"bench-incremental-{scenario}", load_scenario(scenario),
-                        load_experiment("incremental"), None)
+                        experiment or load_experiment("incremental"), None)
     for day in range(days):
         t = time.perf_counter()
         publish_catalog(c, day)
@@ -74,7 +75,7 @@ def figures(lake, days: int) -> dict:
                            f"GROUP BY arm").fetchall())
         upd = con.sql(f"""SELECT count(*), avg(total_ms), quantile_cont(total_ms, 0.5), quantile_cont(total_ms, 0.99),
                                  avg(ranker_ms), avg(channels_ms), avg(impressions), avg(clicks)
-                          FROM update_latency WHERE {ab_days}""").fetchone()
+                          FROM update_latency WHERE {ab_days}""").fetchall()[0]
     t = ab[TREATMENT]
     r = lambda v, n=4: None if v is None else round(float(v), n)  # noqa: E731
     return {
