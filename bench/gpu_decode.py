@@ -26,16 +26,14 @@ import numpy as np
 import torch
 
 from bench.results import machine
-from components.recall.generative.beam import Trie
 from components.recall.generative.fast_beam import CudaGraphSearch, FastBeamSearch, reference_beam_search
 from components.recall.generative.qwen import QwenConfig, QwenLM
+from components.serving.genbackends import qwen2_from_config, random_catalogue_trie
 
 BUDGET_MS = 100.0
 
 
-def catalogue_trie(cfg: QwenConfig, n_items: int, seed: int) -> Trie:
-    codes = np.random.default_rng(seed).integers(0, cfg.codebook_size, (n_items, cfg.n_levels))
-    return Trie.build(np.unique(codes, axis=0), cfg.codebook_size)
+catalogue_trie = random_catalogue_trie   # the serving benchmark's catalogue too
 
 
 def timed(fn, inputs: list, reps: int, device: torch.device, max_s: float) -> list[float]:
@@ -87,17 +85,7 @@ def sweep(name: str, make, batches: list[int], length: int, vocab: tuple[int, in
     return rows
 
 
-def hf_baseline(cfg: QwenConfig, device: torch.device, dtype: torch.dtype):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-    hcfg = Qwen2Config(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
-                       num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head,
-                       num_key_value_heads=cfg.n_kv_head, rope_theta=cfg.rope_theta, rms_norm_eps=cfg.rms_eps,
-                       max_position_embeddings=4096, tie_word_embeddings=cfg.tie_embeddings,
-                       bos_token_id=0, eos_token_id=1, pad_token_id=0)
-    with torch.device(device):
-        torch.manual_seed(0)
-        hf = Qwen2ForCausalLM._from_config(hcfg, attn_implementation="sdpa", dtype=dtype).eval()
-    return hf
+hf_baseline = qwen2_from_config           # the server's transformers backend loads the same model
 
 
 def hf_generate_fn(hf, cfg: QwenConfig, beam: int):

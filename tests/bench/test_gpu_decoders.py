@@ -81,6 +81,26 @@ def test_cuda_graph_search_matches_eager_on_gpu():
     graphed = CudaGraphSearch(search, batch=8, length=12)
     items, _ = graphed(hist)
     assert torch.equal(items, search(hist)[0])
+    few, _ = graphed(hist[:3])                  # a smaller batch rides in the captured one's first rows
+    assert torch.equal(few, items[:3])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs and FP8 matmuls need a GPU")
+def test_server_backend_graphs_prefix_and_fp8_on_gpu():
+    from components.recall.generative.kv_cache import KVSlab
+    from components.serving.genbackends import QwenBackend
+    cfg, model, trie, _ = _setup(8)
+    search = FastBeamSearch(model, trie.to("cuda"), beam=5, device="cuda", dtype=torch.float32)
+    hist = torch.randint(0, cfg.vocab_size, (6, 16)).numpy()
+    eager = QwenBackend(search, 8, graphs=False).decode(range(6), list(hist))[0]
+    graphed = QwenBackend(search, 8, graphs=True, buckets=[2, 4], shapes=[(16, 0)])
+    graphed.warm()
+    assert (graphed.decode(range(6), list(hist))[0] == eager).all()
+    cached = QwenBackend(search, 8, graphs=True, buckets=[4], slab=KVSlab(search, 8, 20))
+    cached.decode(range(6), list(hist[:, :12]))
+    assert (cached.decode(range(6), list(hist))[0] == eager).all()
+    fp8 = FastBeamSearch(model, trie.to("cuda"), beam=5, device="cuda", dtype=torch.bfloat16, weights="fp8")
+    assert fp8(torch.from_numpy(hist).cuda())[0].shape == (6, 5)
 
 
 def test_prefix_kv_reuse_gives_the_full_prefill_result():
