@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.results import append, conditions, conditions_note
-from components import samples, training
+from bench.days import serve_day, train_day
+from bench.results import append, conditions, conditions_note, write_json_key
 from components.experiment import load_experiment
 from components.features import consistency
 from components.features.online import OnlineStoreConfig, ServerStore, open_store, publish_features
@@ -31,7 +31,6 @@ from components.features.redis_process import RedisServer
 from sim.config import load_scenario
 from story import models
 from story.campaign import create_campaign
-from story.day import run_day
 from story.plan import arms_of_day, plan_day
 from story.world import publish_catalog
 
@@ -44,16 +43,9 @@ def build(data_dir: Path, scenario: str, days: int, cfg: OnlineStoreConfig):
     c = create_campaign(data_dir, "bench", load_scenario(scenario), exp, None)
     checks = []
     for day in range(days):
-        publish_catalog(c, day)
-        publish_features(c.lake, day, cfg)
-        if day == 0:
-            models.train_bootstrap(c)
-        run_day(c, day)
-        samples.build_samples(c.lake, day)
+        serve_day(c, day, lambda lake, d: publish_features(lake, d, cfg))
         checks.append(consistency.check(c.lake, day))
-        out = c.models_dir(day)
-        training.train_channels(c.lake, day, c.experiment, out)
-        training.train_rankers(c.lake, day, c.experiment, out)
+        train_day(c, day)
     publish_catalog(c, days)
     publish_features(c.lake, days, cfg)
     return c, checks
@@ -102,15 +94,6 @@ def measure(c, day: int, cfg: OnlineStoreConfig, requests: int, repeats: int, ba
     return out
 
 
-def merge_write(path: Path, key: str, value: dict) -> None:
-    """Read-merge-write: the other keys (another script's) survive."""
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data[key] = value
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--scenario", default="small")
@@ -141,7 +124,7 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     if args.no_results:
         return
-    merge_write(OUT, "serving", result)
+    write_json_key(OUT, "serving", result)
     rows = [[bs, f"{r['inprocess_p50_ms']:.3f}", f"{r['server_p50_ms']:.3f}", f"{r['inprocess_p99_ms']:.3f}",
              f"{r['server_p99_ms']:.3f}", f"{r['server_p99_ms'] - r['inprocess_p99_ms']:+.3f}",
              f"{r['server_lookup_p99_ms']:.3f}", f"{r['uncached_p99_ms']:.3f}", f"{100 * r['hit_rate']:.1f} %"]

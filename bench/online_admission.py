@@ -35,38 +35,19 @@ EVICT_DAYS = (0, 1)
 EVICT_THRESHOLDS = (1, 50, 100)    # eviction swept at fewer thresholds: each fit is the sweep's cost
 
 
-def write_key(path: Path, key: str, value) -> None:
-    """Read-merge-write one key of a JSON other scripts also write keys of."""
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data[key] = value
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-
-
 def run_campaign(data_dir: Path, scenario: str, days: int):
     """`days` days of the default experiment, each with its samples; models trained for all but the last."""
-    from components import samples, training
+    from bench.days import serve_day, train_day
     from components.experiment import load_experiment
-    from components.features.store import build_features
     from sim.config import load_scenario
-    from story import models
     from story.campaign import create_campaign
-    from story.day import run_day
-    from story.world import publish_catalog
 
     c = create_campaign(data_dir, "bench-admission", load_scenario(scenario), load_experiment("default"), None)
     for day in range(days):
         t = time.perf_counter()
-        publish_catalog(c, day)
-        build_features(c.lake, day)
-        if day == 0:
-            models.train_bootstrap(c)
-        run_day(c, day)
-        rows = samples.build_samples(c.lake, day)
+        rows = serve_day(c, day)
         if day < days - 1:
-            training.train_channels(c.lake, day, c.experiment, c.models_dir(day))
-            training.train_rankers(c.lake, day, c.experiment, c.models_dir(day))
+            train_day(c, day)
         print(f"day {day}: {rows} samples, {time.perf_counter() - t:.0f} s", flush=True)
     return c
 
@@ -135,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.days < 2:
         p.error("--days must be at least 2 (a training window and the next day to score)")
-    from bench.results import append, conditions, conditions_note
+    from bench.results import append, conditions, conditions_note, write_json_key
     from components.lake import Lake
 
     load = os.getloadavg()
@@ -153,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                "train_day": args.days - 2,
                "test_day": args.days - 1, "campaign_s": round(campaign_s, 1),
                "seconds": round(time.perf_counter() - t0, 1), **halving(rows), "conditions": conditions(load)}
-    write_key(OUT, "admission", rows)
-    write_key(OUT, "admission_summary", summary)
+    write_json_key(OUT, "admission", rows)
+    write_json_key(OUT, "admission_summary", summary)
     print(json.dumps(summary, indent=2))
     if not args.no_results:
         cut = [summary[k] for k in ("evict_0", "evict_1") if k in summary]

@@ -23,36 +23,26 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.online_admission import OUT, write_key
+from bench.online_admission import OUT
 
 CONTROL, TREATMENT = "daily", "incremental"
 
 
 def run_campaign(data_dir: Path, scenario: str, days: int, experiment=None):
     """`days` days of the `incremental` preset (or `experiment`), trained and reported each day."""
-    from components import samples, training
+    from bench.days import serve_day, train_day
     from components.experiment import load_experiment
-    from components.features.store import build_features
     from sim.config import load_scenario
-    from story import models
     from story.campaign import create_campaign
-    from story.day import run_day
     from story.report import report_day
-    from story.world import publish_catalog
 
     shutil.rmtree(data_dir, ignore_errors=True)
     c = create_campaign(data_dir, f"bench-incremental-{scenario}", load_scenario(scenario),
                         experiment or load_experiment("incremental"), None)
     for day in range(days):
         t = time.perf_counter()
-        publish_catalog(c, day)
-        build_features(c.lake, day)
-        if day == 0:
-            models.train_bootstrap(c)
-        run_day(c, day)
-        samples.build_samples(c.lake, day)
-        training.train_channels(c.lake, day, c.experiment, c.models_dir(day))
-        training.train_rankers(c.lake, day, c.experiment, c.models_dir(day))
+        serve_day(c, day)
+        train_day(c, day)
         report_day(c, day)
         print(f"{scenario} day {day}: {time.perf_counter() - t:.0f} s", flush=True)
     return c
@@ -101,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.days < 2:
         p.error("--days must be at least 2 (the bootstrap day and an A/B day)")
-    from bench.results import append, conditions, conditions_note
+    from bench.results import append, conditions, conditions_note, write_json_key
     from sim.config import load_scenario
 
     for s in args.scenarios:
@@ -115,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         out[scenario] = {**figures(c.lake, args.days), "seconds": round(time.perf_counter() - t, 1)}
         print(json.dumps(out[scenario], indent=2), flush=True)
     cond = conditions(load)
-    write_key(OUT, "incremental", {**out, "conditions": cond})
+    write_json_key(OUT, "incremental", {**out, "conditions": cond})
     if args.no_results:
         return 0
     pct = lambda v: "" if v is None else f"{v:.1%}"  # noqa: E731

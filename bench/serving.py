@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.days import serve_day, train_day
 from bench.results import append
-from components import samples, training
 from components.experiment import load_experiment
 from components.features.store import FeatureStore, build_features
 from sim import behavior
@@ -23,23 +23,14 @@ from sim.rng import stream
 from sim.state import initial_state
 from story import models
 from story.campaign import create_campaign
-from story.day import run_day
 from story.plan import arms_of_day
-from story.world import publish_catalog
 
 
 def build(data_dir: Path, scenario: str, experiment: str = "default"):
     c = create_campaign(data_dir, "bench", load_scenario(scenario), load_experiment(experiment), None)
     for day in (0, 1):
-        publish_catalog(c, day)
-        build_features(c.lake, day)
-        if day == 0:
-            models.train_bootstrap(c)
-        run_day(c, day)
-        samples.build_samples(c.lake, day)
-        out = c.models_dir(day)
-        training.train_channels(c.lake, day, c.experiment, out)
-        training.train_rankers(c.lake, day, c.experiment, out)
+        serve_day(c, day)
+        train_day(c, day)
     build_features(c.lake, 2)
     return c
 
