@@ -123,6 +123,22 @@ def content_match(ctx: Context) -> np.ndarray:
     return np.einsum("bd,bnd->bn", profile, item_vec)                                  # [B, n]
 
 
+LAST_CLICKS = 3
+LAST_DECAY = 0.5
+
+
+def last_content_sim(ctx: Context) -> np.ndarray:
+    # What a user takes next leans on the last few takes, the newest most (complements, product
+    # lines); a mean over all recent clicks (content_match) blurs exactly that.
+    hist, valid, _ = _history(ctx)
+    hist, valid = hist[:, :LAST_CLICKS], valid[:, :LAST_CLICKS]                        # [B, L]
+    content = ctx.catalog.content
+    unit = content / np.maximum(np.linalg.norm(content, axis=1, keepdims=True), 1e-9)
+    weight = valid * LAST_DECAY ** np.arange(hist.shape[1])                            # [B, L]
+    cos = np.einsum("bld,bnd->bnl", unit[hist], unit[np.where(ctx.items >= 0, ctx.items, 0)])  # [B, n, L]
+    return (cos * weight[:, None, :]).sum(axis=2) / np.maximum(weight.sum(axis=1), 1e-9)[:, None]
+
+
 def has_history(ctx: Context) -> np.ndarray:
     return np.broadcast_to((_history(ctx)[2] > 0)[:, None], ctx.shape)
 
@@ -148,6 +164,9 @@ FEATURES: tuple[FeatureDef, ...] = (
     FeatureDef("content_match", "user x item", BY_NAME["u_recent"].window,
                "cosine between the mean content of recent clicks and the item's content", ("u_recent",),
                content_match),
+    FeatureDef("last_content_sim", "user x item", f"last {LAST_CLICKS} clicks",
+               f"cosine of the item's content with each of the last {LAST_CLICKS} clicks, weighted "
+               f"{LAST_DECAY}^k by recency", ("u_recent",), last_content_sim),
     FeatureDef("has_history", "user", "all earlier days", "1 if the user has clicked before", ("u_recent",),
                has_history),
     *(FeatureDef(f"{e}_ctr_{d}d", entity, f"{d} day{'s' * (d > 1)}", f"{entity}'s CTR, smoothed towards a prior",

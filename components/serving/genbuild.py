@@ -40,6 +40,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model shape, random weights")
     g.add_argument("--checkpoint", type=Path, help="a trained QwenLM checkpoint (qwen.save_checkpoint)")
     g.add_argument("--weights", choices=["native", "fp8"], default="native")
+    g.add_argument("--compile", choices=["none", "pieces"], default="none",
+                   help="pieces: torch.compile the prefill and decode layers (native weights; slower start)")
     g.add_argument("--device", default="auto", help="auto: cuda when present, else cpu")
     g.add_argument("--beam", type=int, default=5)
     g.add_argument("--items", type=int, default=200_000, help="random catalogue size (without --checkpoint)")
@@ -81,7 +83,10 @@ def build_backend(args: argparse.Namespace):
         hf.load_state_dict(model.state_dict(), strict=False)
         del model
         return HFBackend(hf, cfg, trie, args.beam, max_batch)
-    search = FastBeamSearch(model, trie.to(device), args.beam, device, dtype, weights=args.weights)
+    if args.compile != "none" and args.weights == "fp8":
+        raise ConfigError("--compile pieces works with native weights only; drop it for --weights fp8")
+    search = FastBeamSearch(model, trie.to(device), args.beam, device, dtype, compile=args.compile,
+                            weights=args.weights)
     del model
     slab = KVSlab(search, max(args.prefix_slots, max_batch), args.prefix_tokens) if args.prefix_slots else None
     graphs = device.type == "cuda" and not args.no_graphs
