@@ -150,6 +150,8 @@ def test_offline_samples_and_online_lookups_give_the_same_features(lake):
     profile = np.array(CONTENT[4]) + np.array(CONTENT[0])                # sum of recent clicks
     expected = profile @ np.array(CONTENT[5]) / np.linalg.norm(profile) / np.linalg.norm(CONTENT[5])
     assert f["content_match"] == pytest.approx(expected, rel=1e-4)
+    cos = [np.dot(CONTENT[j], CONTENT[5]) / np.linalg.norm(CONTENT[j]) / np.linalg.norm(CONTENT[5]) for j in (4, 0)]
+    assert f["last_content_sim"] == pytest.approx((cos[0] + 0.5 * cos[1]) / 1.5, rel=1e-4)   # newest weighs most
 
 
 def test_online_store_serves_unknown_users_as_new(lake):

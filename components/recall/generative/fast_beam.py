@@ -152,8 +152,8 @@ class FastBeamSearch:
         cfg = self.cfg = model.config
         if compile not in ("none", "pieces"):
             raise ConfigError(f"FastBeamSearch compile={compile!r}: allowed none, pieces")
-        if weights not in ("native", "fp8") or (weights == "fp8" and compile != "none"):
-            raise ConfigError(f"FastBeamSearch weights={weights!r}: allowed native, fp8 (fp8 without compile)")
+        if weights not in ("native", "fp8"):
+            raise ConfigError(f"FastBeamSearch weights={weights!r}: allowed native, fp8")
         self.weights = weights
         # torch.compile fuses the norms, rotary, SiLU-gate and residuals around the matrix products of
         # the prefill, and whole decode layers (their attention is small, many-kernel arithmetic).
