@@ -1,7 +1,10 @@
 # One image for every reclab service but PostgreSQL: Prefect server and worker, MLflow, Streamlit,
-# Dask; each container runs its entry script in deploy/bin (see docker-compose.yml).
+# Dask, Redis; each container runs its entry script in deploy/bin (see docker-compose.yml).
 FROM python:3.11-slim
 WORKDIR /app
+# The online feature store's server, Debian's package (deploy/bin/redis).
+RUN apt-get update && apt-get install -y --no-install-recommends redis-server \
+ && rm -rf /var/lib/apt/lists/*
 ENV PIP_NO_CACHE_DIR=1 PREFECT_SERVER_ANALYTICS_ENABLED=false HF_HUB_OFFLINE=1
 COPY pyproject.toml constraints.txt README.md ./
 COPY common common

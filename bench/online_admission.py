@@ -13,6 +13,7 @@ cost. Writes key "admission" (the sweep's rows) and "admission_summary" into ben
 (read, merged, written: other scripts own the other keys) and a section of bench/RESULTS.md.
 
     python -m bench.online_admission [--scenario small] [--days 4] [--epochs 1] [--data-dir DIR] [--reuse]
+        [--thresholds 1,30,50,70,100,300,1000]
 
 The `small` world by default: on `beauty` (fitted CTR about 0.3 %) both rankers are degenerate on
 the next day's samples (the MLP predicts 0 everywhere, DeepFM's AUC is below 0.5), so AUC costs
@@ -60,7 +61,18 @@ def read_samples(lake, days: list[int], day: int):
     return Samples.concat([Samples.from_table(t, catalog) for t in lake.read_batches("samples", days)], catalog)
 
 
-def sweep(lake, days: int, epochs: int) -> list[dict]:
+def parse_thresholds(text: str) -> tuple[int, ...]:
+    """`--thresholds 1,70,80`: positive integers including 1 (the baseline), sorted; ValueError names the bad one."""
+    try:
+        out = tuple(sorted({int(t) for t in text.split(",") if t.strip()}))
+    except ValueError:
+        raise ValueError(f"--thresholds {text!r}: expected comma-separated integers, e.g. 1,70,80,100") from None
+    if not out or out[0] < 1 or 1 not in out:
+        raise ValueError(f"--thresholds {text!r}: need positive integers including 1 (the baseline, every item its own row)")
+    return out
+
+
+def sweep(lake, days: int, epochs: int, thresholds: tuple[int, ...] = THRESHOLDS) -> list[dict]:
     from components.experiment import load_experiment
     from components.ranking import DeepFMRanker
     from components.ranking.metrics import auc, gauc
@@ -73,8 +85,8 @@ def sweep(lake, days: int, epochs: int) -> list[dict]:
     print(f"train {len(train.label)} rows (days <= {train_day}), test {len(test.label)} rows (day {test_day})")
     rows = []
     # The baseline again under another seed: how far AUC moves by training noise alone.
-    runs = [(t, e, 0) for e in EVICT_DAYS for t in (THRESHOLDS if e == 0 else EVICT_THRESHOLDS)] + \
-        [(THRESHOLDS[0], 0, 1)]
+    runs = [(t, e, 0) for e in EVICT_DAYS for t in (thresholds if e == 0 else EVICT_THRESHOLDS)] + \
+        [(1, 0, 1)]
     for threshold, evict, seed in runs:
         t = time.perf_counter()
         model = DeepFMRanker(replace(base, min_count=threshold, evict_days=evict, seed=seed)).fit(train)
@@ -90,8 +102,9 @@ def sweep(lake, days: int, epochs: int) -> list[dict]:
 
 
 def halving(rows: list[dict]) -> dict:
-    """The smallest threshold (per eviction setting) whose table is at most half the baseline's."""
-    base = next(r for r in rows if r["threshold"] == THRESHOLDS[0] and r["evict_days"] == 0 and r["seed"] == 0)
+    """The smallest threshold (per eviction setting) whose table is at most half the baseline's, and
+    the largest below it that keeps more (`below_<key>`): the halving threshold lies between them."""
+    base = next(r for r in rows if r["threshold"] == 1 and r["evict_days"] == 0 and r["seed"] == 0)
     other = next(r for r in rows if r["seed"] == 1)
     out = {"baseline": base, "seed_noise_auc": round(abs(other["auc"] - base["auc"]), 4),
            "seed_noise_gauc": round(abs(other["gauc"] - base["gauc"]), 4)}
@@ -102,6 +115,11 @@ def halving(rows: list[dict]) -> dict:
             out[f"evict_{evict}"] = {**r, "auc_cost": round(base["auc"] - r["auc"], 4),
                                      "gauc_cost": round(base["gauc"] - r["gauc"], 4),
                                      "row_share": round(r["rows"] / base["rows"], 3)}
+            more = [q for q in rows if q["evict_days"] == evict and q["seed"] == 0 and q["threshold"] < r["threshold"]]
+            if more:
+                q = max(more, key=lambda q: q["threshold"])
+                out[f"below_evict_{evict}"] = {**q, "auc_cost": round(base["auc"] - q["auc"], 4),
+                                               "row_share": round(q["rows"] / base["rows"], 3)}
     return out
 
 
@@ -112,10 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--days", type=int, default=4)
     p.add_argument("--data-dir", type=Path, default=None, help="default: a temporary directory")
     p.add_argument("--reuse", action="store_true", help="sweep the campaign already in --data-dir")
+    p.add_argument("--thresholds", default=",".join(map(str, THRESHOLDS)),
+                   help="min_count values swept without eviction, comma-separated, 1 (the baseline) included")
     p.add_argument("--no-results", action="store_true")
     args = p.parse_args(argv)
     if args.days < 2:
         p.error("--days must be at least 2 (a training window and the next day to score)")
+    try:
+        thresholds = parse_thresholds(args.thresholds)
+    except ValueError as exc:
+        p.error(str(exc))
     from bench.results import append, conditions, conditions_note, write_json_key
     from components.lake import Lake
 
@@ -129,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         lake = run_campaign(data_dir, args.scenario, args.days).lake
     campaign_s = time.perf_counter() - t0
-    rows = sweep(lake, args.days, args.epochs)
+    rows = sweep(lake, args.days, args.epochs, thresholds)
     summary = {"scenario": args.scenario, "days": args.days, "ranker": "deepfm", "epochs": args.epochs,
                "train_day": args.days - 2,
                "test_day": args.days - 1, "campaign_s": round(campaign_s, 1),
@@ -141,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         cut = [summary[k] for k in ("evict_0", "evict_1") if k in summary]
         words = "; ".join(f"with evict_days {r['evict_days']}, min_count {r['threshold']} keeps {r['rows']} rows "
                           f"({r['row_share']:.0%} of the baseline's) at an AUC cost of {r['auc_cost']:+.4f} "
-                          f"(GAUC {r['gauc_cost']:+.4f})" for r in cut) or "no threshold swept halves the table"
+                          f"(GAUC {r['gauc_cost']:+.4f})"
+                          + (f", min_count {b['threshold']} still keeps {b['row_share']:.0%}"
+                             if (b := summary.get(f"below_evict_{r['evict_days']}")) else "")
+                          for r in cut) or "no threshold swept halves the table"
         append(f"Id admission and eviction, DeepFM on the `{args.scenario}` world: table size against next-day AUC",
                ["min_count", "evict_days", "seed", "rows", "admitted", "bytes", "AUC", "GAUC", "fit s"],
                [[r["threshold"], r["evict_days"], r["seed"], r["rows"], r["admitted"], f"{r['bytes']:,}", f"{r['auc']:.4f}",

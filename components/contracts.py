@@ -101,6 +101,24 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("channels_ms", pa.float64(), nullable=False),
         pa.field("total_ms", pa.float64(), nullable=False),
     ]),
+    # The online store's local cache tier and server, one row per day served with kind redis (no
+    # partition when embedded: there is no cache to count). Measured: the latencies are wall clock,
+    # and a TTL cut by the clock may move a lookup between hit and miss. hits + misses = lookups,
+    # the users asked for (one per request); round_trips: server reads of a batch's misses.
+    "online_store_daily": pa.schema([
+        pa.field("day", pa.int32(), nullable=False),
+        pa.field("shards", pa.int32(), nullable=False),
+        pa.field("lookups", pa.int64(), nullable=False),
+        pa.field("hits", pa.int64(), nullable=False),
+        pa.field("misses", pa.int64(), nullable=False),
+        pa.field("hit_rate", pa.float64()),
+        pa.field("round_trips", pa.int64(), nullable=False),
+        pa.field("server_p50_ms", pa.float64()),      # null: no round trip that day
+        pa.field("server_p99_ms", pa.float64()),
+        pa.field("server_mean_ms", pa.float64()),
+        pa.field("cache_size", pa.int64(), nullable=False),
+        pa.field("cache_ttl_s", pa.float64(), nullable=False),
+    ]),
     "impressions": pa.schema([
         pa.field("day", pa.int32(), nullable=False),
         pa.field("ts", pa.int64(), nullable=False),

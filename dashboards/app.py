@@ -37,7 +37,7 @@ def load(root: str) -> dict[str, pd.DataFrame]:
     with lake.connect() as con:
         tables = {}
         for name in ("ab_daily", "latency_daily", "world_daily", "model_lineage", "features_consistency",
-                     "channel_latency_daily", "exposure_daily"):
+                     "channel_latency_daily", "exposure_daily", "online_store_daily"):
             tables[name] = con.sql(f"SELECT * FROM {name} ORDER BY day").df() if lake.days(name) else pd.DataFrame()
     return tables
 
@@ -256,6 +256,23 @@ def main() -> None:
              cols["p"], "ctr_expected", "ctr_oracle", "ctr_random"]
     st.dataframe(table[[c for c in dict.fromkeys(shown) if c in table]], hide_index=True)
     lineage_section(tables["model_lineage"], tables["features_consistency"], list(last["arm"]))
+    st.caption(online_store_line(tables["online_store_daily"], last_day))
+
+
+def online_store_line(store: pd.DataFrame, day: int) -> str:
+    """The online store on `day`: its local cache's hit rate and the server's round trips (kind
+    redis), or that features were served in-process (embedded: no cache, nothing measured)."""
+    row = store[store["day"] == day] if not store.empty else store
+    if row.empty:
+        return f"Online store on day {day}: in-process (embedded), no cache or server to measure."
+    r = row.iloc[0]
+    rate = "n/a" if pd.isna(r["hit_rate"]) else f"{r['hit_rate']:.1%}"
+    server = ("no server round trip" if pd.isna(r["server_p50_ms"]) else
+              f"{int(r['round_trips'])} server round trips, p50 {r['server_p50_ms']:.2f} ms, "
+              f"p99 {r['server_p99_ms']:.2f} ms")
+    return (f"Online store on day {day}: Redis, local cache hit rate {rate} of {int(r['lookups'])} lookups "
+            f"({int(r['hits'])} hits, {int(r['misses'])} misses, {int(r['shards'])} shard caches of "
+            f"{int(r['cache_size'])} rows); {server}.")
 
 
 def exposure_section(exposure: pd.DataFrame) -> None:

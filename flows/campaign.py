@@ -13,6 +13,7 @@ from flows.params import Experiment, Scale, Scenario, WorldKnobs, knob_overrides
 from flows.recovery import claim
 from flows.stages import build_samples, day_metrics, report, simulate_day, train
 from story.campaign import open_campaign, resolve_campaign
+from story.tables import ONLINE_PREFIX
 
 STAGES_PER_DAY = 4
 
@@ -59,7 +60,7 @@ def daily(data_dir: str = "data", day: int | None = None, scale: Scale = "local"
             log = _logger()
             log.info("day %d: simulate (%s, %d shard%s)", day, scale, shards, "" if shards == 1 else "s")
             progress.stage(f"day {day}: simulate")
-            simulate_day(data_dir, day, scale, shards, dask_address)
+            served = simulate_day(data_dir, day, scale, shards, dask_address)
             log.info("day %d: build samples", day)
             progress.stage(f"day {day}: build samples")
             build_samples(data_dir, day)
@@ -71,22 +72,26 @@ def daily(data_dir: str = "data", day: int | None = None, scale: Scale = "local"
             rows = report(data_dir, day)
             for r in rows:
                 log.info("day %d %s: CTR %.4f over %d requests", day, r["arm"], r["ctr"], r["requests"])
-            tracking.log_metrics(c, run_id, day_metrics(rows), step=day)
+            # The online store's cache and server figures (kind redis only) are the day's too.
+            online = {k: v for k, v in served.items() if k.startswith(ONLINE_PREFIX)}
+            tracking.log_metrics(c, run_id, day_metrics(rows) | online, step=day)
     return rows
 
 
 @task(cache_policy=NO_CACHE)
 def prepare_campaign(data_dir: str, scenario: str, experiment: str, seed: int | None,
-                     name: str | None, world: WorldKnobs | None = None) -> str:
+                     name: str | None, world: WorldKnobs | None = None, online_store: str | None = None) -> str:
     """Resolve the configs and write the campaign's manifest into `data_dir`."""
-    return resolve_campaign(Path(data_dir), scenario, experiment, seed, name, knob_overrides(world)).name
+    return resolve_campaign(Path(data_dir), scenario, experiment, seed, name, knob_overrides(world),
+                            online_store).name
 
 
 @flow(name="campaign", flow_run_name="campaign-{scenario}-{experiment}-{days}d")
 def campaign(scenario: Scenario = "small", experiment: Experiment = "default", days: int = 3,
              data_dir: str = "data", seed: int | None = None, name: str | None = None,
              rerun: bool = False, scale: Scale = "local", shards: int = 1,
-             dask_address: str | None = None, world: WorldKnobs | None = None) -> list[dict]:
+             dask_address: str | None = None, world: WorldKnobs | None = None,
+             online_store: str | None = None) -> list[dict]:
     """Day 0 served by the logging policy, then `days` days of the A/B experiment.
 
     Days already complete in `data_dir` (reported, models published) are kept, so a campaign
@@ -106,11 +111,14 @@ def campaign(scenario: Scenario = "small", experiment: Experiment = "default", d
         dask_address: Scheduler of a Dask cluster (default: DASK_SCHEDULER_ADDRESS, else a LocalCluster).
         world: Scenario knobs over the preset (users, items, cold start, organic share, drift,
             fatigue, position bias, churn); empty ones keep the preset's values.
+        online_store: A Redis URL (redis://host:port/db) to serve features from, as the experiment's
+            `online_store: {kind: redis, url}` would; empty keeps the experiment's store. The team
+            stack prints its own (`reclab up --team`); the tables are the same either way.
     """
     if days < 1:
         raise ConfigError(f"days: a campaign needs at least 1 A/B day after the bootstrap, got {days}")
     with claim(data_dir):
-        prepare_campaign(data_dir, scenario, experiment, seed, name, world)
+        prepare_campaign(data_dir, scenario, experiment, seed, name, world, online_store)
         c = open_campaign(data_dir)
         first = 0 if rerun else c.first_incomplete_day(days)
         params = {"scenario": to_mapping(c.scenario), "experiment": to_mapping(c.experiment),

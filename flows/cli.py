@@ -24,11 +24,11 @@ def cmd_campaign(args: argparse.Namespace) -> int:
 
     # Fail on a bad config before the orchestrator starts, with just the one-line message.
     from flows.params import knob_overrides, parse_knobs
-    from story.campaign import override
+    from story.campaign import override, with_online_store
 
     knobs = parse_knobs(args.world)
     world = override(load_scenario(args.scenario), knob_overrides(knobs))
-    exp = load_experiment(args.experiment)
+    exp = with_online_store(load_experiment(args.experiment), args.online_store)
     if args.seed is not None:
         world = replace(world, seed=args.seed)
     if args.days < 1:
@@ -70,7 +70,8 @@ def cmd_campaign(args: argparse.Namespace) -> int:
                 run = campaign if presets else campaign.with_options(validate_parameters=False)
                 run(scenario=args.scenario, experiment=args.experiment, days=args.days,
                          data_dir=str(data_dir), seed=args.seed, name=args.name, rerun=args.rerun,
-                         scale=args.scale, shards=shards, dask_address=args.dask_address, world=knobs)
+                         scale=args.scale, shards=shards, dask_address=args.dask_address, world=knobs,
+                         online_store=args.online_store)
             finally:
                 progress.install(None)
     print_summary(data_dir)
@@ -119,7 +120,7 @@ def _stack_config(args: argparse.Namespace):
                        postgres_port=int(env.get("RECLAB_PG_PORT", 5432)),
                        dask_port=int(env.get("RECLAB_DASK_PORT", 8786)),
                        dask_dashboard_port=int(env.get("RECLAB_DASK_DASHBOARD_PORT", 8787)),
-                       dask_workers=args.dask_workers)
+                       dask_workers=args.dask_workers, redis_port=int(env.get("RECLAB_REDIS_PORT", 6379)))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -127,7 +128,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from flows.tracking import ui_url
 
     cfg = _stack_config(args)
-    what = ("PostgreSQL, Prefect server and worker, MLflow server, Dask scheduler and workers, dashboard"
+    what = ("PostgreSQL, Redis, Prefect server and worker, MLflow server, Dask scheduler and workers, dashboard"
             if cfg.team else "Prefect server, flow deployments, MLflow server and dashboard")
     print(f"starting {what} (a minute or two)...")
     record = up(cfg)
@@ -138,6 +139,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         from flows.team import credentials_file
 
         print(f"Dask:        {cfg.dask_address} (dashboard http://{cfg.host}:{cfg.dask_dashboard_port})")
+        print(f"Redis:       {cfg.redis_url}   (online feature store: the campaign's online_store parameter, "
+              f"or --online-store)")
         print(f"credentials: {credentials_file(cfg.state_dir)} (Prefect: PREFECT_SERVER_API_AUTH_STRING, "
               f"MLflow: MLFLOW_TRACKING_USERNAME/PASSWORD)")
     print(f"logs and pids in {cfg.state_dir}/ ({', '.join(record['pids'])}); stop with `reclab down`")
@@ -211,6 +214,9 @@ def parser() -> argparse.ArgumentParser:
                    help="a scenario knob over the preset, repeatable: users, new_users_per_day, items, "
                         "new_items_per_day, organic, drift, fatigue, position_decay, churn_rate "
                         "(e.g. --world users=2000 --world organic=0.3)")
+    c.add_argument("--online-store", default=None, metavar="URL",
+                   help="serve features from the Redis server at URL (online_store: {kind: redis, url: URL} "
+                        "over the experiment's; None keeps its store), e.g. the one `reclab up --team` prints")
     c.set_defaults(func=cmd_campaign)
 
     d = sub.add_parser("run-day", help="(re-)run one day of an existing campaign")
@@ -233,7 +239,8 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--state-dir", default=".stack", help="where pids and logs are kept")
     u.add_argument("--host", default="127.0.0.1", help="address to listen on (localhost by default)")
     u.add_argument("--team", action="store_true", help="the team stack: PostgreSQL behind Prefect and "
-                   "MLflow (both with logins), a work pool and worker, a Dask scheduler and workers")
+                   "MLflow (both with logins), a work pool and worker, a Dask scheduler and workers, Redis "
+                   "(the online feature store)")
     u.add_argument("--dask-workers", type=int, default=2, help="Dask worker processes with --team")
     u.set_defaults(func=cmd_up)
 

@@ -2,8 +2,8 @@
 
 `up` alone: Prefect server, the flow deployments served by one process, MLflow on sqlite, the
 dashboard. `up --team` (flows/team.py): PostgreSQL behind Prefect and MLflow, a work pool and its
-worker, a Dask scheduler and workers, every service through its entry script in deploy/bin, the
-same scripts compose runs. `down` stops exactly what `up` recorded, in reverse order.
+worker, a Dask scheduler and workers, Redis for the online feature store, every service through
+its entry script in deploy/bin, the same scripts compose runs. `down` stops exactly what `up` recorded, in reverse order.
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ class StackConfig:
     dask_port: int = 8786
     dask_dashboard_port: int = 8787
     dask_workers: int = 2
+    redis_port: int = 6379
 
     @property
     def prefect_api(self) -> str:
@@ -54,11 +55,15 @@ class StackConfig:
     def dask_address(self) -> str:
         return f"tcp://{self.host}:{self.dask_port}"
 
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.host}:{self.redis_port}/0"
+
     def ports(self) -> dict[str, int]:
         out = {"prefect": self.prefect_port, "mlflow": self.mlflow_port, "dashboard": self.dashboard_port}
         if self.team:
             out |= {"postgres": self.postgres_port, "dask-scheduler": self.dask_port,
-                    "dask dashboard": self.dask_dashboard_port}
+                    "dask dashboard": self.dask_dashboard_port, "redis": self.redis_port}
         return out
 
 

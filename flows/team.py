@@ -68,6 +68,18 @@ def postgres_ready(cfg: StackConfig, password: str):
     return check
 
 
+def redis_answers(cfg: StackConfig):
+    """Ready once the server answers PING."""
+    def check() -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis.from_url(cfg.redis_url, socket_connect_timeout=2).ping())
+        except (redis.exceptions.RedisError, OSError):
+            return False
+    return check
+
+
 def dask_workers_at_least(cfg: StackConfig, n: int):
     """Ready once the scheduler itself counts `n` workers (a worker is only useful once joined)."""
     import json
@@ -113,7 +125,9 @@ def services(cfg: StackConfig) -> list[Service]:
            "RECLAB_MLFLOW_HOST": cfg.host, "RECLAB_MLFLOW_PORT": str(cfg.mlflow_port),
            "RECLAB_DASK_HOST": cfg.host, "RECLAB_DASK_PORT": str(cfg.dask_port),
            "RECLAB_DASK_DASHBOARD": f"{cfg.host}:{cfg.dask_dashboard_port}",
-           "RECLAB_DASHBOARD_HOST": cfg.host, "RECLAB_DASHBOARD_PORT": str(cfg.dashboard_port)}
+           "RECLAB_DASHBOARD_HOST": cfg.host, "RECLAB_DASHBOARD_PORT": str(cfg.dashboard_port),
+           "RECLAB_REDIS_HOST": cfg.host, "RECLAB_REDIS_PORT": str(cfg.redis_port),
+           "RECLAB_REDIS_DIR": str(state / "redis")}
 
     def script(name: str) -> list[str]:
         return ["bash", str(BIN / name)]
@@ -121,6 +135,8 @@ def services(cfg: StackConfig) -> list[Service]:
     out = [
         Service("postgres", script("postgres"), {**env, "PGDATA": str(state / "pgdata")},
                 postgres_ready(cfg, creds["PREFECT_DB_PASSWORD"]), "PostgreSQL took no login"),
+        # The online feature store's server, before every process that may serve from it.
+        Service("redis", script("redis"), env, redis_answers(cfg), f"no PONG from {cfg.redis_url}"),
         Service("prefect-server", script("prefect-server"), env,
                 http_ok(f"{cfg.prefect_api}/health"), "no answer on /api/health"),
         Service("mlflow", script("mlflow"), env, http_ok(f"{cfg.mlflow_uri}/health"),

@@ -109,14 +109,26 @@ def override(world: WorldConfig, settings: Mapping[str, Any]) -> WorldConfig:
     return from_mapping(WorldConfig, data, where=f"scenario {world.name}")
 
 
+def with_online_store(exp: ExperimentConfig, url: str | None) -> ExperimentConfig:
+    """The experiment served from the Redis server at `url` (online_store kind redis, its cache
+    knobs kept), checked as the setting in a file is; None or empty keeps the experiment's store."""
+    if not url:
+        return exp
+    store = replace(exp.online_store, kind="redis", url=url)
+    store.validate("online_store")
+    return replace(exp, online_store=store)
+
+
 def resolve_campaign(data_dir: Path, scenario: str, experiment: str, seed: int | None,
-                     name: str | None, settings: Mapping[str, Any] | None = None) -> Campaign:
+                     name: str | None, settings: Mapping[str, Any] | None = None,
+                     online_store: str | None = None) -> Campaign:
     """The campaign of a scenario and an experiment (preset names or YAML paths), its manifest
-    written; `settings` ({dotted path: value}) change the scenario's."""
+    written; `settings` ({dotted path: value}) change the scenario's, `online_store` (a Redis URL)
+    the experiment's online store."""
     world = override(load_scenario(scenario), settings or {})
     if seed is not None:
         world = replace(world, seed=seed)
-    exp = load_experiment(experiment)
+    exp = with_online_store(load_experiment(experiment), online_store)
     if world.effect.arm and world.effect.arm not in exp.arms:
         raise ConfigError(f"scenario.effect.arm: unknown arm '{world.effect.arm}'; the experiment's arms "
                           f"are {sorted(exp.arms)}")

@@ -44,7 +44,8 @@ def serve_shard(c: Campaign, plan: DayPlan, index: int, n_shards: int,
 
 
 def finish_day(c: Campaign, plan: DayPlan, served: ServedDay) -> dict[str, float]:
-    """Write the day's tables, move the world on to the next day; returns the world's figures per arm."""
+    """Write the day's tables, move the world on to the next day; returns the world's figures per arm
+    (`<arm>.<figure>`) and, served from the online store's server, its cache's (`online_store.*`)."""
     day, n, k = plan.day, len(plan), c.experiment.slate_size
     state, tr = state_of(c, day), plan.traffic
     # The oracle runs here, once, in request order: BLAS results can differ in the last bits with
@@ -62,11 +63,15 @@ def finish_day(c: Campaign, plan: DayPlan, served: ServedDay) -> dict[str, float
     c.lake.write("organic", day, tables.organic(plan, served))
     if any(a.incremental.enabled for a in plan.arms.values()):
         c.lake.write("update_latency", day, tables.update_latency(plan, served))
+    store = tables.online_store_daily(plan, served, c.experiment.online_store)
+    if store is not None:
+        c.lake.write("online_store_daily", day, store)
     world = tables.world_daily(plan, served, sampled, ref)
     c.lake.write("world_daily", day, world)
     log = DayLog(*tables.day_log(plan, served))
     save_state(advance(world_of(c, day + 1), state, log), c.world_dir)
-    return {f"{row['arm']}.{key}": row[key] for row in world.to_pylist() for key in row if key not in ("day", "arm")}
+    return ({f"{row['arm']}.{key}": row[key] for row in world.to_pylist() for key in row if key not in ("day", "arm")}
+            | tables.online_metrics(store))
 
 
 def run_day(c: Campaign, day: int, pipelines: Mapping[str, Pipeline] | None = None,

@@ -23,6 +23,7 @@ from story.world import state_of, world_of
 
 T = TypeVar("T")
 UPDATE_COLUMNS = ("micro_batch", "arm", "impressions", "clicks", "ranker_ms", "channels_ms", "total_ms")
+STORE_COLUMNS = ("hits", "misses", "round_trips")
 Track = Callable[[Iterable[T], int, str], Iterator[T]]
 
 
@@ -56,6 +57,11 @@ class ServedDay:
     # [u, 7] float64, one row per intra-day model update (not row-aligned): micro-batch, arm (index in
     # the plan's arms), impressions, clicks, ranker ms, channels ms, total ms
     updates: np.ndarray
+    # The online store's server path (kind redis; no rows when embedded, nothing to count there):
+    # [s, 3] int64 per shard served from it, STORE_COLUMNS of its local cache tier; [t] float64
+    # the wall-clock ms of each of its server round trips, in serving order (not row-aligned).
+    store_counts: np.ndarray
+    store_ms: np.ndarray
 
     @classmethod
     def empty(cls, rows: np.ndarray, slate_size: int, n_channels: int, logged: np.ndarray | None = None) -> ServedDay:
@@ -68,7 +74,8 @@ class ServedDay:
                    prob=np.zeros((n, k), np.float32), clicked=np.zeros((n, k), bool),
                    organic=np.full(n, -1, np.int64),
                    logged=logged, log_x=np.zeros((int(logged.sum()), k, len(FEATURES)), np.float32),
-                   updates=np.zeros((0, len(UPDATE_COLUMNS)), np.float64))
+                   updates=np.zeros((0, len(UPDATE_COLUMNS)), np.float64),
+                   store_counts=np.zeros((0, len(STORE_COLUMNS)), np.int64), store_ms=np.zeros(0, np.float64))
 
     def put(self, idx: np.ndarray, res: ServeResult, channels: list[str]) -> None:
         """Record one served micro-batch, rows `idx` of this set."""
@@ -104,8 +111,8 @@ class ServedDay:
             for x in fields(cls):
                 if x.name == "log_x":
                     out.log_x[slot[part.rows[part.logged]]] = part.log_x
-                elif x.name == "updates":
-                    out.updates = np.concatenate([out.updates, part.updates])
+                elif x.name in ("updates", "store_counts", "store_ms"):
+                    setattr(out, x.name, np.concatenate([getattr(out, x.name), getattr(part, x.name)]))
                 elif x.name != "rows":
                     getattr(out, x.name)[part.rows] = getattr(part, x.name)
         return out
@@ -175,4 +182,7 @@ def serve_rows(c: Campaign, plan: DayPlan, rows: np.ndarray, pipelines: Mapping[
     items.finish()
     if updates:
         out.updates = np.asarray(updates, np.float64)
+    if isinstance(store, online.ServerStore):
+        out.store_counts = np.array([[store.hits, store.misses, store.round_trips]], np.int64)
+        out.store_ms = np.asarray(store.server_ms, np.float64)
     return out

@@ -6,9 +6,12 @@ import pyarrow as pa
 
 from components.contracts import STAGES
 from components.features import consistency
+from components.features.online import OnlineStoreConfig
 from sim.behavior import Reference
 from story.plan import DayPlan
-from story.serve import UPDATE_COLUMNS, ServedDay, channel_names
+from story.serve import STORE_COLUMNS, UPDATE_COLUMNS, ServedDay, channel_names
+
+ONLINE_PREFIX = "online_store."   # the MLflow metrics of online_store_daily's row
 
 
 def requests(plan: DayPlan) -> pa.Table:
@@ -123,3 +126,29 @@ def world_daily(plan: DayPlan, served: ServedDay, sampled: np.ndarray, ref: Refe
                      "ctr_oracle": round(float(oracle[ms].sum() / max(length[ms].sum(), 1)), 10),
                      "ctr_random": round(float(random[ms].sum() / max(length[ms].sum(), 1)), 10)})
     return pa.Table.from_pylist(rows)
+
+
+def online_store_daily(plan: DayPlan, served: ServedDay, cfg: OnlineStoreConfig) -> pa.Table | None:
+    """The day's local cache tier and server round trips, summed over the shards that served from
+    the server (kind redis); None when none did (embedded: no cache, no server, nothing to count).
+    Percentiles pool every round trip of the day; null on a day without one (every lookup a hit)."""
+    if not len(served.store_counts):
+        return None
+    total = dict(zip(STORE_COLUMNS, served.store_counts.sum(axis=0).tolist()))
+    hits, misses, trips = total["hits"], total["misses"], total["round_trips"]
+    ms = served.store_ms
+    p50, p99 = (float(np.percentile(ms, q)) for q in (50, 99)) if len(ms) else (None, None)
+    return pa.Table.from_pylist([{
+        "day": plan.day, "shards": len(served.store_counts), "lookups": hits + misses, "hits": hits, "misses": misses,
+        "hit_rate": hits / (hits + misses) if hits + misses else None, "round_trips": trips,
+        "server_p50_ms": p50, "server_p99_ms": p99, "server_mean_ms": float(ms.mean()) if len(ms) else None,
+        "cache_size": cfg.cache_size, "cache_ttl_s": cfg.cache_ttl_s}])
+
+
+def online_metrics(table: pa.Table | None) -> dict[str, float]:
+    """online_store_daily's row as MLflow metrics (`online_store.hit_rate`, ...); none when absent or null."""
+    if table is None:
+        return {}
+    row = table.to_pylist()[0]
+    return {f"{ONLINE_PREFIX}{k}": float(v) for k, v in row.items()
+            if k not in ("day", "cache_size", "cache_ttl_s") and v is not None}

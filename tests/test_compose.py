@@ -14,7 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = {"postgres", "prefect-server", "prefect-worker", "mlflow", "dashboard", "dask-scheduler",
-            "dask-worker"}
+            "dask-worker", "redis"}
 
 
 def compose() -> dict:
@@ -46,8 +46,8 @@ def test_healthchecks_and_start_order():
             assert cond == {"condition": "service_healthy"}, (name, dep)
             assert dep in svc
     needs = {"prefect-server": {"postgres"}, "mlflow": {"postgres"},
-             "prefect-worker": {"prefect-server", "mlflow", "dask-scheduler"},
-             "dask-worker": {"dask-scheduler", "mlflow"}}
+             "prefect-worker": {"prefect-server", "mlflow", "dask-scheduler", "redis"},
+             "dask-worker": {"dask-scheduler", "mlflow", "redis"}}
     for name, deps in needs.items():
         assert deps <= set(svc[name]["depends_on"]), name
     assert svc["dask-worker"]["deploy"]["replicas"] >= 2
@@ -67,6 +67,9 @@ def test_hosts_urls_and_one_data_volume():
     assert "mlflow:5000" in svc["mlflow"]["environment"]["RECLAB_MLFLOW_ALLOWED_HOSTS"].split(",")
     # The UI in a browser calls the published port, not the compose network's name.
     assert "127.0.0.1:4200/api" in svc["prefect-server"]["environment"]["PREFECT_UI_API_URL"]
+    # Redis serves the workers on compose's network: listening there, healthchecked by PING, not published.
+    assert svc["redis"]["environment"]["RECLAB_REDIS_HOST"] == "0.0.0.0" and "ports" not in svc["redis"]
+    assert svc["redis"]["healthcheck"]["test"][2] == f"redis://127.0.0.1:{svc['redis']['environment']['RECLAB_REDIS_PORT']}"
     reclab = [s for s in svc.values() if s.get("build") == "."]
     assert len(reclab) == len(svc) - 1
     for s in reclab:

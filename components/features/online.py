@@ -126,12 +126,14 @@ def sync(lake: Lake, day: int, cfg: OnlineStoreConfig) -> int:
 class ServerStore:
     """FeatureStore's lookups from the server, through the local cache tier; the same UserBatch.
 
-    hits/misses count user lookups answered by the cache and by the server."""
+    hits/misses count user lookups answered by the cache and by the server (hits + misses: every
+    user asked); round_trips the reads of a batch's misses, each timed into server_ms (wall clock)."""
 
     def __init__(self, client, keys: Keys, day: int, items: ItemFeatures, cfg: OnlineStoreConfig):
         self.client, self.keys, self.day, self.items, self.cfg = client, keys, day, items, cfg
         self.cache_: OrderedDict[int, tuple[float, np.ndarray]] = OrderedDict()
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.round_trips = 0
+        self.server_ms: list[float] = []
         self.unknown = np.zeros(len(USER_SCALARS), "<i8")     # a user the server has no row of: new
 
     @classmethod
@@ -168,7 +170,11 @@ class ServerStore:
                 wanted.setdefault(u, []).append(i)
                 self.misses += 1
         if wanted:
-            for u, raw in zip(wanted, self.client.hmget(self.keys.users(), [str(u) for u in wanted])):
+            t0 = time.perf_counter()
+            raws = self.client.hmget(self.keys.users(), [str(u) for u in wanted])
+            self.server_ms.append((time.perf_counter() - t0) * 1e3)
+            self.round_trips += 1
+            for u, raw in zip(wanted, raws):
                 row = self.unknown if raw is None else np.frombuffer(raw, "<i8")
                 for i in wanted[u]:
                     out[i] = row

@@ -230,6 +230,7 @@ def test_comparison_page_verdict_methods_and_cuped(campaign_dir, monkeypatch):
     assert any(line.startswith("treatment") for line in lines), lines       # the one-line verdict
     captions = " ".join(c.value for c in at.caption)
     assert "always-valid mSPRT" in captions and "CUPED on" in captions
+    assert f"Online store on day {AB_DAYS}: in-process (embedded), no cache" in captions   # nothing measured
     assert "Sample ratio check" in captions or any("Sample ratio mismatch" in x for x in lines)
     delta_cuped = [m.delta for m in at.metric if m.label.startswith("treatment")]
     at.toggle[0].set_value(False).run()
@@ -239,6 +240,24 @@ def test_comparison_page_verdict_methods_and_cuped(campaign_dir, monkeypatch):
     at.radio[0].set_value("fixed_horizon").run()
     assert not at.exception
     assert "fixed-horizon z-test" in " ".join(c.value for c in at.caption)
+
+
+def test_comparison_page_shows_the_online_stores_cache_when_served_from_redis(campaign_dir, monkeypatch, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+
+    copy = tmp_path / "campaign"
+    shutil.copytree(campaign_dir, copy)
+    row = {"day": AB_DAYS, "shards": 2, "lookups": 400, "hits": 300, "misses": 100, "hit_rate": 0.75,
+           "round_trips": 30, "server_p50_ms": 0.21, "server_p99_ms": 0.93, "server_mean_ms": 0.3,
+           "cache_size": 1000, "cache_ttl_s": 300.0}
+    Lake(copy / "lake").write("online_store_daily", AB_DAYS, pa.Table.from_pylist([row]))
+    at = dashboard(copy, monkeypatch)
+    assert not at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert (f"Online store on day {AB_DAYS}: Redis, local cache hit rate 75.0% of 400 lookups (300 hits, 100 misses, "
+            f"2 shard caches of 1000 rows); 30 server round trips, p50 0.21 ms, p99 0.93 ms.") in captions
 
 
 def test_comparison_page_in_a_real_browser(campaign_dir, tmp_path):

@@ -1,8 +1,9 @@
 """The team stack as a team runs it (`reclab up --team`): PostgreSQL behind Prefect and MLflow,
 the campaign deployment triggered as the UI's Run button does, run by the work pool's worker,
-its shards on two separate Dask worker processes, MLflow's runs and registry in PostgreSQL, the
-same tables as a local run of the seed, logins refused without credentials, and the two UIs in
-Chromium. `reclab down` leaves no process behind, whatever failed."""
+its shards on two separate Dask worker processes, their features from the stack's Redis, MLflow's
+runs and registry in PostgreSQL, the same tables as a local run of the seed (in-process features),
+logins refused without credentials, and the two UIs in Chromium. `reclab down` leaves no process
+behind, whatever failed."""
 from __future__ import annotations
 
 import base64
@@ -28,8 +29,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 DAYS, SHARDS, NAME = 1, 2, "team-e2e"
-# Wall-clock tables: the one thing two runs cannot repeat.
-MEASURED = ("request_latency", "latency_daily", "request_channel_latency", "channel_latency_daily")
+# Wall-clock tables: the one thing two runs cannot repeat (online_store_daily: the Redis run's only).
+MEASURED = ("request_latency", "latency_daily", "request_channel_latency", "channel_latency_daily",
+            "online_store_daily")
 CLIENT_ENV = ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "MLFLOW_TRACKING_URI",
               "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
@@ -41,7 +43,8 @@ def team():
     tmp.chmod(0o711)
     cfg = StackConfig(data_dir=tmp / "data", state_dir=tmp / "state", team=True,
                       prefect_port=free_port(), mlflow_port=free_port(), dashboard_port=free_port(),
-                      postgres_port=free_port(), dask_port=free_port(), dask_dashboard_port=free_port())
+                      postgres_port=free_port(), dask_port=free_port(), dask_dashboard_port=free_port(),
+                      redis_port=free_port())
     before = {k: os.environ.get(k) for k in CLIENT_ENV}
     record = None
     try:
@@ -89,10 +92,11 @@ def _prefect_client(cfg: StackConfig, auth: str):
 @pytest.fixture(scope="module")
 def campaign_run(team):
     """A flow run of `campaign/reclab` created as the UI's Run button does, with scale=dask: the
-    worker's DASK_SCHEDULER_ADDRESS sends the shards to the stack's scheduler."""
+    worker's DASK_SCHEDULER_ADDRESS sends the shards to the stack's scheduler; features served
+    from the stack's Redis (the URL `reclab up --team` prints, in the form's online_store field)."""
     cfg, creds = team
     params = {"scenario": "tiny", "experiment": "default", "days": DAYS, "name": NAME,
-              "scale": "dask", "shards": SHARDS}
+              "scale": "dask", "shards": SHARDS, "online_store": cfg.redis_url}
     with _prefect_client(cfg, creds["PREFECT_SERVER_API_AUTH_STRING"]) as client:
         deployment = client.read_deployment_by_name("campaign/reclab")
         run = client.create_flow_run_from_deployment(deployment.id, parameters=params)
@@ -142,6 +146,35 @@ def test_one_data_directory_and_tables_equal_a_local_run(team, campaign_run, tmp
     want, got = _lake_digests(local), _lake_digests(data)
     assert set(got) == set(want)
     assert {k for k in want if got[k] != want[k]} == set()
+
+
+def test_the_days_were_served_from_the_stacks_redis(team, campaign_run):
+    import redis
+    from mlflow.tracking import MlflowClient
+
+    from components.features.online import LAYOUT, Keys
+    from components.lake import Lake
+
+    cfg, _ = team
+    client = redis.Redis.from_url(cfg.redis_url)
+    assert client.ping()
+    lake = Lake(cfg.data_dir / "lake")
+    keys = Keys.of(lake, DAYS)
+    # The last day's features were synced there (yesterday's kept, older ones deleted)...
+    assert client.get(keys.ready()).decode() == LAYOUT
+    assert client.hlen(keys.users()) == lake.read("features_user", DAYS).num_rows > 0
+    # ...and read back by the shards: the lake's counts of every day, and the server's own.
+    rows = lake.read("online_store_daily", list(range(DAYS + 1))).to_pylist()
+    assert [r["day"] for r in rows] == list(range(DAYS + 1))
+    for r in rows:
+        assert r["shards"] == SHARDS and r["hits"] + r["misses"] == r["lookups"] == lake.read("requests", r["day"]).num_rows
+        assert r["round_trips"] > 0 and r["server_p99_ms"] >= r["server_p50_ms"] > 0
+    assert client.info("commandstats")["cmdstat_hmget"]["calls"] >= sum(r["round_trips"] for r in rows)
+    exp = MlflowClient(tracking_uri=cfg.mlflow_uri).get_experiment_by_name(NAME)
+    runs = {r.info.run_name: r for r in MlflowClient(tracking_uri=cfg.mlflow_uri).search_runs([exp.experiment_id])}
+    for name in (f"day-{DAYS}", f"day-{DAYS}/simulate"):   # the day's run and its serving stage's
+        assert runs[name].data.metrics["online_store.hit_rate"] == pytest.approx(rows[-1]["hit_rate"]), name
+        assert runs[name].data.metrics["online_store.lookups"] == rows[-1]["lookups"], name
 
 
 def _pg(cfg: StackConfig, user: str, password: str | None, db: str):

@@ -71,3 +71,23 @@ def test_cli_world_knobs_parse_and_refuse_in_one_line():
         parse_knobs(["userz=3"])
     with pytest.raises(ConfigError, match=r"--world organic='2'.*less than or equal to 1"):
         parse_knobs(["organic=2"])
+
+
+def test_online_store_url_serves_from_redis_in_the_manifest_and_a_bad_one_is_one_line(tmp_path):
+    import json
+
+    import pytest
+
+    from common.typedconf import ConfigError
+    from flows.campaign import prepare_campaign
+
+    data = tmp_path / "data"
+    prepare_campaign.fn(str(data), "tiny", "default", None, None, None, "redis://127.0.0.1:6390/2")
+    store = json.loads((data / "campaign.json").read_text())["experiment"]["online_store"]
+    assert (store["kind"], store["url"], store["cache_size"]) == ("redis", "redis://127.0.0.1:6390/2", 100_000)
+    prepare_campaign.fn(str(tmp_path / "e"), "tiny", "default", None, None, None, "")
+    assert json.loads((tmp_path / "e" / "campaign.json").read_text())["experiment"]["online_store"]["kind"] == "embedded"
+    with pytest.raises(ConfigError, match=r"^online_store.url: must be a redis://"):
+        prepare_campaign.fn(str(tmp_path / "b"), "tiny", "default", None, None, None, "http://127.0.0.1:6379")
+    props = _schema(next(f for f in FLOWS if f.name == "campaign"))
+    assert "Redis URL" in props["online_store"]["description"]
