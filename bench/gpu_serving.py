@@ -124,6 +124,9 @@ def run_path(path: str, a, rates: list[float], log_dir: Path) -> dict:
             def make(i, r):
                 return recall_body(i, r.integers(lo, hi, a.length))
         server.post(make(0, rng))                        # one untimed request through the whole path
+        if a.warmup > 0:                                 # and an untimed burst, as a server warms before traffic
+            run_rate(server.url, rates[0], a.warmup, lambda i: make(i, rng), seed=a.seed + 10_000, procs=a.procs,
+                     timeout_s=a.timeout)
         for n, rate in enumerate(rates):
             server.call("POST", "/stats/reset")
             body_rng = np.random.default_rng([a.seed, n])
@@ -160,6 +163,7 @@ def main() -> None:
     ap.add_argument("--paths", type=lambda s: s.split(","), default=list(GPU_RATES))
     ap.add_argument("--rates", default="", help="override: 'ours_bf16=100,200;ours_fp8=300'")
     ap.add_argument("--duration", type=float, default=3.0, help="seconds of arrivals per rate")
+    ap.add_argument("--warmup", type=float, default=0.0, help="seconds of untimed arrivals at the first rate")
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds after the last arrival to wait")
     ap.add_argument("--stop-ms", type=float, default=3 * BUDGET_MS, help="stop a path's sweep past this p99")
     ap.add_argument("--length", type=int, default=150, help="history tokens")
@@ -191,7 +195,7 @@ def main() -> None:
                          text=True).stdout.strip() if a.device.startswith("cuda") else ""
     where = {"device": gpu or "CPU", "machine": machine(), "load_average_before": load,
              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-             "settings": {"preset": a.preset, "compile": a.compile, "beam": a.beam, "history_tokens": a.length, "output_tokens": 4,
+             "settings": {"preset": a.preset, "compile": a.compile, "warmup_s": a.warmup, "beam": a.beam, "history_tokens": a.length, "output_tokens": 4,
                           "cached_tokens": a.cached, "duration_s": a.duration, "client_procs": a.procs,
                           "max_wait_ms": a.max_wait_ms, "catalogue_items": a.items}}
     results = {}
@@ -215,7 +219,7 @@ def main() -> None:
                ["path", "target users/s", "achieved", "p50 ms", "p99 ms", "mean batch", ""], markdown_rows(results),
                notes=f"figures in {a.out}; device {where['device']} ({where['machine']}); load average "
                      f"{load} before, {where['load_average_after']} after; {a.duration} s of arrivals per rate, "
-                     f"{a.procs} client processes, max wait {a.max_wait_ms} ms; our paths "
+                     f"{a.procs} client processes, max wait {a.max_wait_ms} ms, {a.warmup} s of untimed warm-up arrivals; our paths "
                      f"{COMPILED if a.compile else 'eager kernels in CUDA graphs'}; sustained users/s at p99 <= "
                      f"100 ms: {best}")
     print(json.dumps({p: r["sustained_users_per_s_at_p99_100ms"] for p, r in results.items()}))

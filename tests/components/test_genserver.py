@@ -144,8 +144,8 @@ def test_fp8_rounding_stays_close_and_keeps_the_top_items(search):
     native, fp8 = search(hist)[0], _search("fp8")(hist)[0]
     overlap = np.mean([len(set(a.tolist()) & set(b.tolist())) / 5 for a, b in zip(native, fp8)])
     assert overlap >= 0.4   # random weights: near-ties everywhere; a chance overlap of 5 of 3000 items is ~0
-    with pytest.raises(ConfigError, match="fp8"):
-        FastBeamSearch(QwenLM(CFG), random_catalogue_trie(CFG, 10, 0), 5, "cpu", torch.float32, "pieces", "fp8")
+    with pytest.raises(ConfigError, match="allowed native, fp8"):
+        FastBeamSearch(QwenLM(CFG), random_catalogue_trie(CFG, 10, 0), 5, "cpu", torch.float32, "none", "int4")
 
 
 TINY = {"ids": {"method": "rqkmeans", "levels": 2, "codebook_size": 4},

@@ -121,6 +121,9 @@ def _batch_dynamic(fn, n_activations: int):
     """torch.compile'd fn whose first n_activations tensor arguments vary in their leading (batch) size
     only: every other size, weights included, stays a constant, so the generated kernels index with
     constants instead of dividing by runtime sizes."""
+    # Each decode step's key length and each warmed (history, cached) shape is one more
+    # specialisation; past dynamo's default limit (8) a new one fell back or recompiled mid-traffic.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     compiled = torch.compile(fn)
 
     def call(*args):
