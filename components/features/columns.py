@@ -46,6 +46,35 @@ class LastClicks:
 
 
 @dataclass(frozen=True)
+class CoClicked:
+    """The item's `n` strongest co-clicked items over the `days` days before as_of: in each user's
+    time-ordered takes (clicks and organic), every two at most `pair_window` apart pair up both
+    ways with weight 1 / distance; strongest first, ties by id. Fixed width: -1 padded."""
+
+    n: int
+    days: int
+    pair_window: int
+    empty = "[]::BIGINT[]"
+
+    def subquery(self, events: str, as_of: int, name: str) -> str:
+        return f"""
+            SELECT i AS item_id, list(j ORDER BY w DESC, j)[1:{self.n}] AS {name} FROM (
+                SELECT i, j, sum(w) AS w FROM (
+                    SELECT a.item_id AS i, b.item_id AS j, 1.0 / (b.k - a.k) AS w
+                    FROM seq a JOIN seq b ON a.user_id = b.user_id AND b.k > a.k AND b.k <= a.k + {self.pair_window}
+                    UNION ALL
+                    SELECT b.item_id, a.item_id, 1.0 / (b.k - a.k)
+                    FROM seq a JOIN seq b ON a.user_id = b.user_id AND b.k > a.k AND b.k <= a.k + {self.pair_window})
+                WHERE i <> j GROUP BY i, j)
+            GROUP BY i"""
+
+    def sequence(self, events: str, as_of: int) -> str:
+        return f"""seq AS (SELECT user_id, item_id,
+                              row_number() OVER (PARTITION BY user_id ORDER BY ts, organic, position, item_id) AS k
+                       FROM {events} WHERE clicked AND ts >= {as_of - self.days * SECONDS_PER_DAY})"""
+
+
+@dataclass(frozen=True)
 class CatalogField:
     """A field of the entity's catalog row (the items table), as published."""
 
@@ -66,7 +95,7 @@ class StreamCount:
         return f"count({event}.ts) FILTER (WHERE {event}.clicked)" if self.clicks else f"count({event}.ts)"
 
 
-Producer = EventCount | LastClicks | CatalogField | StreamCount
+Producer = EventCount | LastClicks | CoClicked | CatalogField | StreamCount
 
 
 @dataclass(frozen=True)
@@ -92,12 +121,18 @@ def _counts(prefix: str, table: str, entity: str) -> list[Column]:
     return out
 
 
+COCLICKED = CoClicked(n=20, days=14, pair_window=3)
+
 COLUMNS: tuple[Column, ...] = (
     *_counts("u", "features_user", "user"),
     Column("u_recent", "features_user", "user", ("impressions", "organic"), f"last {RECENT_CLICKS} clicks",
            "list<int64>", "the user's last clicked (or organically taken) items before the serving day, newest first",
            LastClicks(RECENT_CLICKS)),
     *_counts("i", "features_item", "item"),
+    Column("i_coclicked", "features_item", "item", ("impressions", "organic"), f"{COCLICKED.days} days",
+           "list<int64>", f"the item's {COCLICKED.n} strongest co-clicked items (takes at most "
+           f"{COCLICKED.pair_window} apart in a user's sequence, weight 1 / distance) before the serving day",
+           COCLICKED),
     Column("i_created_day", "features_item", "item", ("items",), "catalog", "int32",
            "the day the item entered the catalog", CatalogField("created_day")),
     Column("rt_u_impressions_1h", "stream", "user", ("impressions",), "last hour, micro-batches", "int64",
@@ -119,6 +154,11 @@ def columns_of(table: str) -> tuple[Column, ...]:
     return tuple(c for c in COLUMNS if c.table == table)
 
 
+def width(column: Column) -> int:
+    """0 for a scalar column; a fixed-width list column's width (its arrays are [rows, width])."""
+    return column.producer.n if isinstance(column.producer, CoClicked) else 0
+
+
 if any(c.entity != "user" for c in columns_of("stream")) or any(c.entity != "item" for c in columns_of("stream_item")):
     # Serving shards by user-id hash: a user's events are whole inside one shard, an item's are not.
     raise ValueError("stream columns are user-level, stream_item columns item-level")
@@ -131,14 +171,20 @@ def daily_sql(table: str, day: int, events: str, entities: str) -> str:
     key = {"features_user": "user_id", "features_item": "item_id"}[table]
     as_of = day * SECONDS_PER_DAY
     cols = columns_of(table)
-    aggs = [c for c in cols if not isinstance(c.producer, CatalogField)]
-    select = [f"coalesce(e.{c.name}, {c.producer.empty}) AS {c.name}" if c in aggs else
-              f"x.{c.producer.field} AS {c.name}" for c in cols]
+    aggs = [c for c in cols if isinstance(c.producer, (EventCount, LastClicks))]
+    pairs = [c for c in cols if isinstance(c.producer, CoClicked)]
+    assert len(pairs) <= 1, "one pair column a table: they share the subquery's alias"
+    select = [f"x.{c.producer.field} AS {c.name}" if isinstance(c.producer, CatalogField) else
+              f"coalesce({'p' if c in pairs else 'e'}.{c.name}, {c.producer.empty}) AS {c.name}" for c in cols]
+    # A pair column needs the users' sequences, not one GROUP BY over the entity: its own subquery.
+    seq = f"WITH {pairs[0].producer.sequence(events, as_of)}" if pairs else ""
+    joins = "".join(f" LEFT JOIN ({c.producer.subquery(events, as_of, c.name)}) p USING ({key})" for c in pairs)
     return f"""
+        {seq}
         SELECT {day}::INT AS day, x.{key}, {as_of}::BIGINT AS as_of, {', '.join(select)}
         FROM {entities} x
         LEFT JOIN (SELECT {key}, {', '.join(f'{c.producer.aggregate(as_of)} AS {c.name}' for c in aggs)}
-                   FROM {events} GROUP BY {key}) e USING ({key})
+                   FROM {events} GROUP BY {key}) e USING ({key}){joins}
         ORDER BY x.{key}
     """
 

@@ -139,6 +139,19 @@ def last_content_sim(ctx: Context) -> np.ndarray:
     return (cos * weight[:, None, :]).sum(axis=2) / np.maximum(weight.sum(axis=1), 1e-9)[:, None]
 
 
+def recent_coclick(ctx: Context) -> np.ndarray:
+    # The item-to-item signal recall's item-CF ranks by, for the ranker: where each of the last few
+    # takes sits in the candidate's co-clicked list (1 / (1 + rank), 0 when absent), newest weighing most.
+    hist, valid, _ = _history(ctx)
+    hist, valid = hist[:, :LAST_CLICKS], valid[:, :LAST_CLICKS]                        # [B, L]
+    neighbours = ctx.raw["i_coclicked"]                                                # [B, n, K] -1 padded
+    same = (neighbours[:, :, None, :] == hist[:, None, :, None]) & valid[:, None, :, None]   # [B, n, L, K]
+    closeness = 1.0 / (1.0 + np.arange(neighbours.shape[2]))                           # [K]
+    score = (same * closeness).max(axis=3, initial=0.0)                                # [B, n, L]
+    weight = valid * LAST_DECAY ** np.arange(hist.shape[1])                            # [B, L]
+    return (score * weight[:, None, :]).sum(axis=2) / np.maximum(weight.sum(axis=1), 1e-9)[:, None]
+
+
 def has_history(ctx: Context) -> np.ndarray:
     return np.broadcast_to((_history(ctx)[2] > 0)[:, None], ctx.shape)
 
@@ -167,6 +180,9 @@ FEATURES: tuple[FeatureDef, ...] = (
     FeatureDef("last_content_sim", "user x item", f"last {LAST_CLICKS} clicks",
                f"cosine of the item's content with each of the last {LAST_CLICKS} clicks, weighted "
                f"{LAST_DECAY}^k by recency", ("u_recent",), last_content_sim),
+    FeatureDef("recent_coclick", "user x item", f"last {LAST_CLICKS} clicks x {BY_NAME['i_coclicked'].window}",
+               f"where each of the last {LAST_CLICKS} clicks ranks in the item's co-clicked list, "
+               f"1 / (1 + rank), weighted {LAST_DECAY}^k by recency", ("u_recent", "i_coclicked"), recent_coclick),
     FeatureDef("has_history", "user", "all earlier days", "1 if the user has clicked before", ("u_recent",),
                has_history),
     *(FeatureDef(f"{e}_ctr_{d}d", entity, f"{d} day{'s' * (d > 1)}", f"{entity}'s CTR, smoothed towards a prior",

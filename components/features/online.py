@@ -19,7 +19,7 @@ from typing import Literal, Mapping
 import numpy as np
 
 from common.typedconf import ConfigError, require
-from components.features.columns import RECENT_CLICKS, columns_of
+from components.features.columns import BY_NAME, RECENT_CLICKS, columns_of, width
 from components.features.store import (USER_SCALARS, FeatureStore, assemble, item_columns, item_features,
                                        load_catalog)
 from components.features.stream import Bus, FileBus, MemoryBus, wait_for
@@ -152,7 +152,9 @@ class ServerStore:
         missing = [n for n in names if n.encode() not in blobs]
         if missing:
             raise OnlineStoreError(f"online_store: the server's items of day {day} lack {missing}; sync the day again")
-        cols = {n: np.frombuffer(blobs[n.encode()], "<i8").astype(np.int64) for n in names}
+        # A fixed-width list column travels flat, row after row: [I * width] -> [I, width].
+        cols = {n: np.frombuffer(blobs[n.encode()], "<i8").astype(np.int64).reshape(
+            (catalog.n_items, width(BY_NAME[n])) if width(BY_NAME[n]) else (-1,)) for n in names}
         return cls(client, keys, day, item_features(catalog, cols), cfg)
 
     def rows(self, asked: np.ndarray) -> list[np.ndarray]:

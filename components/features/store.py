@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 import pyarrow as pa
 
-from components.features.columns import BY_NAME, ORGANIC_POSITION, RECENT_CLICKS, columns_of, daily_sql
+from components.features.columns import BY_NAME, ORGANIC_POSITION, RECENT_CLICKS, columns_of, daily_sql, width
 from components.features.definitions import FEATURES, vectorize
 from components.lake import Lake
 from components.types import Catalog, ItemFeatures, UserBatch
@@ -16,6 +16,7 @@ from components.types import Catalog, ItemFeatures, UserBatch
 # Columns UserBatch and ItemFeatures carry as named fields, for recall channels as much as rankers.
 USER_FIELDS = {"u_impressions": "impressions", "u_clicks": "clicks", "u_recent": "recent"}
 ITEM_FIELDS = {"i_impressions": "impressions", "i_clicks": "clicks"}
+WIDE = frozenset(c.name for c in BY_NAME.values() if width(c))      # fixed-width list columns: [rows, width]
 USER_SCALARS = tuple(c.name for c in columns_of("features_user") if c.name != "u_recent")
 NO_EVENTS = ("(SELECT NULL::BIGINT user_id, NULL::BIGINT item_id, NULL::BIGINT ts, "
              "NULL::INT position, NULL::BOOLEAN clicked, NULL::BOOLEAN organic WHERE false)")
@@ -65,7 +66,8 @@ def blank_columns(table: str, n: int) -> dict[str, np.ndarray]:
     """Zeros for the scalar columns of `table` not carried as named fields: an entity with no
     history, created on day 0. For batches built by hand (tests, benchmarks)."""
     named = USER_FIELDS | ITEM_FIELDS
-    return {c.name: np.zeros(n, np.int64) for c in columns_of(table) if c.name not in named}
+    return {c.name: np.full((n, width(c)), -1, np.int64) if width(c) else np.zeros(n, np.int64)
+            for c in columns_of(table) if c.name not in named}
 
 
 def item_columns(lake: Lake, day: int, n_items: int) -> dict[str, np.ndarray]:
@@ -74,8 +76,12 @@ def item_columns(lake: Lake, day: int, n_items: int) -> dict[str, np.ndarray]:
     ids = items.column("item_id").to_numpy()
     out = {}
     for c in columns_of("features_item"):
-        col = np.zeros(n_items, np.int64)
-        col[ids] = items.column(c.name).to_numpy()
+        if width(c):
+            col = np.full((n_items, width(c)), -1, np.int64)
+            col[ids] = list_matrix(items.column(c.name), width(c))
+        else:
+            col = np.zeros(n_items, np.int64)
+            col[ids] = items.column(c.name).to_numpy()
         out[c.name] = col
     return out
 
@@ -217,8 +223,8 @@ def offline_vectors(table: pa.Table, catalog: Catalog) -> np.ndarray:
     out = np.empty((table.num_rows, len(FEATURES)), np.float32)
     for lo in range(0, table.num_rows, OFFLINE_CHUNK):
         part = table.slice(lo, OFFLINE_CHUNK)
-        raw = {name: part.column(name).to_numpy() for name in part.column_names
-               if name != "u_recent" and name.startswith(("u_", "i_", "rt_"))}
+        raw = {name: list_matrix(part.column(name), width(BY_NAME[name])) if name in WIDE else part.column(name).to_numpy()
+               for name in part.column_names if name != "u_recent" and name.startswith(("u_", "i_", "rt_"))}
         raw["u_recent"] = recent_of(part)
         raw = {k: (v[:, None] if k in BY_NAME and BY_NAME[k].entity == "item" else v)
                for k, v in raw.items()}                                                  # items: [n, 1]
@@ -228,16 +234,20 @@ def offline_vectors(table: pa.Table, catalog: Catalog) -> np.ndarray:
 
 
 def recent_of(table: pa.Table) -> np.ndarray:
-    """The u_recent lists as [N, RECENT_CLICKS] int64, -1 padded, from the list offsets (no Python
-    list per row)."""
-    col = table.column("u_recent").combine_chunks() if table.num_rows else None
-    out = np.full((table.num_rows, RECENT_CLICKS), -1, np.int64)
-    if col is None:
+    """The u_recent lists as [N, RECENT_CLICKS] int64, -1 padded."""
+    return list_matrix(table.column("u_recent"), RECENT_CLICKS)
+
+
+def list_matrix(column: pa.ChunkedArray | pa.Array, n: int) -> np.ndarray:
+    """A list<int64> column as [N, n] int64, -1 padded, from the list offsets (no Python list per row)."""
+    col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    out = np.full((len(col), n), -1, np.int64)
+    if len(col) == 0:
         return out
     offsets = col.offsets.to_numpy()                                                # [N + 1]
     values = col.values.to_numpy(zero_copy_only=False).astype(np.int64)
-    start, length = offsets[:-1], np.minimum(np.diff(offsets), RECENT_CLICKS)       # [N]
-    rows = np.repeat(np.arange(table.num_rows), length)
+    start, length = offsets[:-1], np.minimum(np.diff(offsets), n)                   # [N]
+    rows = np.repeat(np.arange(len(col)), length)
     cols = _ranks(length)                                                             # rank within its row
     out[rows, cols] = values[np.repeat(start, length) + cols]
     return out

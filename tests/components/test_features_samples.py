@@ -77,6 +77,8 @@ def test_features_of_day_1_count_only_earlier_days(lake):
     items = by_id(lake.read("features_item", 1), "item_id")
     assert {i: (r["i_impressions"], r["i_clicks"]) for i, r in items.items()} == {
         0: (2, 2), 1: (1, 0), 2: (1, 0), 3: (1, 1), 4: (1, 1), 5: (0, 0)}
+    # user 0 took 0 then 4, user 1 took 0 then 3 (one slate, by position): pairs both ways, ties by id
+    assert {i: r["i_coclicked"] for i, r in items.items()} == {0: [3, 4], 1: [], 2: [], 3: [0], 4: [0], 5: []}
 
 
 def test_features_of_day_2_add_day_1(lake):
@@ -152,6 +154,10 @@ def test_offline_samples_and_online_lookups_give_the_same_features(lake):
     assert f["content_match"] == pytest.approx(expected, rel=1e-4)
     cos = [np.dot(CONTENT[j], CONTENT[5]) / np.linalg.norm(CONTENT[j]) / np.linalg.norm(CONTENT[5]) for j in (4, 0)]
     assert f["last_content_sim"] == pytest.approx((cos[0] + 0.5 * cos[1]) / 1.5, rel=1e-4)   # newest weighs most
+    assert f["recent_coclick"] == 0.0                                   # item 5 was never co-clicked
+    row3 = offline.x[[i for i, r in enumerate(table.to_pylist()) if r["user_id"] == 0 and r["item_id"] == 3][0]]
+    # item 3's co-clicked list is [0]; user 0's recent [4, 0]: 0 ranks first, one click back
+    assert dict(zip(names, row3))["recent_coclick"] == pytest.approx(0.5 / 1.5)
 
 
 def test_online_store_serves_unknown_users_as_new(lake):
