@@ -6,6 +6,7 @@ columns by name, the StreamProcessor counts the stream columns. No column is wri
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 SECONDS_PER_DAY = 86_400
@@ -57,13 +58,16 @@ class CoClicked:
     empty = "[]::BIGINT[]"
 
     def subquery(self, events: str, as_of: int, name: str) -> str:
+        # Weights as integers (1 / distance scaled by lcm(1..pair_window)): a float sum's value
+        # depends on the threads' order, and a last-bit difference reorders tied neighbours.
+        scale = math.lcm(*range(1, self.pair_window + 1))
         return f"""
             SELECT i AS item_id, list(j ORDER BY w DESC, j)[1:{self.n}] AS {name} FROM (
                 SELECT i, j, sum(w) AS w FROM (
-                    SELECT a.item_id AS i, b.item_id AS j, 1.0 / (b.k - a.k) AS w
+                    SELECT a.item_id AS i, b.item_id AS j, {scale} // (b.k - a.k) AS w
                     FROM seq a JOIN seq b ON a.user_id = b.user_id AND b.k > a.k AND b.k <= a.k + {self.pair_window}
                     UNION ALL
-                    SELECT b.item_id, a.item_id, 1.0 / (b.k - a.k)
+                    SELECT b.item_id, a.item_id, {scale} // (b.k - a.k)
                     FROM seq a JOIN seq b ON a.user_id = b.user_id AND b.k > a.k AND b.k <= a.k + {self.pair_window})
                 WHERE i <> j GROUP BY i, j)
             GROUP BY i"""
