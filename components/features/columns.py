@@ -57,25 +57,25 @@ class CoClicked:
     pair_window: int
     empty = "[]::BIGINT[]"
 
-    def subquery(self, events: str, as_of: int, name: str) -> str:
+    def sequences(self, events: str, as_of: int) -> str:
+        """The CTEs the subquery reads: each user's takes in time order, and their pairs one way."""
         # Weights as integers (1 / distance scaled by lcm(1..pair_window)): a float sum's value
         # depends on the threads' order, and a last-bit difference reorders tied neighbours.
         scale = math.lcm(*range(1, self.pair_window + 1))
-        return f"""
-            SELECT i AS item_id, list(j ORDER BY w DESC, j)[1:{self.n}] AS {name} FROM (
-                SELECT i, j, sum(w) AS w FROM (
-                    SELECT a.item_id AS i, b.item_id AS j, {scale} // (b.k - a.k) AS w
-                    FROM seq a JOIN seq b ON a.user_id = b.user_id AND b.k > a.k AND b.k <= a.k + {self.pair_window}
-                    UNION ALL
-                    SELECT b.item_id, a.item_id, {scale} // (b.k - a.k)
-                    FROM seq a JOIN seq b ON a.user_id = b.user_id AND b.k > a.k AND b.k <= a.k + {self.pair_window})
-                WHERE i <> j GROUP BY i, j)
-            GROUP BY i"""
-
-    def sequence(self, events: str, as_of: int) -> str:
         return f"""seq AS (SELECT user_id, item_id,
                               row_number() OVER (PARTITION BY user_id ORDER BY ts, organic, position, item_id) AS k
-                       FROM {events} WHERE clicked AND ts >= {as_of - self.days * SECONDS_PER_DAY})"""
+                       FROM {events} WHERE clicked AND ts >= {as_of - self.days * SECONDS_PER_DAY}),
+                pairs AS (SELECT a.item_id AS i, b.item_id AS j, {scale} // (b.k - a.k) AS w
+                          FROM seq a JOIN seq b ON a.user_id = b.user_id
+                               AND b.k > a.k AND b.k <= a.k + {self.pair_window})"""
+
+    def subquery(self, name: str) -> str:
+        return f"""
+            SELECT i AS item_id, list(j ORDER BY w DESC, j)[1:{self.n}] AS {name} FROM (
+                SELECT i, j, sum(w) AS w
+                FROM (SELECT i, j, w FROM pairs UNION ALL SELECT j, i, w FROM pairs)
+                WHERE i <> j GROUP BY i, j)
+            GROUP BY i"""
 
 
 @dataclass(frozen=True)
@@ -181,8 +181,8 @@ def daily_sql(table: str, day: int, events: str, entities: str) -> str:
     select = [f"x.{c.producer.field} AS {c.name}" if isinstance(c.producer, CatalogField) else
               f"coalesce({'p' if c in pairs else 'e'}.{c.name}, {c.producer.empty}) AS {c.name}" for c in cols]
     # A pair column needs the users' sequences, not one GROUP BY over the entity: its own subquery.
-    seq = f"WITH {pairs[0].producer.sequence(events, as_of)}" if pairs else ""
-    joins = "".join(f" LEFT JOIN ({c.producer.subquery(events, as_of, c.name)}) p USING ({key})" for c in pairs)
+    seq = f"WITH {pairs[0].producer.sequences(events, as_of)}" if pairs else ""
+    joins = "".join(f" LEFT JOIN ({c.producer.subquery(c.name)}) p USING ({key})" for c in pairs)
     return f"""
         {seq}
         SELECT {day}::INT AS day, x.{key}, {as_of}::BIGINT AS as_of, {', '.join(select)}

@@ -127,29 +127,37 @@ LAST_CLICKS = 3
 LAST_DECAY = 0.5
 
 
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-9)
+
+
+def _over_last_clicks(ctx: Context, score: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """score(hist [B, L]) -> [B, n, L], averaged over the last LAST_CLICKS clicks with weight
+    LAST_DECAY^k (k clicks ago); 0 for a user without clicks."""
+    hist, valid, _ = _history(ctx)
+    hist, valid = hist[:, :LAST_CLICKS], valid[:, :LAST_CLICKS]                        # [B, L]
+    weight = valid * LAST_DECAY ** np.arange(hist.shape[1])                            # [B, L] 0 where none
+    return (score(hist) * weight[:, None, :]).sum(axis=2) / np.maximum(weight.sum(axis=1), 1e-9)[:, None]
+
+
 def last_content_sim(ctx: Context) -> np.ndarray:
     # What a user takes next leans on the last few takes, the newest most (complements, product
     # lines); a mean over all recent clicks (content_match) blurs exactly that.
-    hist, valid, _ = _history(ctx)
-    hist, valid = hist[:, :LAST_CLICKS], valid[:, :LAST_CLICKS]                        # [B, L]
     content = ctx.catalog.content
-    unit = content / np.maximum(np.linalg.norm(content, axis=1, keepdims=True), 1e-9)
-    weight = valid * LAST_DECAY ** np.arange(hist.shape[1])                            # [B, L]
-    cos = np.einsum("bld,bnd->bnl", unit[hist], unit[np.where(ctx.items >= 0, ctx.items, 0)])  # [B, n, L]
-    return (cos * weight[:, None, :]).sum(axis=2) / np.maximum(weight.sum(axis=1), 1e-9)[:, None]
+    items = _unit(content[np.where(ctx.items >= 0, ctx.items, 0)])                    # [B, n, d]
+    return _over_last_clicks(ctx, lambda hist: np.einsum("bld,bnd->bnl", _unit(content[hist]), items))
 
 
 def recent_coclick(ctx: Context) -> np.ndarray:
     # The item-to-item signal recall's item-CF ranks by, for the ranker: where each of the last few
     # takes sits in the candidate's co-clicked list (1 / (1 + rank), 0 when absent), newest weighing most.
-    hist, valid, _ = _history(ctx)
-    hist, valid = hist[:, :LAST_CLICKS], valid[:, :LAST_CLICKS]                        # [B, L]
     neighbours = ctx.raw["i_coclicked"]                                                # [B, n, K] -1 padded
-    same = (neighbours[:, :, None, :] == hist[:, None, :, None]) & valid[:, None, :, None]   # [B, n, L, K]
     closeness = 1.0 / (1.0 + np.arange(neighbours.shape[2]))                           # [K]
-    score = (same * closeness).max(axis=3, initial=0.0)                                # [B, n, L]
-    weight = valid * LAST_DECAY ** np.arange(hist.shape[1])                            # [B, L]
-    return (score * weight[:, None, :]).sum(axis=2) / np.maximum(weight.sum(axis=1), 1e-9)[:, None]
+
+    def score(hist: np.ndarray) -> np.ndarray:                                         # [B, n, L]
+        same = neighbours[:, :, None, :] == hist[:, None, :, None]                    # [B, n, L, K]
+        return (same * closeness).max(axis=3, initial=0.0)
+    return _over_last_clicks(ctx, score)
 
 
 def has_history(ctx: Context) -> np.ndarray:
