@@ -76,17 +76,20 @@ def order_kept(real: dict[str, float], sim: dict[str, float], margin: float = 0.
     return kept, total
 
 
-def knob_overrides(pairs: list[str]) -> dict[str, float | int]:
+def knob_overrides(pairs: list[str]) -> dict[str, float | int | str]:
     """`--knob name=value` pairs, typed as the Knobs field; an unknown name or a bad value is one line."""
     from dataclasses import fields
     types = {f.name: f.type for f in fields(fit.Knobs)}
-    out: dict[str, float | int] = {}
+    out: dict[str, float | int | str] = {}
     for pair in pairs:
         name, _, value = pair.partition("=")
         if name not in types or not value:
             raise SystemExit(f"error: --knob {pair!r}: expected name=value with name one of {sorted(types)}")
         try:
-            out[name] = int(value) if types[name] in (int, "int") else float(value)
+            if types[name] in (str, "str"):
+                out[name] = value
+            else:
+                out[name] = int(value) if types[name] in (int, "int") else float(value)
         except ValueError:
             raise SystemExit(f"error: --knob {pair!r}: {value!r} is not a {types[name]}") from None
     return out

@@ -54,19 +54,21 @@ class Knobs:
     """The world's free scalars, set by the calibration search (bench/calibration.py)."""
 
     popularity: float = 0.5      # item quality = popularity * centred log count
-    relevance: float = 4.5       # utility per unit of taste match
+    relevance: float = 3.0       # utility per unit of taste match
     sequence: float = 1.0        # SequenceConfig.weight
     floor: float = 1e-4          # SequenceConfig.floor
     lag_decay: float = 0.5
     repeat: float = 0.0          # utility lost on an item the user already took
     backward: float = 0.5        # weight of "b before a" when counting a -> b transitions
     damping: float = 0.5         # a transition a -> b counts / count(b) ** damping: popular b less
-    smooth: float = 0.5          # share of each item's transitions on the low-rank kernel
+    smooth: float = 0.7          # share of each item's transitions on the low-rank kernel
     discount: float = 0.0        # subtracted from every pair count: one-off pairs are mostly noise
     memory: int = 3              # SequenceConfig.memory
-    dim: int = 16                # latent dimensions of tastes and items (a fine taste needs more than 16)
+    dim: int = 64                # latent dimensions of tastes and items (a fine taste needs more than 16)
     neighbours: int = 50         # targets of each item on the low-rank kernel
     temperature: float = 0.1     # cosine gap that divides a low-rank transition's weight by e
+    space: str = "latent"        # where the low-rank kernel's neighbours are found: "cooc" (co-occurrence
+                                 # factors) or "latent" (the items' positions: who took them, anywhere)
 
 
 def fit_arrays(seqs: list[np.ndarray], n_items: int, knobs: Knobs, n_categories: int = 20, dim: int | None = None,
@@ -78,7 +80,7 @@ def fit_arrays(seqs: list[np.ndarray], n_items: int, knobs: Knobs, n_categories:
     co-occurrence at most three positions apart (forward, and `backward` for the reverse order),
     row-normalised into the kernel. Users carry their real activity (events relative to the mean).
     """
-    dim = dim or knobs.dim
+    dim = min(dim or knobs.dim, n_items - 1, len(seqs) - 1)   # a small log has fewer axes than asked
     users = np.repeat(np.arange(len(seqs)), [len(s) for s in seqs])
     items = np.concatenate(seqs)
     log = Log(users, items)
@@ -95,7 +97,7 @@ def fit_arrays(seqs: list[np.ndarray], n_items: int, knobs: Knobs, n_categories:
     # Co-occurrence counts grow with the popularity of both items; the quality term carries
     # popularity already, so the kernel is damped by the target's count.
     count = np.bincount(items, minlength=n_items).astype(float)
-    src, dst, w = _kernel(src, dst, w, count, n_items, knobs)
+    src, dst, w = _kernel(src, dst, w, count, n_items, knobs, latent)
     lengths = np.array([len(s) for s in seqs], float)
     return {"user_taste": taste.astype(np.float32), "user_activity": lengths / lengths.mean(),
             "item_latent": latent, "item_quality": (knobs.popularity * (logc - logc.mean())).astype(np.float32),
@@ -109,7 +111,7 @@ def _row_normalised(src: np.ndarray, w: np.ndarray, n_items: int) -> np.ndarray:
 
 
 def _kernel(src: np.ndarray, dst: np.ndarray, w: np.ndarray, count: np.ndarray, n_items: int,
-            knobs: Knobs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            knobs: Knobs, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Transition edges: the log's discounted, damped co-occurrence, and a share `smooth` on the
     low-rank kernel (each item's `knobs.neighbours` best targets by the co-occurrence factors).
 
@@ -117,13 +119,19 @@ def _kernel(src: np.ndarray, dst: np.ndarray, w: np.ndarray, count: np.ndarray, 
     becomes a path every simulated user may take. Discounting removes part of that noise and the
     low-rank kernel spreads the mass over items that behave alike, as real transitions do: spread
     wide (many neighbours, a soft temperature), the next item is predictable from what it resembles
-    but rarely a pair seen before, which embeddings learn and pair counts cannot."""
+    but rarely a pair seen before, which embeddings learn and pair counts cannot. With space
+    "latent" the neighbours are the items nearest on the log's user x item factors: in real logs
+    the next item is often one the same kind of users took, anywhere in their histories, without
+    the two ever being taken a few steps apart."""
     w = np.maximum(w - knobs.discount, 0.0) / count[dst] ** knobs.damping
     keep = w > 0
     emp_src, emp_dst, emp_w = src[keep], dst[keep], _row_normalised(src[keep], w[keep], n_items)
     if knobs.smooth <= 0:
         return emp_src, emp_dst, emp_w
-    out_f, in_f = transition_factors(src, dst, np.ones(len(src)), n_items)
+    if knobs.space == "latent":
+        out_f, in_f = latent.astype(np.float32), latent.astype(np.float32)
+    else:
+        out_f, in_f = transition_factors(src, dst, np.ones(len(src)), n_items)
     # Cosine in the factor space: the norms of the factors grow with an item's degree, and the
     # quality term already makes popular items popular.
     out_f /= np.maximum(np.linalg.norm(out_f, axis=1, keepdims=True), 1e-12)
@@ -156,7 +164,7 @@ def fitted_scenario(arrays: dict[str, np.ndarray], knobs: Knobs, fitted: str, na
         name=name, seed=seed, latent_dim=arrays["item_latent"].shape[1], collab_dim=0, fitted=fitted,
         fit=FitConfig(popularity=knobs.popularity, smooth=knobs.smooth, damping=knobs.damping,
                       backward=knobs.backward, discount=knobs.discount, neighbours=knobs.neighbours,
-                      temperature=knobs.temperature, n_categories=n_categories),
+                      temperature=knobs.temperature, space=knobs.space, n_categories=n_categories),
         users=UserConfig(n=len(arrays["user_taste"]), favourite_categories=1, activity="lognormal",
                          activity_sigma=round(float(np.log(arrays["user_activity"]).std()), 3)),
         items=ItemConfig(n=len(arrays["item_latent"]), n_categories=n_categories, subcategories=1),
@@ -171,7 +179,10 @@ def fitted_scenario(arrays: dict[str, np.ndarray], knobs: Knobs, fitted: str, na
 
 
 MATCHED = ("items", "last_in_top10_popular", "last_in_top50_popular", "top1pct_share", "last_in_top10_cooc",
-           "last_in_top50_cooc", "last_pair_seen", "last_in_top50_taste", "last_in_top50_smooth")
+           "last_in_top50_cooc", "last_pair_seen", "last_in_top50_taste", "last_in_top50_smooth",
+           # How fast the past stops pointing at the next item, and how sharp fine taste and item
+           # similarity are at the top: what separates a sequence model from pair counting.
+           "lag3_in_top50_cooc", "lag6_in_top50_cooc", "last_in_top10_taste64", "last_in_top10_near64")
 
 
 def simulate_organic(arrays: dict[str, np.ndarray], knobs: Knobs, lengths: np.ndarray, path: Path,

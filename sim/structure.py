@@ -118,6 +118,7 @@ def structure(seqs: list[np.ndarray], n_items: int, ks: tuple[int, ...] = (10, 5
     out.update(_taste(held, last, n_items, ks))
     out.update(_taste(held, last, n_items, ks, dim=64, name="taste64"))
     out.update(_smooth(held, before, last, n_items, ks))
+    out.update(_near(held, before, last, n_items, ks))
     return out
 
 
@@ -159,6 +160,19 @@ def _taste(held: list[np.ndarray], last: np.ndarray, n_items: int, ks: tuple[int
     profile = np.zeros((len(held), dim), np.float32)
     np.add.at(profile, users, emb[items])
     return _hit_rates(lambda rows: profile[rows] @ emb.T, held, last, ks, name, chunk)
+
+
+def _near(held: list[np.ndarray], before: np.ndarray, last: np.ndarray, n_items: int, ks: tuple[int, ...],
+          dim: int = 64, chunk: int = 2048) -> dict[str, float]:
+    """Is the held-out item among the k nearest to the item before it on the held-in log's 64
+    leading singular vectors (items the user took removed)? Items taken by the same kind of users,
+    anywhere in their histories: the item-to-item similarity a sequence model's embeddings learn
+    even for pairs never taken a few steps apart."""
+    from sim.calibrate import Log, item_embedding
+    users, items, _ = to_pairs(held)
+    dim = max(1, min(dim, n_items - 1, len(held) - 1))
+    emb = item_embedding(Log(users, items), dim=dim, n_items=n_items).astype(np.float32)              # [I, d]
+    return _hit_rates(lambda rows: emb[before[rows]] @ emb.T, held, last, ks, "near64", chunk)
 
 
 def _hit_rates(score, held: list[np.ndarray], last: np.ndarray, ks: tuple[int, ...], name: str,

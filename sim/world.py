@@ -125,7 +125,8 @@ def fitted_arrays(config: WorldConfig) -> dict[str, np.ndarray]:
             raise ValueError(f"scenario {config.name}: fitted: {exc}") from None
         f = config.fit
         knobs = fit.Knobs(popularity=f.popularity, smooth=f.smooth, damping=f.damping, backward=f.backward,
-                          discount=f.discount, neighbours=f.neighbours, temperature=f.temperature)
+                          discount=f.discount, neighbours=f.neighbours, temperature=f.temperature,
+                          space=f.space)
         arrays = fit.fit_arrays(seqs, n_items, knobs, n_categories=f.n_categories, dim=config.latent_dim, seed=f.seed)
     else:
         try:

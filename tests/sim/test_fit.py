@@ -79,3 +79,32 @@ def test_the_search_improves_on_its_first_point(tmp_path):
     res = fit.search(seqs, n, tmp_path / "search", users=150, evaluations=14, log=lambda *a, **k: None)
     assert len(res.evaluations) == 14
     assert res.loss == min(e["loss"] for e in res.evaluations) <= res.evaluations[0]["loss"]
+
+
+def test_item_similarity_of_a_ring_walk_points_at_the_next_item(tmp_path):
+    _, seqs, n = fit.read_sequence_log(toy_log(tmp_path / "ring.txt"))
+    st = structure(seqs, n)
+    # Items taken by the same users sit next to each other on the ring, so the item nearest the
+    # one before the held-out event is often the held-out one; popularity knows nothing of it.
+    assert st["last_in_top10_near64"] > 2 * st["last_in_top10_popular"]
+    assert 0 <= st["last_in_top50_near64"] <= 1
+
+
+def test_the_latent_kernel_leads_to_the_items_nearest_in_taste(tmp_path):
+    _, seqs, n = fit.read_sequence_log(toy_log(tmp_path / "ring.txt"))
+    knobs = fit.Knobs(smooth=1.0, space="latent", neighbours=3, dim=4)
+    arrays = fit.fit_arrays(seqs, n, knobs, n_categories=4)
+    latent = arrays["item_latent"] / np.linalg.norm(arrays["item_latent"], axis=1, keepdims=True)
+    sim = latent @ latent.T
+    np.fill_diagonal(sim, -np.inf)
+    nearest = np.argsort(-sim, axis=1)[:, :3]
+    live = arrays["edge_weight"] > 0          # all of the mass on the low-rank kernel: counted pairs weigh 0
+    src, dst = arrays["edge_src"][live], arrays["edge_dst"][live]
+    assert len(src) == 3 * n
+    assert all(set(dst[src == i]) == set(nearest[i]) for i in range(n))
+    cfg = fit.fitted_scenario(arrays, knobs, str(tmp_path / "w.npz"), n_categories=4)
+    assert cfg.fit.space == "latent"
+    import dataclasses
+    from common.typedconf import ConfigError
+    with pytest.raises((ConfigError, ValueError), match="space"):
+        dataclasses.replace(cfg.fit, space="bogus").validate("fit")
