@@ -105,6 +105,52 @@ def test_max_wait_and_max_batch_are_honoured(search):
         stop()
 
 
+def test_pipelined_requests_and_a_request_split_over_batches_get_their_own_answers(search):
+    """One connection sends three requests back to back (bytes split mid-header, as TCP may); the
+    second has more rows than a batch holds, so it is answered once its last batch is decoded."""
+    import socket
+    backend = QwenBackend(search, 4, graphs=False)
+    url, stop = GenServer(backend, max_batch=4, max_wait_ms=5).start_in_thread()
+    hists = [_histories(1, seed=10)[0], *_histories(6, seed=11), _histories(1, seed=12)[0]]
+    bodies = [json.dumps({"histories": [hists[0]], "k": 2}).encode(),
+              json.dumps({"users": list(range(6)), "histories": hists[1:7]}).encode(),
+              json.dumps({"histories": [hists[7]]}).encode()]
+    wire = b"".join(b"POST /recall HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b) for b in bodies)
+    host, port = url[len("http://"):].split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(wire[:30])
+            time.sleep(0.05)
+            sock.sendall(wire[30:])
+            got, answers = b"", []
+            while len(answers) < 3:
+                got += sock.recv(1 << 16)
+                while b"\r\n\r\n" in got:
+                    head, rest = got.split(b"\r\n\r\n", 1)
+                    n = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                    if len(rest) < n:
+                        break
+                    answers.append((int(head.split()[1]), json.loads(rest[:n])))
+                    got = rest[n:]
+        alone = backend.decode(range(8), [np.array(h) for h in hists])[0]
+        assert [a[0] for a in answers] == [200, 200, 200]
+        assert answers[0][1]["items"] == alone[:1, :2].tolist()            # in order, each its own k
+        assert answers[1][1]["items"] == alone[1:7].tolist()               # 6 rows over two batches
+        assert answers[2][1]["items"] == alone[7:].tolist()
+        assert sum(b[0] for b in _get(url, "/stats")["batches"]) == 8
+        assert all(b[0] <= 4 for b in _get(url, "/stats")["batches"])
+        status, out = _post(url, b"GET nothing\r\n\r\n", "/recall")    # a body that is not JSON
+        assert status == 400 and "not JSON" in out["error"]
+        with socket.create_connection((host, int(port)), timeout=30) as sock:   # no request line: 400, closed
+            sock.sendall(b"NONSENSE\r\n\r\n")
+            reply = b""
+            while chunk := sock.recv(1 << 16):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 400") and b"Connection: close" in reply
+    finally:
+        stop()
+
+
 def test_bad_requests_get_one_line_answers(search):
     url, stop = GenServer(QwenBackend(search, 8, graphs=False), max_batch=8, max_wait_ms=1).start_in_thread()
     try:
