@@ -92,9 +92,12 @@ class Batcher:
         self._arrived = asyncio.Event()
 
     def put(self, request: _Request) -> None:
+        was_empty = not self._queue
         self._queue.append(request)
         self._waiting += request.left
-        if not self._arrived.is_set():
+        # Wake the loop only when it has something to do: a first row (it then sets its own timer for
+        # max_wait) or a full batch, not once per request.
+        if was_empty or self._waiting >= self.max_batch:
             self._arrived.set()
 
     def _take(self) -> tuple[list, list, list]:
@@ -113,48 +116,66 @@ class Batcher:
         self._waiting -= self.max_batch - room
         return segments, users, histories
 
+    def _due(self) -> bool:
+        return bool(self._queue) and (self._waiting >= self.max_batch or
+                                      time.monotonic() >= self._queue[0].arrived + self.max_wait_ms / 1e3)
+
+    async def _until_due(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._queue:
+            self._arrived.clear()
+            await self._arrived.wait()
+        left = self._queue[0].arrived + self.max_wait_ms / 1e3 - time.monotonic()
+        if self._waiting < self.max_batch and left > 0:
+            self._arrived.clear()
+            timer = loop.call_later(left, self._arrived.set)
+            await self._arrived.wait()          # max_wait passed, or put() filled the batch
+            timer.cancel()
+
+    def _launch(self, loop) -> tuple:
+        oldest = self._queue[0].arrived
+        segments, users, histories = self._take()
+        t0 = time.monotonic()
+        return loop.run_in_executor(self.executor, self.decode, users, histories), segments, len(users), oldest, t0
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        pending = None
         while True:
-            while not self._queue:
-                self._arrived.clear()
-                await self._arrived.wait()
-            deadline = self._queue[0].arrived + self.max_wait_ms / 1e3
-            while self._waiting < self.max_batch and (left := deadline - time.monotonic()) > 0:
-                self._arrived.clear()
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), left)
-                except TimeoutError:
-                    break
-            oldest = self._queue[0].arrived
-            segments, users, histories = self._take()
-            t0 = time.monotonic()
+            if pending is None:
+                await self._until_due()
+                pending = self._launch(loop)
+            future, segments, rows, oldest, t0 = pending
             try:
-                items, scores = await loop.run_in_executor(self.executor, self.decode, users, histories)
+                items, scores = await future
             except Exception as exc:   # the batch's requests get the error; the server keeps serving
-                error = _dumps({"error": f"decode failed: {type(exc).__name__}: {exc}".splitlines()[0]})
-                for req, _, _ in {id(s[0]): s for s in segments}.values():
-                    req.left = -1          # answered: its later rows (if split) must not answer again
-                    self._drop(req)
-                    req.reply(500, error)
+                pending = self._launch(loop) if self._due() else None
+                self._fail(segments, f"decode failed: {type(exc).__name__}: {exc}")
                 continue
-            self.stats.append((len(users), round((t0 - oldest) * 1e3, 3), round((time.monotonic() - t0) * 1e3, 3)))
+            self.stats.append((rows, round((t0 - oldest) * 1e3, 3), round((time.monotonic() - t0) * 1e3, 3)))
+            # The next batch goes to the model thread before this one is answered, so its decode
+            # overlaps the answers' JSON and socket writes instead of waiting for them.
+            pending = self._launch(loop) if self._due() else None
             at = 0
             for req, lo, hi in segments:
                 if req.left > 0:
                     try:
                         req.fill(lo, hi, items[at: at + hi - lo], scores[at: at + hi - lo])
                     except Exception as exc:   # one bad answer must not stop the loop serving the rest
-                        req.left = -1
-                        self._drop(req)
-                        req.reply(500, _dumps({"error": f"answer failed: {type(exc).__name__}: {exc}".splitlines()[0]}))
+                        self._fail([(req, lo, hi)], f"answer failed: {type(exc).__name__}: {exc}")
                 at += hi - lo
 
-    def _drop(self, req: _Request) -> None:
-        """Forget the rest of a request answered with an error."""
-        if self._queue and self._queue[0] is req:
-            self._queue.popleft()
-            self._waiting -= len(req.users) - req.taken
+    def _fail(self, segments: list, message: str) -> None:
+        """Answer these segments' requests with a 500 once, and forget the rows of theirs still queued."""
+        error = _dumps({"error": message.splitlines()[0]})
+        for req, _, _ in segments:
+            if req.left < 0:
+                continue
+            req.left = -1          # answered: its later rows (if split) must not answer again
+            if self._queue and self._queue[0] is req:
+                self._queue.popleft()
+                self._waiting -= len(req.users) - req.taken
+            req.reply(500, error)
 
 
 def _parse_recall(body: bytes, min_history: int) -> tuple[list[int], list[np.ndarray], int | None]:

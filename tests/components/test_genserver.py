@@ -165,6 +165,13 @@ def test_bad_requests_get_one_line_answers(search):
         status, out = _post(url, {"histories": [[HI + 99]]})      # a token outside the vocabulary
         assert status == 500 and out["error"].startswith("decode failed")
         assert _post(url, {"histories": [[LO]]})[0] == 200         # and the server still serves
+        for bad_row in (1, 9):   # a request over two batches failing in its first or its second: one 500
+            hists = _histories(12, seed=bad_row)
+            hists[bad_row] = [HI + 99]
+            status, out = _post(url, {"users": list(range(12)), "histories": hists})
+            assert status == 500 and out["error"].startswith("decode failed")
+            status, out = _post(url, {"histories": _histories(3)})
+            assert status == 200 and len(out["items"]) == 3
         assert "no route" in _get(url, "/nowhere")["error"]
     finally:
         stop()
