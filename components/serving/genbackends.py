@@ -142,6 +142,7 @@ class QwenBackend:
         items = np.full((n, self.beam), -1, np.int64)
         scores = np.zeros((n, self.beam), np.float32)
         keys, group = np.unique(np.stack([reused, lengths], 1), axis=0, return_inverse=True)   # rows stack unpadded
+        done = []
         for g, (t0, _) in enumerate(keys.tolist()):
             rows = np.flatnonzero(group.reshape(-1) == g)
             for lo in range(0, len(rows), self.max_batch):
@@ -151,8 +152,12 @@ class QwenBackend:
                 got, got_scores, kv = self._run(new, None if slots is None else slots[part], t0)
                 if self.slab is not None:
                     self.slab.store(slots[part], hist, t0, kv)
-                items[part] = got.cpu().numpy()
-                scores[part] = got_scores.float().cpu().numpy()
+                # Copied to the host once every group is queued (one wait for the device, not one per
+                # group); cloned because a later part of the same shape replays the same graph.
+                done.append((part, got.clone(), got_scores.to(torch.float32, copy=True)))
+        for part, got, got_scores in done:
+            items[part] = got.cpu().numpy()
+            scores[part] = got_scores.cpu().numpy()
         return items, np.where(items >= 0, scores, 0.0).astype(np.float32)
 
 
