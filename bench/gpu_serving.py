@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from bench.loadgen import BUDGET_MS, recall_body, run_rate
 from bench.results import append, machine
@@ -73,6 +74,15 @@ class Server:
                                + log.read_text()[-300:].replace("\n", " | "))
         self.url = line.split()[1]
 
+    def cpu(self) -> dict:
+        """CPU seconds of the whole server process and of its main thread (the event loop: HTTP,
+        JSON, the batcher), so a rate's row says whether the host side was the bottleneck."""
+        proc = psutil.Process(self.proc.pid)
+        total = proc.cpu_times()
+        main = next((t for t in proc.threads() if t.id == proc.pid), None)
+        return {"server_cpu_pct": total.user + total.system,
+                "server_loop_cpu_pct": (main.user_time + main.system_time) if main else 0.0}
+
     def call(self, method: str, path: str) -> dict:
         req = urllib.request.Request(self.url + path, method=method, data=b"" if method == "POST" else None)
         with urllib.request.urlopen(req, timeout=30) as resp:
@@ -92,13 +102,16 @@ class Server:
         self.log.close()
 
 
-def _batches(stats: list) -> dict:
+def _batches(stats: list, span_s: float) -> dict:
+    """The batches formed; decode_busy_pct: the share of the span the model thread spent decoding
+    (near 100: the decode is the bottleneck; far below while latency climbs: the host side is)."""
     if not stats:
         return {}
     rows = np.array([s[0] for s in stats])
     ms = np.array([s[2] for s in stats])
     return {"batches": len(stats), "mean_rows": round(float(rows.mean()), 1), "max_rows": int(rows.max()),
-            "decode_ms_p50": round(float(np.median(ms)), 2), "decode_ms_max": round(float(ms.max()), 2)}
+            "decode_ms_p50": round(float(np.median(ms)), 2), "decode_ms_max": round(float(ms.max()), 2),
+            "decode_busy_pct": round(float(ms.sum()) / 10 / span_s, 1)}
 
 
 def run_path(path: str, a, rates: list[float], log_dir: Path) -> dict:
@@ -130,9 +143,12 @@ def run_path(path: str, a, rates: list[float], log_dir: Path) -> dict:
         for n, rate in enumerate(rates):
             server.call("POST", "/stats/reset")
             body_rng = np.random.default_rng([a.seed, n])
+            cpu = server.cpu()
             res = run_rate(server.url, rate, a.duration, lambda i: make(i, body_rng), seed=a.seed + n,
                            procs=a.procs, timeout_s=a.timeout)
-            row = {**res.row(), **_batches(server.call("GET", "/stats")["batches"])}
+            span = (res.requests - res.failed) / res.achieved if res.achieved > 0 else a.duration
+            row = {**res.row(), **{k: round(100 * (v - cpu[k]) / span, 1) for k, v in server.cpu().items()},
+                   **_batches(server.call("GET", "/stats")["batches"], span)}
             out["rates"].append(row)
             print(f"{path:>22} {row}", flush=True)
             if res.failed > 0.05 * res.requests or res.p99_ms > a.stop_ms or res.achieved < 0.8 * res.offered:

@@ -63,13 +63,17 @@ class _Pool:
 
 
 async def _fire(url: str, arrivals: np.ndarray, bodies: list[bytes], start_at: float,
-                timeout_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """-> latency ms per request (nan when it failed or timed out) and the monotonic time each ended."""
+                timeout_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """-> latency ms per request (nan when it failed or timed out), the monotonic time each ended and
+    how late (ms) the client wrote it after its planned time: the client's own lag, to tell a load
+    generator that cannot keep up from a server that cannot."""
     pool = _Pool(url)
     latency = np.full(len(arrivals), np.nan)
     ended = np.full(len(arrivals), np.nan)
+    lag = np.full(len(arrivals), np.nan)
 
     async def one(i: int) -> None:
+        lag[i] = (time.monotonic() - start_at - arrivals[i]) * 1e3
         try:
             status, _ = await pool.post("/recall", bodies[i])
         except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
@@ -91,11 +95,14 @@ async def _fire(url: str, arrivals: np.ndarray, bodies: list[bytes], start_at: f
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
     pool.close()
-    return latency, ended
+    return latency, ended, lag
 
 
 def _worker(url, arrivals, bodies, start_at, timeout_s):
-    return asyncio.run(_fire(url, arrivals, bodies, start_at, timeout_s))
+    """One client process's share -> its _fire results and the CPU seconds the process spent on them."""
+    cpu = time.process_time()
+    out = asyncio.run(_fire(url, arrivals, bodies, start_at, timeout_s))
+    return (*out, time.process_time() - cpu)
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,8 @@ class RateResult:
     failed: int              # errors and requests unanswered within the timeout
     p50_ms: float
     p99_ms: float
+    send_lag_p99_ms: float = 0.0   # the client's lag behind the planned send times (its own backlog)
+    client_cpu_pct: float = 0.0    # CPU of all client processes over the arrivals' span (100 = one core)
 
     @property
     def sustained(self) -> bool:
@@ -118,7 +127,8 @@ class RateResult:
         finite = lambda x: x if np.isfinite(x) else None  # noqa: E731
         return {"rate": self.rate, "p50_ms": finite(self.p50_ms), "p99_ms": finite(self.p99_ms), "offered": self.offered,
                 "achieved": self.achieved, "requests": self.requests, "failed": self.failed,
-                "sustained": self.sustained}
+                "sustained": self.sustained, "send_lag_p99_ms": self.send_lag_p99_ms,
+                "client_cpu_pct": self.client_cpu_pct}
 
 
 def run_rate(url: str, rate: float, duration_s: float, make_body, seed: int, procs: int = 1,
@@ -129,22 +139,25 @@ def run_rate(url: str, rate: float, duration_s: float, make_body, seed: int, pro
     bodies = [make_body(i) for i in range(len(arrivals))]
     start_at = time.monotonic() + 0.3 + 0.2 * procs
     if procs <= 1:
-        latency, ended = _worker(url, arrivals, bodies, start_at, timeout_s)
+        latency, ended, lag, cpu = _worker(url, arrivals, bodies, start_at, timeout_s)
     else:
         # fork: the client processes need only the bodies and the clock (CLOCK_MONOTONIC is system-wide).
         with mp.get_context("fork").Pool(procs) as pool:
             parts = pool.starmap(_worker, [(url, arrivals[p::procs], bodies[p::procs], start_at, timeout_s)
                                            for p in range(procs)])
-        latency, ended = np.empty(len(arrivals)), np.empty(len(arrivals))
-        for p, (lat, end) in enumerate(parts):
-            latency[p::procs], ended[p::procs] = lat, end
+        latency, ended, lag = np.empty(len(arrivals)), np.empty(len(arrivals)), np.empty(len(arrivals))
+        for p, (lat, end, late, _) in enumerate(parts):
+            latency[p::procs], ended[p::procs], lag[p::procs] = lat, end, late
+        cpu = sum(part[3] for part in parts)
     ok = ~np.isnan(latency)
     span = (np.nanmax(ended) - start_at) if ok.any() else float("inf")
     lat = np.where(ok, latency, np.inf)
     return RateResult(rate=rate, offered=round(len(arrivals) / duration_s, 1),
                       achieved=round(float(ok.sum() / span), 1), requests=len(arrivals), failed=int((~ok).sum()),
                       p50_ms=round(float(np.percentile(lat, 50, method="higher")), 2),
-                      p99_ms=round(float(np.percentile(lat, 99, method="higher")), 2))
+                      p99_ms=round(float(np.percentile(lat, 99, method="higher")), 2),
+                      send_lag_p99_ms=round(float(np.nanpercentile(lag, 99)), 2) if (~np.isnan(lag)).any() else 0.0,
+                      client_cpu_pct=round(float(100 * cpu / max(span, duration_s)), 1) if np.isfinite(span) else 0.0)
 
 
 def recall_body(user: int, history, k: int | None = None) -> bytes:

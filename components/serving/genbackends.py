@@ -44,11 +44,11 @@ def random_catalogue_trie(cfg: QwenConfig, n_items: int, seed: int) -> Trie:
     return Trie.build(np.unique(codes, axis=0), cfg.codebook_size)
 
 
-def _by_length(histories: Sequence[np.ndarray], key=None) -> dict:
-    """Row indices grouped by history length (or by key(row)): rows of a group stack unpadded."""
+def _by_length(histories: Sequence[np.ndarray]) -> dict:
+    """Row indices grouped by history length: rows of a group stack unpadded."""
     groups: dict = {}
     for row, h in enumerate(histories):
-        groups.setdefault(len(h) if key is None else key(row), []).append(row)
+        groups.setdefault(len(h), []).append(row)
     return groups
 
 
@@ -73,18 +73,21 @@ class ChannelBackend:
 
 
 class _WithKV:
-    """A search that also returns the history's keys: what a graph captures when they are cached."""
+    """A search that also returns the keys of the history's new tokens, stacked as the slab stores
+    them ([B, 2, L, hkv, T, D]): inside a graph, so storing them is one host call, not two per layer."""
 
     def __init__(self, search: FastBeamSearch):
         self.cfg, self.device, self.dtype, self.search = search.cfg, search.device, search.dtype, search
 
     def __call__(self, idx, key_valid=None, past=None):
-        return self.search.search(idx, key_valid, past)
+        items, scores, kv = self.search.search(idx, key_valid, past)
+        return items, scores, KVSlab.stacked(kv, 0 if past is None else past[0][0].shape[2])
 
 
 class QwenBackend:
     """buckets: the batch sizes captured as graphs (CUDA only); shapes: (history tokens, cached tokens)
-    pairs captured up front by `warm` (others are captured on first sight)."""
+    pairs captured up front by `warm` (others are captured on first sight; the slab's reuse_lengths
+    keep the cached lengths to the warmed ones)."""
 
     min_history = 1
 
@@ -113,39 +116,48 @@ class QwenBackend:
             self._graphs[key] = CudaGraphSearch(self.fn, bucket, length, cached)
         return self._graphs[key]
 
-    def _run(self, new: torch.Tensor, past: list | None, t0: int):
-        """new [n, T] tokens after the t0 cached ones -> items, scores [n, beam] and the kv (or None)."""
+    def _run(self, new: torch.Tensor, slots: np.ndarray | None, t0: int):
+        """new [n, T] tokens after the t0 cached ones of these slots -> items, scores [n, beam] and the
+        new tokens' keys [n, 2, L, hkv, T, D] (None without a slab)."""
         if not self.graphs:
-            out = self.fn(new, None, past)
+            out = self.fn(new, None, self.slab.past(slots, t0) if t0 else None)
         else:
             n = new.shape[0]
-            out = self._graph(self.buckets[bisect.bisect_left(self.buckets, n)], new.shape[1], t0)(new, past)
+            graph = self._graph(self.buckets[bisect.bisect_left(self.buckets, n)], new.shape[1], t0)
+            if t0:   # the cached prefixes copied once, straight into the graph's static buffer
+                self.slab.gather(slots, t0, out=graph.past_kv[:n])
+            out = graph(new)
         return out[0], out[1], (out[2] if len(out) > 2 else None)
 
     @torch.no_grad()
     def decode(self, users, histories):
         dev, n = self.search.device, len(histories)
         histories = [np.asarray(h, np.int64) for h in histories]
-        items = np.full((n, self.beam), -1, np.int64)
-        scores = np.zeros((n, self.beam), np.float32)
-        slots = reused = None
+        lengths = np.fromiter((len(h) for h in histories), np.int64, n)
+        reused = np.zeros(n, np.int64)
+        slots = None
         if self.slab is not None:
             slots = self.slab.slots_for(list(users))
             reused = self.slab.reusable(slots, histories)
-            groups = _by_length(histories, key=lambda r: (int(reused[r]), len(histories[r])))
-        else:
-            groups = {(0, t): rows for t, rows in _by_length(histories).items()}
-        for (t0, _), rows in groups.items():
+        items = np.full((n, self.beam), -1, np.int64)
+        scores = np.zeros((n, self.beam), np.float32)
+        keys, group = np.unique(np.stack([reused, lengths], 1), axis=0, return_inverse=True)   # rows stack unpadded
+        done = []
+        for g, (t0, _) in enumerate(keys.tolist()):
+            rows = np.flatnonzero(group.reshape(-1) == g)
             for lo in range(0, len(rows), self.max_batch):
                 part = rows[lo: lo + self.max_batch]
                 hist = [histories[r] for r in part]
                 new = torch.from_numpy(np.stack([h[t0:] for h in hist])).to(dev)     # [b, T - t0]
-                past = self.slab.past(slots[part], t0) if t0 else None
-                got, got_scores, kv = self._run(new, past, t0)
+                got, got_scores, kv = self._run(new, None if slots is None else slots[part], t0)
                 if self.slab is not None:
                     self.slab.store(slots[part], hist, t0, kv)
-                items[part] = got.cpu().numpy()
-                scores[part] = got_scores.float().cpu().numpy()
+                # Copied to the host once every group is queued (one wait for the device, not one per
+                # group); cloned because a later part of the same shape replays the same graph.
+                done.append((part, got.clone(), got_scores.to(torch.float32, copy=True)))
+        for part, got, got_scores in done:
+            items[part] = got.cpu().numpy()
+            scores[part] = got_scores.cpu().numpy()
         return items, np.where(items >= 0, scores, 0.0).astype(np.float32)
 
 

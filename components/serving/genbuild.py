@@ -32,6 +32,14 @@ def _shapes(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def reuse_lengths(args: argparse.Namespace) -> list[int] | None:
+    """The cached lengths the prefix slab may reuse: --reuse-lengths, else the warmed ones (a shape not
+    captured up front would be captured mid-traffic: a batch of most of a second), else any (None)."""
+    if getattr(args, "reuse_lengths", None) is not None:
+        return args.reuse_lengths
+    return sorted({c for _, c in args.warm_shapes if c > 0}) if args.warm_shapes else None
+
+
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     g = ap.add_argument_group("backend")
     g.add_argument("--model", type=Path, help="a saved generative channel folder (histories in item ids)")
@@ -53,6 +61,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--prefix-tokens", type=int, default=160, help="longest history a slot holds")
     g.add_argument("--warm-shapes", type=_shapes, default=[],
                    help="history:cached token pairs whose graphs are captured before serving, e.g. 150:0,150:140")
+    g.add_argument("--reuse-lengths", type=_ints, default=None,
+                   help="cached lengths a request may start from (its common prefix with the slot rounded down "
+                        "to one; a full prefill below them); default: the cached lengths of --warm-shapes (none "
+                        "> 0: every request prefilled in full), or any length without --warm-shapes")
 
 
 def build_backend(args: argparse.Namespace):
@@ -86,6 +98,8 @@ def build_backend(args: argparse.Namespace):
     search = FastBeamSearch(model, trie.to(device), args.beam, device, dtype, compile=args.compile,
                             weights=args.weights)
     del model
-    slab = KVSlab(search, max(args.prefix_slots, max_batch), args.prefix_tokens) if args.prefix_slots else None
+    slab = None
+    if args.prefix_slots:
+        slab = KVSlab(search, max(args.prefix_slots, max_batch), args.prefix_tokens, reuse_lengths(args))
     graphs = device.type == "cuda" and not args.no_graphs
     return QwenBackend(search, max_batch, graphs, args.buckets, slab, args.warm_shapes)

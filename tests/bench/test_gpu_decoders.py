@@ -96,9 +96,13 @@ def test_server_backend_graphs_prefix_and_fp8_on_gpu():
     graphed = QwenBackend(search, 8, graphs=True, buckets=[2, 4], shapes=[(16, 0)])
     graphed.warm()
     assert (graphed.decode(range(6), list(hist))[0] == eager).all()
-    cached = QwenBackend(search, 8, graphs=True, buckets=[4], slab=KVSlab(search, 8, 20))
+    cached = QwenBackend(search, 8, graphs=True, buckets=[4], slab=KVSlab(search, 8, 20, reuse_lengths=[12]))
     cached.decode(range(6), list(hist[:, :12]))
     assert (cached.decode(range(6), list(hist))[0] == eager).all()
+    # Users 0-2 again (15 tokens in common, reused as 12: their prefixes gathered into the graph's
+    # buffer) beside two new users (a full prefill): two graphs in one batch.
+    again = cached.decode([0, 1, 2, 6, 7], list(hist[:5]))[0]
+    assert (again == eager[:5]).all() and {k[1:] for k in cached._graphs} == {(4, 12), (12, 0), (16, 0)}
     fp8 = FastBeamSearch(model, trie.to("cuda"), beam=5, device="cuda", dtype=torch.bfloat16, weights="fp8")
     assert fp8(torch.from_numpy(hist).cuda())[0].shape == (6, 5)
 

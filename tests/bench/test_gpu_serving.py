@@ -35,6 +35,10 @@ def test_serving_bench_writes_the_issue_shape(tmp_path):
     assert [r["rate"] for r in prefix["rates"]] == [4, 8]
     for r in prefix["rates"]:
         assert r["failed"] == 0 and 0 < r["p50_ms"] <= r["p99_ms"] and r["batches"] >= 1
+        # where the time went: the server's CPU (its event loop's share), the model thread's, the client's
+        assert 0 <= r["server_loop_cpu_pct"] <= r["server_cpu_pct"] and 0 < r["server_cpu_pct"]
+        assert 0 < r["decode_busy_pct"] <= 100
+        assert r["client_cpu_pct"] > 0 and r["send_lag_p99_ms"] < 1000
     assert prefix["sustained_users_per_s_at_p99_100ms"] in (0, 4, 8)
     assert prefix["settings"]["history_tokens"] == 30 and "load_average_before" in prefix
 

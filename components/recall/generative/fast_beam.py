@@ -264,14 +264,18 @@ class FastBeamSearch:
 class CudaGraphSearch:
     """The whole search for one batch shape of unpadded histories (and, with past_length, that many
     cached tokens before them) captured as one CUDA graph: a call copies the inputs in and replays it,
-    with no per-kernel launch cost from Python. `search` may be any callable of (idx, key_valid, past)."""
+    with no per-kernel launch cost from Python. `search` may be any callable of (idx, key_valid, past).
+    The cached keys live in one static buffer, `past_kv` [batch, 2, L, hkv, past_length, D] (the search
+    reads per-layer views of it): a caller may write a batch's prefixes straight into `past_kv[:n]`
+    (`KVSlab.gather(..., out=)`, one copy of the data, one host call) instead of passing `past`."""
 
     def __init__(self, search, batch: int, length: int, past_length: int = 0, warmup: int = 2):
         cfg, dev, dtype = search.cfg, search.device, search.dtype
         self.idx = torch.randint(cfg.sid_offset, cfg.vocab_size, (batch, length), device=dev)
-        shape = (batch, cfg.n_kv_head, past_length, cfg.head_dim)
-        self.past = ([(torch.zeros(shape, device=dev, dtype=dtype), torch.zeros(shape, device=dev, dtype=dtype))
-                      for _ in range(cfg.n_layer)] if past_length else None)
+        self.past_kv = (torch.zeros((batch, 2, cfg.n_layer, cfg.n_kv_head, past_length, cfg.head_dim),
+                                    device=dev, dtype=dtype) if past_length else None)
+        self.past = ([(self.past_kv[:, 0, i], self.past_kv[:, 1, i]) for i in range(cfg.n_layer)]
+                     if past_length else None)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -284,7 +288,8 @@ class CudaGraphSearch:
 
     def __call__(self, history: torch.Tensor, past: list | None = None):
         """history [n, T] with n <= the captured batch: a smaller batch rides in the first n rows (the
-        others keep stale inputs, and rows never mix), and the outputs are sliced to n rows."""
+        others keep stale inputs, and rows never mix), and the outputs are sliced to n rows. `past`:
+        per-layer (k, v) [n, hkv, past_length, D], copied in (or already written into past_kv[:n])."""
         n = history.shape[0]
         self.idx[:n].copy_(history)
         for (k, v), (pk, pv) in zip(self.past or [], past or []):

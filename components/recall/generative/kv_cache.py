@@ -93,20 +93,28 @@ def recall_with_cache(search: FastBeamSearch, store: UserKVCache, users: list[in
 
 class KVSlab:
     """The serving form of the user cache: up to `slots` users' histories (at most max_tokens each) in
-    one preallocated key tensor and one value tensor [L, slots, hkv, max_tokens, D], least recently
-    used slot reused first. A batch's cached prefixes are then one gather, not a concatenation of
-    per-user tensors per layer, and a CUDA graph reads them from the same static buffers every time."""
+    one preallocated tensor [slots, 2 (keys, values), L, hkv, max_tokens, D], least recently used slot
+    reused first. Slot-major, so a batch's cached prefixes are one index_select (straight into a CUDA
+    graph's static buffer: `gather(..., out=)`) and its new keys one index_copy_, whatever the layers.
 
-    def __init__(self, search: FastBeamSearch, slots: int, max_tokens: int):
+    reuse_lengths: the cached lengths a request may start from: its common prefix with the slot is
+    rounded down to the longest of them (0, a full prefill, below the shortest). A server passes the
+    cached lengths it captured graphs for, so a prefix that happens to run a token longer (the first
+    new token equal to the cached one) does not meet an uncaptured shape mid-traffic. None: any."""
+
+    def __init__(self, search: FastBeamSearch, slots: int, max_tokens: int, reuse_lengths=None):
         if slots < 1 or max_tokens < 2:
             raise ConfigError(f"KVSlab slots={slots}, max_tokens={max_tokens}: need slots >= 1 and max_tokens >= 2")
         cfg = search.cfg
-        shape = (cfg.n_layer, slots, cfg.n_kv_head, max_tokens, cfg.head_dim)
-        self.k = torch.zeros(shape, device=search.device, dtype=search.dtype)
-        self.v = torch.zeros(shape, device=search.device, dtype=search.dtype)
+        self.kv = torch.zeros((slots, 2, cfg.n_layer, cfg.n_kv_head, max_tokens, cfg.head_dim),
+                              device=search.device, dtype=search.dtype)
         self.tokens = np.full((slots, max_tokens), -1, np.int64)   # host copy: prefix matching stays on the CPU
         self.length = np.zeros(slots, np.int64)
-        self.max_tokens = max_tokens
+        self.max_tokens, self.n_layer = max_tokens, cfg.n_layer
+        allowed = None if reuse_lengths is None else sorted({int(x) for x in reuse_lengths} - {0})
+        if allowed and (allowed[0] < 0 or allowed[-1] >= max_tokens):
+            raise ConfigError(f"KVSlab reuse_lengths={allowed}: each must be in 1..{max_tokens - 1}")
+        self.reuse_lengths = None if allowed is None else np.array(allowed, np.int64)
         self._slot: OrderedDict[int, int] = OrderedDict()
         self._free = list(range(slots))[::-1]
 
@@ -123,31 +131,58 @@ class KVSlab:
             out[i] = slot
         return out
 
-    def reusable(self, slots: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
-        """How many leading tokens of each history its slot's keys cover (at most len - 1)."""
+    def common_prefix(self, slots: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+        """How many leading tokens of each history match its slot's (at most len - 1: the last token's
+        hidden state feeds the first level, so it is always recomputed). One comparison per history
+        length, not per row."""
+        lengths = np.fromiter((len(h) for h in histories), np.int64, len(histories))
         out = np.zeros(len(slots), np.int64)
-        for i, (s, h) in enumerate(zip(slots, histories)):
-            n = min(int(self.length[s]), len(h) - 1)
-            differ = np.nonzero(self.tokens[s, :n] != h[:n])[0]
-            out[i] = n if len(differ) == 0 else differ[0]
+        for t in np.unique(lengths):
+            rows = np.flatnonzero(lengths == t)
+            n = np.minimum(self.length[slots[rows]], t - 1)                                # [r]
+            w = min(int(t), self.max_tokens)
+            differ = self.tokens[slots[rows], :w] != np.stack([histories[r][:w] for r in rows])  # [r, w]
+            differ |= np.arange(w) >= n[:, None]                     # past what the slot covers
+            out[rows] = np.where(differ.any(1), differ.argmax(1), n)
         return out
+
+    def reusable(self, slots: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+        """The cached tokens each history starts from: its common prefix, rounded down to reuse_lengths."""
+        common = self.common_prefix(slots, histories)
+        if self.reuse_lengths is None:
+            return common
+        at = np.searchsorted(self.reuse_lengths, common, side="right") - 1
+        return np.where(at >= 0, self.reuse_lengths[np.maximum(at, 0)], 0)
+
+    def gather(self, slots: np.ndarray, t0: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """These slots' first t0 tokens: [B, 2, L, hkv, t0, D], written into `out` when given."""
+        index = torch.from_numpy(slots).to(self.kv.device)
+        return torch.index_select(self.kv[..., :t0, :], 0, index, out=out)
+
+    @staticmethod
+    def layers(kv: torch.Tensor) -> list:
+        """[B, 2, L, hkv, T, D] -> per layer (k, v) [B, hkv, T, D] (views), as FastBeamSearch takes `past`."""
+        return [(kv[:, 0, i], kv[:, 1, i]) for i in range(kv.shape[2])]
+
+    @staticmethod
+    def stacked(kv: list, t0: int) -> torch.Tensor:
+        """Per layer (k, v) [B, hkv, T, D] of a whole history -> its tokens t0.. as [B, 2, L, hkv, T-t0, D]."""
+        return torch.stack([torch.stack((k[:, :, t0:], v[:, :, t0:]), 1) for k, v in kv], 2)
 
     def past(self, slots: np.ndarray, t0: int) -> list:
         """Per layer (k, v) [B, hkv, t0, D] of these slots' first t0 tokens."""
-        index = torch.from_numpy(slots).to(self.k.device)
-        k, v = self.k[:, index, :, :t0], self.v[:, index, :, :t0]                      # [L, B, hkv, t0, D]
-        return list(zip(k.unbind(0), v.unbind(0)))
+        return self.layers(self.gather(slots, t0))
 
-    def store(self, slots: np.ndarray, histories: list[np.ndarray], t0: int, kv: list) -> None:
-        """Write tokens t0.. of each history (their keys: kv per layer [B, hkv, T, D] of the whole history)."""
+    def store(self, slots: np.ndarray, histories: list[np.ndarray], t0: int, new: torch.Tensor | list) -> None:
+        """Write tokens t0.. of each history: `new` their keys [B, 2, L, hkv, T-t0, D] (`stacked`), or
+        per layer (k, v) [B, hkv, T, D] of the whole history."""
         t = len(histories[0])
         if t > self.max_tokens:
             self.length[slots] = 0     # longer than a slot: not cached
             return
-        index = torch.from_numpy(slots).to(self.k.device)
-        new_k = torch.stack([k[:, :, t0:t] for k, _ in kv])                              # [L, B, hkv, T-t0, D]
-        new_v = torch.stack([v[:, :, t0:t] for _, v in kv])
-        self.k[:, index, :, t0:t] = new_k
-        self.v[:, index, :, t0:t] = new_v
+        if isinstance(new, list):
+            new = self.stacked(new, t0)
+        index = torch.from_numpy(slots).to(self.kv.device)
+        self.kv[..., t0:t, :].index_copy_(0, index, new)
         self.tokens[slots, :t] = np.stack(histories)
         self.length[slots] = t
