@@ -113,7 +113,7 @@ def _row_normalised(src: np.ndarray, w: np.ndarray, n_items: int) -> np.ndarray:
 def _kernel(src: np.ndarray, dst: np.ndarray, w: np.ndarray, count: np.ndarray, n_items: int,
             knobs: Knobs, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Transition edges: the log's discounted, damped co-occurrence, and a share `smooth` on the
-    low-rank kernel (each item's `knobs.neighbours` best targets by the co-occurrence factors).
+    low-rank kernel (each item's `knobs.neighbours` best targets by cosine in `knobs.space`).
 
     Counted pairs alone make a world too faithful to the sample: a pair seen once in the log
     becomes a path every simulated user may take. Discounting removes part of that noise and the
@@ -129,7 +129,7 @@ def _kernel(src: np.ndarray, dst: np.ndarray, w: np.ndarray, count: np.ndarray, 
     if knobs.smooth <= 0:
         return emp_src, emp_dst, emp_w
     if knobs.space == "latent":
-        out_f, in_f = latent.astype(np.float32), latent.astype(np.float32)
+        out_f, in_f = latent.astype(np.float32), latent.astype(np.float32)   # each normalised in place below
     else:
         out_f, in_f = transition_factors(src, dst, np.ones(len(src)), n_items)
     # Cosine in the factor space: the norms of the factors grow with an item's degree, and the

@@ -116,9 +116,10 @@ def structure(seqs: list[np.ndarray], n_items: int, ks: tuple[int, ...] = (10, 5
         hit = (keys[pos] == q) & (nrank[pos] < max(ks)) if len(keys) else np.zeros(len(q), bool)
         out[f"lag{lag}_in_top{max(ks)}_cooc"] = float(np.mean(hit[long])) if long.any() else 0.0
     out.update(_taste(held, last, n_items, ks))
-    out.update(_taste(held, last, n_items, ks, dim=64, name="taste64"))
+    emb64 = _embedding(held, n_items, 64)          # one SVD for both the 64-axis taste and item similarity
+    out.update(_taste(held, last, n_items, ks, name="taste64", emb=emb64))
     out.update(_smooth(held, before, last, n_items, ks))
-    out.update(_near(held, before, last, n_items, ks))
+    out.update(_near(held, before, last, ks, emb64))
     return out
 
 
@@ -149,29 +150,31 @@ def _smooth(held: list[np.ndarray], before: np.ndarray, last: np.ndarray, n_item
     return _hit_rates(lambda rows: out_f[before[rows]] @ in_f.T, held, last, ks, "smooth", chunk)
 
 
-def _taste(held: list[np.ndarray], last: np.ndarray, n_items: int, ks: tuple[int, ...],
-           dim: int = 16, chunk: int = 2048, name: str = "taste") -> dict[str, float]:
-    """Is the held-out item among the k nearest to the user's past, on the held-in log's leading
-    singular vectors (items the user took removed)? The low-rank taste a factor model learns."""
+def _embedding(held: list[np.ndarray], n_items: int, dim: int) -> np.ndarray:
+    """Items on the held-in log's leading singular vectors: [I, d] (fewer axes on a small log)."""
     from sim.calibrate import Log, item_embedding
     users, items, _ = to_pairs(held)
-    dim = max(1, min(dim, n_items - 1, len(held) - 1))      # a small log has fewer axes than asked
-    emb = item_embedding(Log(users, items), dim=dim, n_items=n_items).astype(np.float32)              # [I, d]
-    profile = np.zeros((len(held), dim), np.float32)
+    dim = max(1, min(dim, n_items - 1, len(held) - 1))
+    return item_embedding(Log(users, items), dim=dim, n_items=n_items).astype(np.float32)
+
+
+def _taste(held: list[np.ndarray], last: np.ndarray, n_items: int, ks: tuple[int, ...],
+           dim: int = 16, chunk: int = 2048, name: str = "taste", emb: np.ndarray | None = None) -> dict[str, float]:
+    """Is the held-out item among the k nearest to the user's past, on the held-in log's leading
+    singular vectors (items the user took removed)? The low-rank taste a factor model learns."""
+    users, items, _ = to_pairs(held)
+    emb = _embedding(held, n_items, dim) if emb is None else emb                     # [I, d]
+    profile = np.zeros((len(held), emb.shape[1]), np.float32)
     np.add.at(profile, users, emb[items])
     return _hit_rates(lambda rows: profile[rows] @ emb.T, held, last, ks, name, chunk)
 
 
-def _near(held: list[np.ndarray], before: np.ndarray, last: np.ndarray, n_items: int, ks: tuple[int, ...],
-          dim: int = 64, chunk: int = 2048) -> dict[str, float]:
+def _near(held: list[np.ndarray], before: np.ndarray, last: np.ndarray, ks: tuple[int, ...],
+          emb: np.ndarray, chunk: int = 2048) -> dict[str, float]:
     """Is the held-out item among the k nearest to the item before it on the held-in log's 64
     leading singular vectors (items the user took removed)? Items taken by the same kind of users,
     anywhere in their histories: the item-to-item similarity a sequence model's embeddings learn
     even for pairs never taken a few steps apart."""
-    from sim.calibrate import Log, item_embedding
-    users, items, _ = to_pairs(held)
-    dim = max(1, min(dim, n_items - 1, len(held) - 1))
-    emb = item_embedding(Log(users, items), dim=dim, n_items=n_items).astype(np.float32)              # [I, d]
     return _hit_rates(lambda rows: emb[before[rows]] @ emb.T, held, last, ks, "near64", chunk)
 
 
