@@ -47,34 +47,51 @@ def test_lake_holds_each_day_once(campaign_dir):
 
 
 DIGESTS = Path(__file__).with_name("lake_digests.json")
-# torch's CPU kernels differ by CPU kind (AVX-512 on one, AVX2 on another) in the last bits of a
-# float, so the ranker's stored score is pinned to float tolerance; what a user saw (item, position,
-# click) and every other table stay pinned to the byte.
-FLOAT_PINNED = {"impressions": "score"}
 
 
 def _digest(path: Path, table: str):
-    if table not in FLOAT_PINNED:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+    """A table's non-float columns to the byte; each float column to float tolerance.
+
+    Float results differ in the last bits between CPU kinds: torch's and numpy's kernels dispatch
+    on the instruction set (AVX-512 on one machine, AVX2 on another) and sum in another order. So a
+    float column is pinned by its NaN count, sum and sum of squares, and what a user saw (item,
+    position, click), every count and every key stays pinned to the byte."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     t = pq.read_table(path)
-    col = FLOAT_PINNED[table]
-    rest = t.drop_columns([col])
+    floats = [f.name for f in t.schema if _is_float(f.type)]
+    if not floats:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    rest = t.drop_columns(floats)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, rest.schema) as w:
         w.write_table(rest)
-    x = t.column(col).to_numpy().astype(np.float64)
-    return {"sans_" + col: hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest(),
-            col + "_sum": float(x.sum()), col + "_sum_sq": float((x * x).sum())}
+    out = {"sans_floats": hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()}
+    for name in floats:
+        col = t.column(name)
+        while pa.types.is_list(col.type):
+            col = pc.list_flatten(col)
+        x = col.to_numpy(zero_copy_only=False).astype(np.float64)
+        out[name + "_nan"] = int(np.isnan(x).sum())
+        out[name + "_sum"] = float(np.nansum(x))
+        out[name + "_sum_sq"] = float(np.nansum(x * x))
+    return out
+
+
+def _is_float(t) -> bool:
+    import pyarrow as pa
+    while pa.types.is_list(t):
+        t = t.value_type
+    return pa.types.is_floating(t)
 
 
 def _same(want, got) -> bool:
     if isinstance(want, str) or isinstance(got, str):
         return want == got
     return want.keys() == got.keys() and all(
-        want[k] == got[k] if isinstance(want[k], str) else np.isclose(want[k], got[k], rtol=1e-5)
+        want[k] == got[k] if isinstance(want[k], (str, int)) else np.isclose(want[k], got[k], rtol=1e-5, atol=1e-9)
         for k in want)
 
 
@@ -93,19 +110,25 @@ def test_lake_tables_are_byte_identical_to_the_committed_digests(campaign_dir):
     assert set(got) == set(want)
 
 
-def test_float_pinned_digest_tells_a_moved_row_from_a_last_bit(tmp_path):
+def test_float_tolerant_digest_tells_a_moved_row_from_a_last_bit(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    def write(name, items, scores):
+    def write(name, items, scores, lift=(np.nan, 0.1, 0.2), content=((0.5, 0.25), (1.0,), ())):
         pq.write_table(pa.table({"item_id": pa.array(items, pa.int64()),
-                                 "score": pa.array(scores, pa.float32())}), tmp_path / name)
-        return _digest(tmp_path / name, "impressions")
+                                 "score": pa.array(scores, pa.float32()),
+                                 "lift": pa.array(lift, pa.float64()),
+                                 "content": pa.array([list(c) for c in content], pa.list_(pa.float32()))}),
+                       tmp_path / name)
+        return _digest(tmp_path / name, "t")
 
     base = write("a.parquet", [1, 2, 3], [0.9, 0.5, 0.25])
-    assert _same(base, write("b.parquet", [1, 2, 3], np.nextafter(np.float32([0.9, 0.5, 0.25]), 1)))
+    last_bit = np.nextafter(np.float32([0.9, 0.5, 0.25]), 1)
+    assert _same(base, write("b.parquet", [1, 2, 3], last_bit, lift=np.nextafter([np.nan, 0.1, 0.2], 1)))
     assert not _same(base, write("c.parquet", [2, 1, 3], [0.9, 0.5, 0.25]))
     assert not _same(base, write("d.parquet", [1, 2, 3], [0.9, 0.4, 0.25]))
+    assert not _same(base, write("e.parquet", [1, 2, 3], [0.9, 0.5, 0.25], lift=(0.0, 0.1, 0.2)))
+    assert not _same(base, write("f.parquet", [1, 2, 3], [0.9, 0.5, 0.25], content=((0.5, 0.25), (1.1,), ())))
 
 
 def test_arms_get_configured_traffic(campaign_dir):
