@@ -150,7 +150,8 @@ class FitConfig:
     discount: float = 0.0         # subtracted from every counted pair
     neighbours: int = 50          # targets of each item on the low-rank kernel
     temperature: float = 0.1      # cosine gap that divides a low-rank transition's weight by e
-    space: str = "cooc"           # the low-rank kernel's neighbours: "cooc" factors or the items' "latent" positions
+    space: str = "cooc"           # the low-rank kernel: "cooc" factors, the items' "latent" positions, or "next":
+                                  # the items resembling those that follow (the log's pairs composed with "latent")
     n_categories: int = 20        # leaf categories: k-means clusters of the items' positions
     seed: int = 0                 # the fit's own randomness (SVD, k-means)
 
@@ -160,7 +161,8 @@ class FitConfig:
         _rate(self, "smooth", where)
         require(self.neighbours >= 1, f"{where}.neighbours", f"must be at least 1, got {self.neighbours}")
         require(self.temperature > 0, f"{where}.temperature", f"must be > 0, got {self.temperature}")
-        require(self.space in ("cooc", "latent"), f"{where}.space", f"must be cooc or latent, got {self.space!r}")
+        require(self.space in ("cooc", "latent", "next"), f"{where}.space",
+                f"must be cooc, latent or next, got {self.space!r}")
         require(self.n_categories >= 1, f"{where}.n_categories", f"must be at least 1, got {self.n_categories}")
         require(self.seed >= 0, f"{where}.seed", "must be >= 0")
 

@@ -68,7 +68,8 @@ class Knobs:
     neighbours: int = 50         # targets of each item on the low-rank kernel
     temperature: float = 0.1     # cosine gap that divides a low-rank transition's weight by e
     space: str = "latent"        # where the low-rank kernel's neighbours are found: "cooc" (co-occurrence
-                                 # factors) or "latent" (the items' positions: who took them, anywhere)
+                                 # factors), "latent" (the items' positions: who took them, anywhere) or
+                                 # "next" (items resembling, on "latent", those the log's pairs lead to)
 
 
 def fit_arrays(seqs: list[np.ndarray], n_items: int, knobs: Knobs, n_categories: int = 20, dim: int | None = None,
@@ -128,7 +129,7 @@ def _kernel(src: np.ndarray, dst: np.ndarray, w: np.ndarray, count: np.ndarray, 
     emp_src, emp_dst, emp_w = src[keep], dst[keep], _row_normalised(src[keep], w[keep], n_items)
     if knobs.smooth <= 0:
         return emp_src, emp_dst, emp_w
-    if knobs.space == "latent":
+    if knobs.space in ("latent", "next"):
         out_f, in_f = latent.astype(np.float32), latent.astype(np.float32)   # each normalised in place below
     else:
         out_f, in_f = transition_factors(src, dst, np.ones(len(src)), n_items)
@@ -136,25 +137,59 @@ def _kernel(src: np.ndarray, dst: np.ndarray, w: np.ndarray, count: np.ndarray, 
     # quality term already makes popular items popular.
     out_f /= np.maximum(np.linalg.norm(out_f, axis=1, keepdims=True), 1e-12)
     in_f /= np.maximum(np.linalg.norm(in_f, axis=1, keepdims=True), 1e-12)
+    s_src, s_dst, s_w = _nearest(out_f, in_f, min(knobs.neighbours, n_items - 1), knobs.temperature)
+    if knobs.space == "next":
+        s_src, s_dst, s_w = _composed(emp_src, emp_dst, emp_w, s_src, s_dst, s_w, n_items)
+    has_emp = np.bincount(emp_src, minlength=n_items) > 0
+    share = np.where(has_emp[s_src], knobs.smooth, 1.0)                              # an item with no pair: all smooth
+    return (np.concatenate([emp_src, s_src]), np.concatenate([emp_dst, s_dst]),
+            np.concatenate([(1 - knobs.smooth) * emp_w, share * s_w]))
+
+
+def _nearest(out_f: np.ndarray, in_f: np.ndarray, k: int, temperature: float
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each item's k best targets by cosine, weighted exp((cos - 1) / temperature), rows summing to one."""
+    n_items = len(out_f)
     s_src, s_dst, s_w = [], [], []
-    k = min(knobs.neighbours, n_items - 1)
     for lo in range(0, n_items, 2048):
         score = out_f[lo:lo + 2048] @ in_f.T                                         # [b, I]
         rows = np.arange(lo, min(lo + 2048, n_items))
         score[rows - lo, rows] = -np.inf
         top = np.argpartition(-score, k - 1, axis=1)[:, :k]                          # [b, k]
         val = np.take_along_axis(score, top, axis=1)
-        val = np.exp((val - 1.0) / knobs.temperature)
         s_src.append(np.repeat(rows, k))
         s_dst.append(top.reshape(-1))
-        s_w.append(val.reshape(-1))
+        s_w.append(np.exp((val - 1.0) / temperature).reshape(-1))
     s_src, s_dst, s_w = np.concatenate(s_src), np.concatenate(s_dst), np.concatenate(s_w)
     ok = s_w > 0
-    s_src, s_dst, s_w = s_src[ok], s_dst[ok], _row_normalised(s_src[ok], s_w[ok], n_items)
-    has_emp = np.bincount(emp_src, minlength=n_items) > 0
-    share = np.where(has_emp[s_src], knobs.smooth, 1.0)                              # an item with no pair: all smooth
-    return (np.concatenate([emp_src, s_src]), np.concatenate([emp_dst, s_dst]),
-            np.concatenate([(1 - knobs.smooth) * emp_w, share * s_w]))
+    return s_src[ok], s_dst[ok], _row_normalised(s_src[ok], s_w[ok], n_items)
+
+
+def _composed(e_src: np.ndarray, e_dst: np.ndarray, e_w: np.ndarray, s_src: np.ndarray, s_dst: np.ndarray,
+              s_w: np.ndarray, n_items: int, keep: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """E @ S: a leads to b (the log's pairs, in the log's direction), b resembles b' (S), so a leads
+    to b'. Real transitions are directed (a cleanser before a toner far more often than after) and
+    spread over items like the ones that follow: a sequence model generalises to such (a, b') it
+    never saw, pair counting cannot. Items with no pair keep S's row; each row keeps its `keep`
+    strongest targets, renormalised, to bound the kernel's size."""
+    import scipy.sparse as sp
+
+    e = sp.csr_matrix((e_w, (e_src, e_dst)), shape=(n_items, n_items))
+    s = sp.csr_matrix((s_w, (s_src, s_dst)), shape=(n_items, n_items))
+    m = (e @ s).tocoo()
+    src, dst, w = m.row.astype(np.int64), m.col.astype(np.int64), m.data
+    alone = np.bincount(e_src, minlength=n_items) == 0
+    pick = alone[s_src]
+    src, dst, w = (np.concatenate([src, s_src[pick]]), np.concatenate([dst, s_dst[pick]]),
+                   np.concatenate([w, s_w[pick]]))
+    keep_mask = src != dst
+    src, dst, w = src[keep_mask], dst[keep_mask], w[keep_mask]
+    order = np.lexsort((dst, -w, src))                       # strongest first within a row, ties by id
+    src, dst, w = src[order], dst[order], w[order]
+    first = np.searchsorted(src, src)                        # each row's first position
+    top = np.arange(len(src)) - first < keep
+    src, dst, w = src[top], dst[top], w[top]
+    return src, dst, _row_normalised(src, w, n_items)
 
 
 def fitted_scenario(arrays: dict[str, np.ndarray], knobs: Knobs, fitted: str, name: str = "beauty",

@@ -108,3 +108,27 @@ def test_the_latent_kernel_leads_to_the_items_nearest_in_taste(tmp_path):
     from common.typedconf import ConfigError
     with pytest.raises((ConfigError, ValueError), match="space"):
         dataclasses.replace(cfg.fit, space="bogus").validate("fit")
+
+
+def test_the_next_kernel_follows_the_logs_direction_to_items_like_the_next_one():
+    # 0 -> 1 in the log, never 1 -> 0; 2 sits next to 1 in taste, 3 far from both.
+    latent = np.array([[1, 0, 0], [0, 1, 0], [0, 0.995, 0.0998], [0, 0, 1]], np.float32)
+    e_src, e_dst, e_w = np.array([0]), np.array([1]), np.array([1.0])
+    s_src, s_dst, s_w = fit._nearest(latent, latent, k=1, temperature=0.1)
+    src, dst, w = fit._composed(e_src, e_dst, e_w, s_src, s_dst, s_w, n_items=4)
+    edges = {(int(a), int(b)): float(x) for a, b, x in zip(src, dst, w)}
+    assert edges[(0, 2)] == pytest.approx(1.0)       # 0 leads to what resembles its follower 1
+    assert (1, 0) not in edges and (2, 0) not in edges     # the log's direction is kept
+    assert edges[(1, 2)] == pytest.approx(1.0)        # 1 has no pair of its own: its neighbour row
+    for a in set(src.tolist()):
+        assert sum(x for (s, _), x in edges.items() if s == a) == pytest.approx(1.0)
+
+
+def test_the_next_kernel_keeps_each_rows_strongest_targets(tmp_path):
+    _, seqs, n = fit.read_sequence_log(toy_log(tmp_path / "ring.txt"))
+    arrays = fit.fit_arrays(seqs, n, fit.Knobs(smooth=0.5, space="next", backward=0.0, neighbours=5, dim=4),
+                            n_categories=4)
+    src, w = arrays["edge_src"], arrays["edge_weight"]
+    totals = np.bincount(src, weights=w, minlength=n)
+    assert np.allclose(totals[np.bincount(src, minlength=n) > 0], 1.0, atol=1e-5)
+    assert (arrays["edge_src"] != arrays["edge_dst"]).all()
