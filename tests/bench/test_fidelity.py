@@ -49,3 +49,29 @@ def test_knob_overrides_are_typed_and_a_bad_one_is_one_line():
         with pytest.raises(SystemExit, match=says) as exc:
             knob_overrides(bad)
         assert "\n" not in str(exc.value)
+
+
+def test_the_sweep_scores_candidate_worlds_against_the_calibrated_one(tmp_path, capsys):
+    from bench import fidelity_sweep
+    data = toy_log(tmp_path / "tiny.txt", users=150, items=40)
+    base = tmp_path / "fidelity.json"
+    assert fidelity.main(["--data", str(data), "--algorithms", "popular,itemcf", "--policies", "organic",
+                          "--search-users", "150", "--search-evals", "2", "--workdir", str(tmp_path / "work"),
+                          "--out", str(base), "--no-results"]) == 0
+    out = tmp_path / "variants.json"
+    common = ["--data", str(data), "--base", str(base), "--algorithms", "popular,itemcf", "--out", str(out),
+              "--workdir", str(tmp_path / "sweep"), "--no-results", "--processes", "1"]
+    assert fidelity_sweep.main([*common, "--variant", '{"space": "next", "backward": 0}',
+                                "--variant", '{"smooth": 0.0}']) == 0
+    entry = json.loads(out.read_text())["tiny"]
+    assert set(entry["real"]) == {"popular", "itemcf"}
+    rows = entry["runs"][0]["variants"]
+    assert [r["variant"] for r in rows] == [{"space": "next", "backward": 0}, {"smooth": 0.0}]
+    assert rows[0]["knobs"]["space"] == "next" and rows[1]["knobs"]["smooth"] == 0.0
+    for r in rows:
+        assert 0 <= r["sim"]["itemcf"]["recall@10"] <= 1
+        assert 0 <= r["structure"]["forward_only"] + r["structure"]["backward_only"] <= 1
+    # A walk round a ring is directed: its next item follows the last, it does not precede it.
+    assert entry["real_structure"]["forward_only"] > entry["real_structure"]["backward_only"]
+    assert fidelity_sweep.main([*common, "--variant", '{"bogus": 1}']) == 2
+    assert "bogus" in capsys.readouterr().err
