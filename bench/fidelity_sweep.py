@@ -105,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     real = {a: saved[a]["real"] for a in algorithms if a in saved}
     _, seqs, n_items = fit.read_sequence_log(args.data)
     real_st = {**structure(seqs, n_items), **direction(seqs)}
+    for r in rows:   # the ratios the table shows, kept in the JSON behind it
+        r["sim_over_real"] = {a: round(r["sim"][a]["recall@10"] / real[a]["recall@10"], 2) for a in algorithms
+                              if a in real and real[a]["recall@10"]}
+        if {"sasrec", "itemcf"} <= set(r["sim"]) and r["sim"]["itemcf"]["recall@10"]:
+            r["sasrec_over_itemcf"] = round(r["sim"]["sasrec"]["recall@10"] / r["sim"]["itemcf"]["recall@10"], 2)
     everything = json.loads(args.out.read_text()) if args.out.exists() else {}
     run = {"device": args.device, "threads": args.threads, "processes": args.processes or len(variants),
            "sasrec_epochs": args.sasrec_epochs, "generative_epochs": args.generative_epochs,
