@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 ALGORITHMS = ("popular", "itemcf", "sasrec", "generative")
 TRADITIONAL = {"popular": "popular", "itemcf": "itemcf_window", "sasrec": "sasrec"}
 STRUCTURE_SHOWN = ("users", "items", "events", "length_mean", "length_median", "repeat_rate",
-                   "last_in_top10_popular", "top1pct_share", "gini", "last_in_top10_cooc", "last_in_top50_cooc",
+                   "last_in_top10_popular", "last_in_top10_tail_popular", "top1pct_share", "gini", "last_in_top10_cooc", "last_in_top50_cooc",
                    "lag3_in_top50_cooc", "lag6_in_top50_cooc", "last_in_top50_taste", "last_in_top10_taste64")
 
 
@@ -302,7 +302,7 @@ def results_section(stem: str, result: dict, algs: list[str], sources: list[str]
     append(f"Fidelity: {stem}, structure of the real and the simulated logs", ["statistic", *sources],
            [[name, *(f"{st[src][name]:.4f}" if st[src][name] < 100 else f"{st[src][name]:,.0f}" for src in sources)]
             for name in STRUCTURE_SHOWN],
-           notes="last event of each sequence held out; popularity and co-occurrence (window 3) counted on the rest; "
+           notes="last event of each sequence held out; tail_popular: the 10 items most often last in the held-in part; popularity and co-occurrence (window 3) counted on the rest; "
                  "lagL: the item L positions before the one before the held-out event, its top-50 co-occurring items; "
                  "taste (taste64): nearest items to the user's past on the held-in log's 16 (64) leading singular "
                  "vectors; the file "

@@ -86,6 +86,13 @@ def structure(seqs: list[np.ndarray], n_items: int, ks: tuple[int, ...] = (10, 5
     rank[order] = np.arange(n_items)
     for k in ks:
         out[f"last_in_top{k}_popular"] = float(np.mean(rank[last] < k))
+    # Drift: is the held-out item among the k items most often taken last in the held-in part?
+    # Real logs run in time: the end of every sequence is late, so what is taken at the ends
+    # predicts the held-out event better than all-time popularity; a world without time does not.
+    tail = np.bincount(np.array([s[-1] for s in held]), minlength=n_items)
+    tail_rank = np.empty(n_items, np.int64)
+    tail_rank[np.argsort(-tail, kind="stable")] = np.arange(n_items)
+    out["last_in_top10_tail_popular"] = float(np.mean(tail_rank[last] < 10))
     top1 = counts[order[: max(n_items // 100, 1)]].sum() / max(counts.sum(), 1)
     out["top1pct_share"] = float(top1)
     c = np.sort(counts)[::-1].astype(float)

@@ -132,3 +132,16 @@ def test_the_next_kernel_keeps_each_rows_strongest_targets(tmp_path):
     totals = np.bincount(src, weights=w, minlength=n)
     assert np.allclose(totals[np.bincount(src, minlength=n) > 0], 1.0, atol=1e-5)
     assert (arrays["edge_src"] != arrays["edge_dst"]).all()
+
+
+def test_tail_popularity_sees_a_log_that_runs_in_time():
+    # Items 0..39 are taken early by everyone, items 40..49 only at the end of sequences: in time
+    # order, the late items predict the held-out event and all-time popularity does not.
+    rng = np.random.default_rng(0)
+    seqs = [np.array([*rng.choice(40, 6, replace=False), 40 + u % 10, 40 + (u + 1) % 10]) for u in range(200)]
+    st = structure(seqs, 50)
+    assert st["last_in_top10_tail_popular"] == 1.0
+    assert st["last_in_top10_popular"] < 0.5
+    # The same events with the late items moved to the front: no drift left to see.
+    early = [np.array([s[-2], s[-1], *s[:-2]]) for s in seqs]
+    assert structure(early, 50)["last_in_top10_tail_popular"] < 0.5
