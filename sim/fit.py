@@ -54,20 +54,22 @@ class Knobs:
     """The world's free scalars, set by the calibration search (bench/calibration.py)."""
 
     popularity: float = 0.5      # item quality = popularity * centred log count
-    relevance: float = 3.0       # utility per unit of taste match
-    sequence: float = 1.0        # SequenceConfig.weight
-    floor: float = 1e-4          # SequenceConfig.floor
+    relevance: float = 6.0       # utility per unit of taste match
+    sequence: float = 0.8        # SequenceConfig.weight
+    floor: float = 1.3e-5        # SequenceConfig.floor
     lag_decay: float = 0.5
     repeat: float = 0.0          # utility lost on an item the user already took
-    backward: float = 0.5        # weight of "b before a" when counting a -> b transitions
+    backward: float = 0.0        # weight of "b before a" when counting a -> b transitions: real logs are
+                                 # directed (a cleanser, then a toner), so none by default
     damping: float = 0.5         # a transition a -> b counts / count(b) ** damping: popular b less
-    smooth: float = 0.7          # share of each item's transitions on the low-rank kernel
+    smooth: float = 0.5          # share of each item's transitions on the low-rank kernel
     discount: float = 0.0        # subtracted from every pair count: one-off pairs are mostly noise
-    memory: int = 3              # SequenceConfig.memory
+    memory: int = 1              # SequenceConfig.memory: the items that shape the next choice (more than one
+                                 # hands windowed item-CF the world's own model: bench.fidelity_sweep)
     dim: int = 64                # latent dimensions of tastes and items (a fine taste needs more than 16)
     neighbours: int = 50         # targets of each item on the low-rank kernel
     temperature: float = 0.1     # cosine gap that divides a low-rank transition's weight by e
-    space: str = "latent"        # where the low-rank kernel's neighbours are found: "cooc" (co-occurrence
+    space: str = "next"          # where the low-rank kernel's neighbours are found: "cooc" (co-occurrence
                                  # factors), "latent" (the items' positions: who took them, anywhere) or
                                  # "next" (items resembling, on "latent", those the log's pairs lead to)
 
