@@ -234,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         suffix = "" if src == "organic" else f"_{src}"
         result[f"kendall_tau{suffix}"] = kendall(list(real.values()), list(sim.values()))
         result[f"order_kept{suffix}"] = list(order_kept(real, sim))
+    # The table's ratios, kept beside the figures they come from.
+    result["sim_over_real"] = {a: {key[src]: round(result[a][key[src]]["recall@10"] / result[a]["real"]["recall@10"], 2)
+                                   for src in logs if src != "real" and key[src] in result[a] and result[a]["real"]["recall@10"]}
+                               for a in algs}
     result["structure"] = stats
     result["calibration"] = calibration
     result["runs"] = ([*everything[stem].get("runs", [])] if args.merge and stem in everything else []) + [
