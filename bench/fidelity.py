@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 ALGORITHMS = ("popular", "itemcf", "sasrec", "generative")
 TRADITIONAL = {"popular": "popular", "itemcf": "itemcf_window", "sasrec": "sasrec"}
 STRUCTURE_SHOWN = ("users", "items", "events", "length_mean", "length_median", "repeat_rate",
-                   "last_in_top10_popular", "last_in_top10_tail_popular", "top1pct_share", "gini", "last_in_top10_cooc", "last_in_top50_cooc",
+                   "last_in_top10_popular", "last_in_top10_tail_popular", "top1pct_share", "gini", "last_in_top10_cooc", "last_in_top50_cooc", "last_forward_only", "last_backward_only",
                    "lag3_in_top50_cooc", "lag6_in_top50_cooc", "last_in_top50_taste", "last_in_top10_taste64")
 
 

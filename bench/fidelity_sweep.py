@@ -28,20 +28,8 @@ from sim import fit
 from sim.structure import k_core, structure
 
 HERE = Path(__file__).resolve().parent
-SHOWN = ("last_in_top10_cooc", "last_in_top50_cooc", "last_pair_seen", "forward_only", "backward_only",
+SHOWN = ("last_in_top10_cooc", "last_in_top50_cooc", "last_pair_seen", "last_forward_only", "last_backward_only",
          "lag6_in_top50_cooc", "last_in_top10_taste64", "last_in_top10_near64")
-
-
-def direction(seqs: list[np.ndarray]) -> dict[str, float]:
-    """Is the held-out item's pair with the one before it seen (within 3 positions) only in this
-    order, or only in the reverse order, in the held-in log? Real purchase logs are directed."""
-    n = int(max(s.max() for s in seqs)) + 1
-    seen = np.unique(np.concatenate([s[:-1][:-d] * n + s[:-1][d:] for s in seqs for d in (1, 2, 3)
-                                     if len(s) - 1 > d] or [np.zeros(0, np.int64)]))
-    prev = np.array([s[-2] for s in seqs], np.int64)
-    last = np.array([s[-1] for s in seqs], np.int64)
-    fw, bw = np.isin(prev * n + last, seen), np.isin(last * n + prev, seen)
-    return {"forward_only": float((fw & ~bw).mean()), "backward_only": float((bw & ~fw).mean())}
 
 
 def one_variant(data: Path, base: dict, variant: dict, algorithms: list[str], args: argparse.Namespace,
@@ -55,7 +43,7 @@ def one_variant(data: Path, base: dict, variant: dict, algorithms: list[str], ar
     lengths = np.array([len(s) for s in seqs])
     workdir.mkdir(parents=True, exist_ok=True)
     sim = k_core(fit.simulate_organic(arrays, knobs, lengths, workdir / "world.npz", seed=args.seed + 1))
-    st = {**structure(sim, int(max(s.max() for s in sim)) + 1), **direction(sim)}
+    st = structure(sim, int(max(s.max() for s in sim)) + 1)
     path = write_log(workdir / "sim.txt", sim)
     sim_r = {a: fidelity.run_algorithm(a, path, args) for a in algorithms}
     return {"variant": variant, "knobs": asdict(knobs), "sim": sim_r, "structure": {k: st[k] for k in SHOWN},
@@ -104,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     load.append(os.getloadavg()[0])
     real = {a: saved[a]["real"] for a in algorithms if a in saved}
     _, seqs, n_items = fit.read_sequence_log(args.data)
-    real_st = {**structure(seqs, n_items), **direction(seqs)}
+    real_st = structure(seqs, n_items)
     for r in rows:   # the ratios the table shows, kept in the JSON behind it
         r["sim_over_real"] = {a: round(r["sim"][a]["recall@10"] / real[a]["recall@10"], 2) for a in algorithms
                               if a in real and real[a]["recall@10"]}

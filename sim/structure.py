@@ -114,6 +114,14 @@ def structure(seqs: list[np.ndarray], n_items: int, ks: tuple[int, ...] = (10, 5
     at = np.minimum(np.searchsorted(all_keys, q), max(len(all_keys) - 1, 0))
     out["last_pair_seen"] = float(np.mean(all_keys[at] == q)) if len(all_keys) else 0.0
     out["last_is_rare"] = float(np.mean(counts[last] < 3))
+    # Direction: the held-out step's pair seen (within the window) only in this order, or only in
+    # the reverse one. Real purchase logs are directed; symmetric counting cannot tell, SASRec can.
+    fwd = np.sort(np.concatenate([s[:-d] * n_items + s[d:] for s in held for d in range(1, WINDOW + 1)
+                                  if len(s) > d] or [np.zeros(0, np.int64)]))
+    seen_fw = _contains(fwd, before * n_items + last)
+    seen_bw = _contains(fwd, last * n_items + before)
+    out["last_forward_only"] = float(np.mean(seen_fw & ~seen_bw))
+    out["last_backward_only"] = float(np.mean(seen_bw & ~seen_fw))
     # How far back the past still points at the held-out item: a sequence model reads the whole
     # history, item-CF the last few items, so a log whose dependence fades slowly favours the former.
     for lag in LAGS:
@@ -128,6 +136,13 @@ def structure(seqs: list[np.ndarray], n_items: int, ks: tuple[int, ...] = (10, 5
     out.update(_smooth(held, before, last, n_items, ks))
     out.update(_near(held, before, last, ks, emb64))
     return out
+
+
+def _contains(sorted_keys: np.ndarray, q: np.ndarray) -> np.ndarray:
+    if len(sorted_keys) == 0:
+        return np.zeros(len(q), bool)
+    at = np.minimum(np.searchsorted(sorted_keys, q), len(sorted_keys) - 1)
+    return sorted_keys[at] == q
 
 
 def transition_factors(src: np.ndarray, dst: np.ndarray, w: np.ndarray, n_items: int,

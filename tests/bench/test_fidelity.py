@@ -70,8 +70,8 @@ def test_the_sweep_scores_candidate_worlds_against_the_calibrated_one(tmp_path, 
     assert rows[0]["knobs"]["space"] == "next" and rows[1]["knobs"]["smooth"] == 0.0
     for r in rows:
         assert 0 <= r["sim"]["itemcf"]["recall@10"] <= 1
-        assert 0 <= r["structure"]["forward_only"] + r["structure"]["backward_only"] <= 1
+        assert 0 <= r["structure"]["last_forward_only"] + r["structure"]["last_backward_only"] <= 1
     # A walk round a ring is directed: its next item follows the last, it does not precede it.
-    assert entry["real_structure"]["forward_only"] > entry["real_structure"]["backward_only"]
+    assert entry["real_structure"]["last_forward_only"] > entry["real_structure"]["last_backward_only"]
     assert fidelity_sweep.main([*common, "--variant", '{"bogus": 1}']) == 2
     assert "bogus" in capsys.readouterr().err

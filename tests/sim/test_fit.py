@@ -145,3 +145,12 @@ def test_tail_popularity_sees_a_log_that_runs_in_time():
     # The same events with the late items moved to the front: no drift left to see.
     early = [np.array([s[-2], s[-1], *s[:-2]]) for s in seqs]
     assert structure(early, 50)["last_in_top10_tail_popular"] < 0.5
+
+
+def test_direction_tells_a_one_way_walk_from_a_two_way_one(tmp_path):
+    _, seqs, n = fit.read_sequence_log(toy_log(tmp_path / "ring.txt"))
+    one_way = structure(seqs, n)
+    assert one_way["last_forward_only"] > 3 * one_way["last_backward_only"]
+    both = structure([s if u % 2 else s[::-1].copy() for u, s in enumerate(seqs)], n)
+    # Walked both ways, most pairs are seen in both orders: neither order alone tells the next step.
+    assert both["last_forward_only"] < one_way["last_forward_only"] / 2
