@@ -110,14 +110,12 @@ def structure(seqs: list[np.ndarray], n_items: int, ks: tuple[int, ...] = (10, 5
         out[f"last_in_top{k}_cooc"] = float(np.mean(found & (nrank[pos] < k)))
     # How often the held-out step is a pair the held-in log has seen at all: a world whose users
     # only retrace counted pairs gives counting methods an edge real logs do not.
-    all_keys = np.sort(src * n_items + dst)
-    at = np.minimum(np.searchsorted(all_keys, q), max(len(all_keys) - 1, 0))
-    out["last_pair_seen"] = float(np.mean(all_keys[at] == q)) if len(all_keys) else 0.0
+    out["last_pair_seen"] = float(np.mean(_contains(np.sort(src * n_items + dst), q)))
     out["last_is_rare"] = float(np.mean(counts[last] < 3))
     # Direction: the held-out step's pair seen (within the window) only in this order, or only in
     # the reverse one. Real purchase logs are directed; symmetric counting cannot tell, SASRec can.
-    fwd = np.sort(np.concatenate([s[:-d] * n_items + s[d:] for s in held for d in range(1, WINDOW + 1)
-                                  if len(s) > d] or [np.zeros(0, np.int64)]))
+    f_src, f_dst, _ = cooccurrence(held, n_items, backward=0.0)
+    fwd = f_src * n_items + f_dst                                                   # sorted: unique keys
     seen_fw = _contains(fwd, before * n_items + last)
     seen_bw = _contains(fwd, last * n_items + before)
     out["last_forward_only"] = float(np.mean(seen_fw & ~seen_bw))
