@@ -37,9 +37,17 @@ def item_prior(world: World, state: WorldState, items: np.ndarray | slice = slic
     age = (state.day - created).astype(np.float32)
     # The day-0 catalogue is the established assortment: only later arrivals are news.
     fresh = np.exp(-age / np.float32(b.novelty_days)) * (created > 0)
-    return (world.item_quality[items]
-            + np.float32(b.popularity_scale) * np.log1p(state.item_clicks[items])
-            + np.float32(b.novelty) * fresh.astype(np.float32))
+    prior = (world.item_quality[items]
+             + np.float32(b.popularity_scale) * np.log1p(state.item_clicks[items])
+             + np.float32(b.novelty) * fresh.astype(np.float32))
+    if b.lifecycle:
+        prior = prior + np.float32(b.lifecycle * clock(world, state.day)) * world.item_lateness[items]
+    return prior
+
+
+def clock(world: World, day: int) -> float:
+    """The world's time on `day`, from -1 (day 0) to 1 (day lifecycle_days - 1, and after)."""
+    return 2.0 * min(day / (world.config.behavior.lifecycle_days - 1.0), 1.0) - 1.0
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 from sim.calibrate import Log, item_embedding, kmeans
 from sim.config import (BehaviorConfig, FitConfig, ItemConfig, OracleConfig, SequenceConfig, TrafficConfig,
                         UserConfig, WorldConfig)
-from sim.structure import cooccurrence, transition_factors
+from sim.structure import cooccurrence, lateness, transition_factors
 
 class LogFormatError(ValueError):
     """The log is not in the `user item item ...` sequential format."""
@@ -64,6 +64,8 @@ class Knobs:
     damping: float = 0.5         # a transition a -> b counts / count(b) ** damping: popular b less
     smooth: float = 0.5          # share of each item's transitions on the low-rank kernel
     discount: float = 0.0        # subtracted from every pair count: one-off pairs are mostly noise
+    lifecycle: float = 0.0       # BehaviorConfig.lifecycle: how far an item's time in the log moves its
+                                 # utility from a sequence's start to its end (searched per log)
     memory: int = 1              # SequenceConfig.memory: the items that shape the next choice (more than one
                                  # hands windowed item-CF the world's own model: bench.fidelity_sweep)
     dim: int = 64                # latent dimensions of tastes and items (a fine taste needs more than 16)
@@ -102,7 +104,8 @@ def fit_arrays(seqs: list[np.ndarray], n_items: int, knobs: Knobs, n_categories:
     count = np.bincount(items, minlength=n_items).astype(float)
     src, dst, w = _kernel(src, dst, w, count, n_items, knobs, latent)
     lengths = np.array([len(s) for s in seqs], float)
-    return {"user_taste": taste.astype(np.float32), "user_activity": lengths / lengths.mean(),
+    late, _ = lateness(seqs, n_items)
+    return {"item_lateness": late.astype(np.float32),"user_taste": taste.astype(np.float32), "user_activity": lengths / lengths.mean(),
             "item_latent": latent, "item_quality": (knobs.popularity * (logc - logc.mean())).astype(np.float32),
             "item_category": labels.astype(np.int32), "leaf_centre": centre.astype(np.float32),
             "edge_src": src.astype(np.int32), "edge_dst": dst.astype(np.int32), "edge_weight": w.astype(np.float32)}
@@ -207,7 +210,7 @@ def fitted_scenario(arrays: dict[str, np.ndarray], knobs: Knobs, fitted: str, na
         items=ItemConfig(n=len(arrays["item_latent"]), n_categories=n_categories, subcategories=1),
         # Slates compete with what the user would find on their own, as in the small world.
         behavior=BehaviorConfig(relevance_scale=knobs.relevance, content_weight=1.0, outside="catalogue",
-                                no_click_utility=-4.0),
+                                no_click_utility=-4.0, lifecycle=knobs.lifecycle),
         sequence=SequenceConfig(weight=knobs.sequence, floor=knobs.floor, lag_decay=knobs.lag_decay,
                                 repeat=knobs.repeat, memory=knobs.memory),
         traffic=TrafficConfig(sessions_per_user=1.0, requests_per_session=1.5),

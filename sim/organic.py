@@ -88,7 +88,7 @@ def _transition_part(world: World, static: np.ndarray, owners: np.ndarray, recen
 
 
 def simulate_sequences(world: World, lengths: np.ndarray, seed: int, state: WorldState,
-                       block: int = 2048) -> list[np.ndarray]:
+                       block: int = 2048, phases: int = 5) -> list[np.ndarray]:
     """Each user's `lengths[u]` organic events in order, every choice seeing the ones before it.
 
     Exactly organic_choice's distribution, drawn faster: a user's utility is a static part (taste,
@@ -96,8 +96,13 @@ def simulate_sequences(world: World, lengths: np.ndarray, seed: int, state: Worl
     lead, a sparse term, minus the repeat penalty. So exp(utility) is the static softmax plus a
     sparse extra mass on the transition targets, sampled as a two-part mixture from one static CDF
     per user; items already taken are redrawn with probability 1 - exp(-repeat) (rejection, exact).
+    With item lifecycles (BehaviorConfig.lifecycle) the clock is the user's progress through their
+    own sequence, -1 at the first event and 1 at the last, in `phases` steps: one CDF per phase.
     """
-    sc = world.config.sequence
+    sc, life = world.config.sequence, world.config.behavior.lifecycle
+    phases = phases if life else 1
+    clocks = np.linspace(-1.0, 1.0, phases) if phases > 1 else np.zeros(1)
+    block = max(block // phases, 1)
     out = np.full((len(lengths), int(lengths.max(initial=0))), -1, np.int64)
     bare = replace(state, user_recent=np.full_like(state.user_recent, -1), bought_key=np.zeros(0, np.int64))
     keep_bought = np.exp(-sc.repeat)
@@ -105,27 +110,28 @@ def simulate_sequences(world: World, lengths: np.ndarray, seed: int, state: Worl
         users = np.arange(lo, min(lo + block, len(lengths)))
         if not lengths[users].any():
             continue
-        static = all_utilities(replace(world, config=_static(world)), bare, users, exact=False)   # [b, I]
-        static -= static.max(axis=1, keepdims=True)
-        z = np.exp(static.astype(np.float64)).sum(axis=1)                                        # [b]
-        cdf = _cdf(static)
+        base = all_utilities(replace(world, config=_static(world)), bare, users, exact=False)     # [b, I]
+        statics, zs, cdfs = [], [], []
+        for c in clocks:
+            static = base + np.float32(life * c) * world.item_lateness[None, :] if life else base
+            static = static - static.max(axis=1, keepdims=True)
+            statics.append(static)
+            zs.append(np.exp(static.astype(np.float64)).sum(axis=1))                             # [b]
+            cdfs.append(_cdf(static))
         recent = np.full((len(users), sc.memory), -1, np.int64)
+        span = np.maximum(lengths[users] - 1, 1).astype(float)
         for t in range(int(lengths[users].max(initial=0))):
             rows = np.flatnonzero(lengths[users] > t)                                             # [a]
+            phase = np.rint(t / span[rows] * (phases - 1)).astype(np.int64)                      # [a]
             pick = np.full(len(rows), -1, np.int64)
             todo = np.arange(len(rows))
             for attempt in range(MAX_REJECTIONS + 1):
                 draw = keyed_uniform(seed, t * 1000 + attempt, "organic", users[rows[todo]] * 2)
                 coin = keyed_uniform(seed, t * 1000 + attempt, "organic", users[rows[todo]] * 2 + 1)
-                choice = _draw(cdf, draw, rows[todo])
-                if sc.weight:
-                    own, item, mass, extra = _transition_part(world, static, rows[todo], recent[rows[todo]])
-                    sparse = coin * (z[rows[todo]] + extra) < extra                               # [n] the sparse part
-                    if sparse.any():
-                        c = np.cumsum(mass)
-                        start = np.concatenate([[0.0], c])[np.searchsorted(own, np.arange(len(todo)))]
-                        where = np.searchsorted(c, start[sparse] + draw[sparse] * extra[sparse], side="left")
-                        choice[sparse] = item[np.minimum(where, len(item) - 1)]
+                choice = np.empty(len(todo), np.int64)
+                for p in np.unique(phase[todo]):
+                    at = np.flatnonzero(phase[todo] == p)
+                    choice[at] = _choose(world, statics[p], zs[p], cdfs[p], rows[todo[at]], recent, draw[at], coin[at])
                 taken = (out[users[rows[todo]], :t] == choice[:, None]).any(axis=1)
                 accept = ~taken | (keyed_uniform(seed, t * 1000 + attempt, "organic-repeat",
                                                  users[rows[todo]]) < keep_bought)
@@ -140,7 +146,23 @@ def simulate_sequences(world: World, lengths: np.ndarray, seed: int, state: Worl
     return [out[u, :lengths[u]] for u in range(len(lengths))]
 
 
+def _choose(world: World, static: np.ndarray, z: np.ndarray, cdf: np.ndarray, rows: np.ndarray,
+            recent: np.ndarray, draw: np.ndarray, coin: np.ndarray) -> np.ndarray:
+    """One draw per row of the block from the static CDF mixed with the sparse transition mass."""
+    choice = _draw(cdf, draw, rows)
+    if world.config.sequence.weight:
+        own, item, mass, extra = _transition_part(world, static, rows, recent[rows])
+        sparse = coin * (z[rows] + extra) < extra                                               # [n] the sparse part
+        if sparse.any():
+            c = np.cumsum(mass)
+            start = np.concatenate([[0.0], c])[np.searchsorted(own, np.arange(len(rows)))]
+            where = np.searchsorted(c, start[sparse] + draw[sparse] * extra[sparse], side="left")
+            choice[sparse] = item[np.minimum(where, len(item) - 1)]
+    return choice
+
+
 def _static(world: World):
     """The world's config with the terms that move within a sequence turned off."""
     cfg = world.config
-    return replace(cfg, sequence=replace(cfg.sequence, weight=0.0, repeat=0.0))
+    return replace(cfg, sequence=replace(cfg.sequence, weight=0.0, repeat=0.0),
+                   behavior=replace(cfg.behavior, lifecycle=0.0))

@@ -54,6 +54,32 @@ def cooccurrence(seqs: list[np.ndarray], n_items: int, window: int = WINDOW,
     return uniq // n_items, uniq % n_items, np.bincount(inv, weights=w[keep], minlength=len(uniq))
 
 
+def lateness(seqs: list[np.ndarray], n_items: int, shrink: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Each item's mean relative position in the sequences that hold it, minus 1/2: [I] float, and
+    whether it occurs at all (in a sequence of two events or more) [I] bool.
+
+    A log without timestamps still runs in time (a user's sequence is in order, and users overlap
+    in time), so an item of late catalogue sits late in sequences. `shrink` pulls each mean towards
+    0 by its count (empirical Bayes: one position's noise against the spread of the items' means),
+    so a rare item's few positions do not pass for a time of its own."""
+    seqs = [s for s in seqs if len(s) >= 2]
+    if not seqs:
+        return np.zeros(n_items), np.zeros(n_items, bool)
+    items = np.concatenate(seqs)
+    rel = np.concatenate([np.arange(len(s)) / (len(s) - 1.0) for s in seqs]) - 0.5
+    count = np.bincount(items, minlength=n_items).astype(float)
+    total = np.bincount(items, weights=rel, minlength=n_items)
+    seen = count > 0
+    mean = np.where(seen, total / np.maximum(count, 1), 0.0)
+    if not shrink:
+        return mean, seen
+    noise = float(rel.var())                                   # one position's variance (~1/12)
+    signal = max(float(np.average(mean[seen] ** 2, weights=count[seen]))
+                 - noise * float(seen.sum()) / float(count[seen].sum()), 0.0)
+    prior = noise / signal if signal > 0 else np.inf
+    return np.where(seen, total / (count + prior), 0.0), seen
+
+
 def _top_neighbours(src: np.ndarray, dst: np.ndarray, w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Each source's k strongest targets, as sorted keys (src * n + dst) and ranks 0..k-1."""
     order = np.lexsort((dst, -w, src))
@@ -93,6 +119,10 @@ def structure(seqs: list[np.ndarray], n_items: int, ks: tuple[int, ...] = (10, 5
     tail_rank = np.empty(n_items, np.int64)
     tail_rank[np.argsort(-tail, kind="stable")] = np.arange(n_items)
     out["last_in_top10_tail_popular"] = float(np.mean(tail_rank[last] < 10))
+    # The same drift, item by item: where in the held-in sequences the held-out item sits (its mean
+    # relative position, centred; 0 for an item of no particular time). Without time it is ~0.
+    late, seen = lateness(held, n_items, shrink=False)
+    out["last_lateness"] = float(late[last][seen[last]].mean()) if seen[last].any() else 0.0
     top1 = counts[order[: max(n_items // 100, 1)]].sum() / max(counts.sum(), 1)
     out["top1pct_share"] = float(top1)
     c = np.sort(counts)[::-1].astype(float)

@@ -55,6 +55,7 @@ class World:
     item_latent: np.ndarray       # [I, d] hidden, unit norm
     item_collab: np.ndarray       # [I, c] hidden
     item_quality: np.ndarray      # [I] hidden
+    item_lateness: np.ndarray     # [I] hidden: when in the world's time the item belongs (BehaviorConfig.lifecycle)
     item_category: np.ndarray     # [I] public: the leaf category
     item_content: np.ndarray      # [I, d] public: a noisy view of item_latent
     item_title: tuple[str, ...]   # [I] public
@@ -167,6 +168,7 @@ def _item_cohort(config: WorldConfig, h: Hierarchy, day: int, n: int) -> dict[st
     return {"latent": latent.astype(np.float32),
             "collab": (rng.standard_normal((n, c)) / np.sqrt(max(c, 1))).astype(np.float32),
             "quality": (ic.quality_sigma * rng.standard_normal(n)).astype(np.float32),
+            "lateness": np.zeros(n, np.float32),
             "category": leaf.astype(np.int32), "content": content.astype(np.float32),
             "created_day": np.full(n, day, np.int32)}
 
@@ -213,6 +215,8 @@ def _fitted_cohort(config: WorldConfig, kind: str) -> dict[str, np.ndarray]:
         content = latent + config.items.content_noise * rng.standard_normal((n, d)) / np.sqrt(d)
         return {"latent": latent, "collab": (rng.standard_normal((n, c)) / np.sqrt(max(c, 1))).astype(np.float32),
                 "quality": z["item_quality"].astype(np.float32), "category": z["item_category"].astype(np.int32),
+                # Worlds fitted before lifecycles were fitted have none: an item of no particular time.
+                "lateness": z["item_lateness"].astype(np.float32) if "item_lateness" in z else np.zeros(n, np.float32),
                 "content": content.astype(np.float32), "created_day": np.zeros(n, np.int32)}
     n = len(z["user_taste"])
     return {"taste": z["user_taste"].astype(np.float32),
@@ -262,6 +266,7 @@ def make_world(config: WorldConfig, through_day: int = 0) -> World:
         user_taste=users["taste"], user_collab=users["collab"], user_activity=users["activity"],
         user_age_bucket=users["age_bucket"], user_region=users["region"], user_created_day=users["created_day"],
         item_latent=items["latent"], item_collab=items["collab"], item_quality=items["quality"],
+        item_lateness=items["lateness"],
         item_category=items["category"], item_content=items["content"],
         item_title=tuple(_titles(items["latent"], items["category"], names)),
         item_created_day=items["created_day"], category_names=names,

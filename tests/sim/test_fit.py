@@ -145,6 +145,24 @@ def test_tail_popularity_sees_a_log_that_runs_in_time():
     # The same events with the late items moved to the front: no drift left to see.
     early = [np.array([s[-2], s[-1], *s[:-2]]) for s in seqs]
     assert structure(early, 50)["last_in_top10_tail_popular"] < 0.5
+    # Item by item: the held-out items sit late in the held-in sequences; with time shuffled
+    # out of every sequence, nowhere in particular.
+    assert st["last_lateness"] > 0.3
+    assert abs(structure([rng.permutation(s) for s in seqs], 50)["last_lateness"]) < 0.1
+
+
+def test_lateness_shrinks_the_few_positions_of_rare_items():
+    from sim.structure import lateness
+    rng = np.random.default_rng(1)
+    # Items 0..9 taken early and 10..19 late by every user; item 20 once, last, by one user.
+    seqs = [np.array([*rng.permutation(10), *(10 + rng.permutation(10))]) for _ in range(100)]
+    seqs.append(np.array([0, 20]))
+    raw, seen = lateness(seqs, 22, shrink=False)
+    late, _ = lateness(seqs, 22)
+    assert seen[:21].all() and not seen[21] and late[21] == 0.0
+    assert raw[20] == 0.5 and 0 < late[20] < 0.5 * raw[20]          # one position says little
+    assert np.all(late[:10] < -0.15) and np.all(late[10:20] > 0.15)   # a hundred say a lot
+    np.testing.assert_allclose(late[:20], raw[:20], atol=0.02)
 
 
 def test_direction_tells_a_one_way_walk_from_a_two_way_one(tmp_path):

@@ -130,3 +130,35 @@ def test_shard_order_never_changes_a_click_probability():
     parts = np.concatenate([click_probability(w, st, users[i::3], slates[i::3]) for i in range(3)])
     order = np.concatenate([np.arange(60)[i::3] for i in range(3)])
     np.testing.assert_array_equal(whole[order], parts)
+
+
+def test_item_lifecycles_move_choices_with_the_clock_and_the_fast_sampler_stays_exact():
+    """Late items gain utility as the clock runs: in a sequence drawn whole the clock is the user's
+    progress (-1 first, 1 last), in a campaign the day; the second of two events follows the
+    exact law at clock 1."""
+    from scipy.stats import kstest
+
+    from sim.behavior import clock, item_prior
+    from sim.state import KEY_STRIDE
+    cfg = dataclasses.replace(world_config(), users=UserConfig(n=3000))
+    cfg = dataclasses.replace(cfg, behavior=dataclasses.replace(cfg.behavior, lifecycle=4.0, lifecycle_days=11))
+    w = make_world(cfg, 0)
+    late = np.where(np.arange(w.n_items) % 2, 0.5, -0.5).astype(np.float32)        # odd items are late
+    w = dataclasses.replace(w, item_lateness=late)
+    st = initial_state(w)
+    assert clock(w, 0) == -1.0 and clock(w, 5) == 0.0 and clock(w, 10) == 1.0 and clock(w, 40) == 1.0
+    np.testing.assert_allclose(item_prior(w, dataclasses.replace(st, day=10)) - item_prior(w, st), 2 * 4.0 * late,
+                               rtol=1e-5, atol=1e-5)
+    seqs = simulate_sequences(w, np.full(w.n_users, 2), seed=3, state=st)
+    first = np.array([s[0] for s in seqs])
+    second = np.array([s[1] for s in seqs])
+    assert (first % 2).mean() < 0.35 and (second % 2).mean() > 0.65
+    users = np.arange(w.n_users)
+    given = dataclasses.replace(st, day=10, user_recent=remember(st.user_recent, users, first),
+                                bought_key=np.sort(users * KEY_STRIDE + first))
+    u = all_utilities(w, given, users).astype(np.float64)                        # [U, I] at clock 1
+    q = np.exp(u - u.max(axis=1, keepdims=True))
+    q /= q.sum(axis=1, keepdims=True)
+    hi = np.cumsum(q, axis=1)[users, second]
+    pit = hi - np.random.default_rng(0).random(len(users)) * q[users, second]
+    assert kstest(pit, "uniform").pvalue > 0.001
