@@ -222,7 +222,10 @@ MATCHED = ("items", "last_in_top10_popular", "last_in_top50_popular", "top1pct_s
            "last_in_top50_cooc", "last_pair_seen", "last_in_top50_taste", "last_in_top50_smooth",
            # How fast the past stops pointing at the next item, and how sharp fine taste and item
            # similarity are at the top: what separates a sequence model from pair counting.
-           "lag3_in_top50_cooc", "lag6_in_top50_cooc", "last_in_top10_taste64", "last_in_top10_near64")
+           "lag3_in_top50_cooc", "lag6_in_top50_cooc", "last_in_top10_taste64", "last_in_top10_near64",
+           # Time: where the held-out item sits in the log's sequences, and the items taken last.
+           "last_lateness", "last_in_top10_tail_popular")
+TIME = ("last_lateness", "last_in_top10_tail_popular")   # what the lifecycle stage matches
 
 
 def simulate_organic(arrays: dict[str, np.ndarray], knobs: Knobs, lengths: np.ndarray, path: Path,
@@ -237,9 +240,13 @@ def simulate_organic(arrays: dict[str, np.ndarray], knobs: Knobs, lengths: np.nd
     return simulate_sequences(world, lengths, seed, initial_state(world))
 
 
-def loss(real: dict[str, float], sim: dict[str, float]) -> float:
-    """Squared log ratios of the matched statistics (a floor keeps empty ones finite)."""
-    return float(sum(np.log((sim.get(k, 0.0) + 1e-3) / (real[k] + 1e-3)) ** 2 for k in MATCHED))
+def loss(real: dict[str, float], sim: dict[str, float], matched: tuple[str, ...] = MATCHED) -> float:
+    """Squared log ratios of the matched statistics, each above a floor that keeps empty ones
+    finite (lateness, a centred position that can reach 0 or below, above a wider one)."""
+    def term(k: str) -> float:
+        floor = 0.1 if k == "last_lateness" else 1e-3
+        return np.log(max(sim.get(k, 0.0) + floor, 1e-3) / max(real[k] + floor, 1e-3)) ** 2
+    return float(sum(term(k) for k in matched))
 
 
 class _Spent(Exception):
@@ -254,10 +261,11 @@ class Search:
 
 
 def search(seqs: list[np.ndarray], n_items: int, workdir: Path, users: int = 8000, evaluations: int = 40,
-           start: Knobs = Knobs(), seed: int = 0, log=print) -> Search:
-    """A grid, then Nelder-Mead, over log(popularity), log(floor), log(relevance), logit(smooth) on a random subset
-    of users, each point simulated with the same draws (common random numbers keep it smoother);
-    `evaluations` counts both."""
+           start: Knobs = Knobs(), seed: int = 0, log=print, lifecycle_evals: int = 6) -> Search:
+    """The lifecycle on the time statistics alone (a bounded scalar search, `lifecycle_evals`
+    points), then a grid around the start point and Nelder-Mead over log(popularity), log(floor),
+    log(relevance), logit(smooth), on a random subset of users, each point simulated with the same
+    draws (common random numbers keep it smoother); `evaluations` counts every point."""
     from scipy.optimize import minimize
 
     from sim.structure import k_core, structure
@@ -273,33 +281,58 @@ def search(seqs: list[np.ndarray], n_items: int, workdir: Path, users: int = 800
     tried: list[dict[str, float]] = []
     workdir.mkdir(parents=True, exist_ok=True)
 
-    def knobs_at(x: np.ndarray) -> Knobs:
-        return replace(start, popularity=float(np.exp(x[0])), floor=float(np.exp(x[1])),
+    def knobs_at(x: np.ndarray, base: Knobs) -> Knobs:
+        return replace(base, popularity=float(np.exp(x[0])), floor=float(np.exp(x[1])),
                        relevance=float(np.exp(x[2])), smooth=float(1 / (1 + np.exp(-x[3]))))
 
-    def objective(x: np.ndarray) -> float:
+    def evaluate(k: Knobs, matched: tuple[str, ...] = MATCHED) -> float:
         if len(tried) >= evaluations:
             raise _Spent
-        k = knobs_at(x)
         arrays = fit_arrays(sub, n_items, k, seed=seed)
         kept = k_core(simulate_organic(arrays, k, lengths, workdir / f"search-{len(tried)}.npz"))
-        value = loss(real, structure(kept, n_items)) if len(kept) > 10 else 1e3
+        st = structure(kept, n_items) if len(kept) > 10 else None
+        value = loss(real, st) if st else 1e3
         tried.append({"popularity": k.popularity, "floor": k.floor, "relevance": k.relevance,
-                      "smooth": k.smooth, "loss": value})
+                      "smooth": k.smooth, "lifecycle": k.lifecycle, "loss": value})
         (workdir / f"search-{len(tried) - 1}.npz").unlink()
         log(f"  calibration {len(tried):3d}: popularity {k.popularity:.3f} floor {k.floor:.2e} "
-            f"relevance {k.relevance:.2f} smooth {k.smooth:.2f} -> loss {value:.4f}", flush=True)
-        return value
+            f"relevance {k.relevance:.2f} smooth {k.smooth:.2f} lifecycle {k.lifecycle:.2f} -> loss {value:.4f}",
+            flush=True)
+        return loss(real, st, matched) if st else 1e3
+
+    # Time first, on its own statistics: how far the log's items move with its clock hardly
+    # depends on the other knobs, and every later point then carries it.
+    life, timed = start.lifecycle, []
+    if lifecycle_evals:
+        from scipy.optimize import minimize_scalar
+
+        def on_time(b: float) -> float:
+            timed.append((evaluate(replace(start, lifecycle=float(b)), TIME), float(b)))
+            return timed[-1][0]
+        try:
+            on_time(0.0)                       # a log may carry no time: the bounded search never tries 0
+            minimize_scalar(on_time, bounds=(0.0, 12.0), method="bounded",
+                            options={"maxiter": lifecycle_evals - 1, "xatol": 0.3})
+        except _Spent:
+            pass
+        life = min(timed)[1] if timed else life
+    start = replace(start, lifecycle=life)
+
+    def objective(x: np.ndarray) -> float:
+        return evaluate(knobs_at(x, start))
 
     # A coarse grid first: logs differ most in how strongly one item leads to the next (floor)
     # and how concentrated popularity is; the simplex then refines around the best point.
     logit = float(np.log(start.smooth / (1 - start.smooth)))
     grid = [np.array([*np.log([start.popularity * p, start.floor * f, start.relevance]), logit + m])
             for f in (0.3, 1.0, 3.0) for p in (0.7, 1.4) for m in (-1.5, 1.5)]
-    values = [objective(x) for x in grid[:evaluations]]
-    x0 = grid[int(np.argmin(values))]
-    simplex = x0 + np.vstack([np.zeros(4), np.diag([0.3, 0.7, 0.3, 1.0])])
+    grid.insert(0, np.array([*np.log([start.popularity, start.floor, start.relevance]), logit]))
+    values = []
     try:
+        for x in grid:
+            values.append(objective(x))
+        x0 = grid[int(np.argmin(values))]
+        simplex = x0 + np.vstack([np.zeros(4), np.diag([0.3, 0.7, 0.3, 1.0])])
         minimize(objective, x0, method="Nelder-Mead",
                  options={"initial_simplex": simplex, "xatol": 0.05, "fatol": 1e-3})
     except _Spent:
@@ -307,4 +340,4 @@ def search(seqs: list[np.ndarray], n_items: int, workdir: Path, users: int = 800
     best = min(range(len(tried)), key=lambda i: tried[i]["loss"])
     b = tried[best]
     return Search(replace(start, popularity=b["popularity"], floor=b["floor"], relevance=b["relevance"],
-                          smooth=b["smooth"]), b["loss"], tried)
+                          smooth=b["smooth"], lifecycle=b["lifecycle"]), b["loss"], tried)

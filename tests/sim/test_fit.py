@@ -172,3 +172,19 @@ def test_direction_tells_a_one_way_walk_from_a_two_way_one(tmp_path):
     both = structure([s if u % 2 else s[::-1].copy() for u, s in enumerate(seqs)], n)
     # Walked both ways, most pairs are seen in both orders: neither order alone tells the next step.
     assert both["last_forward_only"] < one_way["last_forward_only"] / 2
+
+
+def test_the_lifecycle_stage_finds_the_time_a_log_runs_in(tmp_path):
+    # Every user takes catalogue items 0..29 early and 30..59 late: a log that runs in time. With
+    # each sequence shuffled the same events carry no time, and the stage finds less of it.
+    rng = np.random.default_rng(0)
+    timed = [np.array([*rng.choice(30, 4, replace=False), *(30 + rng.choice(30, 4, replace=False))])
+             for _ in range(300)]
+    found = {}
+    for name, seqs in (("timed", timed), ("shuffled", [rng.permutation(s) for s in timed])):
+        res = fit.search(seqs, 60, tmp_path / name, users=300, evaluations=6, lifecycle_evals=6,
+                         log=lambda *a, **k: None)
+        assert len(res.evaluations) == 6
+        found[name] = res.knobs.lifecycle
+    assert found["timed"] > 3.0
+    assert found["shuffled"] < found["timed"] / 2
