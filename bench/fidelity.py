@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 ALGORITHMS = ("popular", "itemcf", "sasrec", "generative")
 TRADITIONAL = {"popular": "popular", "itemcf": "itemcf_window", "sasrec": "sasrec"}
 STRUCTURE_SHOWN = ("users", "items", "events", "length_mean", "length_median", "repeat_rate",
-                   "last_in_top10_popular", "last_in_top10_tail_popular", "top1pct_share", "gini", "last_in_top10_cooc", "last_in_top50_cooc", "last_forward_only", "last_backward_only",
+                   "last_in_top10_popular", "last_in_top10_tail_popular", "last_lateness", "top1pct_share", "gini", "last_in_top10_cooc", "last_in_top50_cooc", "last_forward_only", "last_backward_only",
                    "lag3_in_top50_cooc", "lag6_in_top50_cooc", "last_in_top50_taste", "last_in_top10_taste64")
 
 
@@ -298,7 +298,9 @@ def results_section(stem: str, result: dict, algs: list[str], sources: list[str]
                      for r in result.get("runs", []))
     append(f"Fidelity: {stem}, real log against the world calibrated to it", header, rows,
            notes=(f"{taus}. Calibrated knobs: popularity {k['popularity']:.3f}, relevance {k['relevance']:.2f}, "
-                  f"floor {k['floor']:.2e}, smooth {k.get('smooth', 0):.2f}, repeat {k['repeat']:g} (loss "
+                  f"floor {k['floor']:.2e}, smooth {k.get('smooth', 0):.2f}, repeat {k['repeat']:g}, lifecycle "
+                  f"{k.get('lifecycle', 0):.2f}, sequence {k.get('sequence', 1):g}, memory {k.get('memory', 3)}, space "
+                  f"{k.get('space', 'cooc')}, backward {k.get('backward', 0.5):g} (loss "
                   f"{result['calibration'].get('loss', float('nan')):.3f}); seed {s['seed']}; "
                   f"runs: {runs}; niceness {os.nice(0)}; this run's 1-minute load {min(load):.1f} to {max(load):.1f}"))
     st = result["structure"]

@@ -113,7 +113,9 @@ def simulate(policy: str, arrays: dict[str, np.ndarray], knobs: fit.Knobs, lengt
     path = workdir / "slates-world.npz"
     np.savez(path, **arrays)
     cfg = fit.fitted_scenario(arrays, knobs, str(path.resolve()))
-    return slates_world(replace(cfg, seed=seed), policy, days, seed)
+    # The log's time is spread over the days simulated: its clock runs once across them.
+    cfg = replace(cfg, seed=seed, behavior=replace(cfg.behavior, lifecycle_days=max(days, 2)))
+    return slates_world(cfg, policy, days, seed)
 
 
 def write_log(path: Path, seqs: list[np.ndarray]) -> Path:
