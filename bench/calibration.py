@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=BEAUTY)
     p.add_argument("--name", default="beauty", help="scenario name: writes configs/scenarios/<name>.yaml")
     p.add_argument("--calibration", type=Path, help="take the knobs of an earlier search (its JSON) instead")
+    p.add_argument("--organic", type=float, default=0.5,
+                   help="share of the scenario's visits that also take an item found on one's own (as `small`)")
     p.add_argument("--search-users", type=int, default=8000)
     p.add_argument("--search-evals", type=int, default=40)
     p.add_argument("--scenario-dir", type=Path, default=SCENARIO_DIR)
@@ -112,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data.resolve()
     rel = os.path.relpath(data, args.scenario_dir.resolve())
     arrays = fit.fit_arrays(seqs, n_items, knobs)
-    cfg = fit.fitted_scenario(arrays, knobs, rel, name=args.name)
+    if not 0 <= args.organic <= 1:
+        print(f"error: --organic must be a share in [0, 1], got {args.organic}", file=sys.stderr)
+        return 2
+    cfg = fit.fitted_scenario(arrays, knobs, rel, name=args.name, organic=args.organic)
     args.scenario_dir.mkdir(parents=True, exist_ok=True)
     (args.scenario_dir / f"{args.name}.yaml").write_text(
         f"# Fitted to {args.data.name} by `python -m bench.calibration --data {args.data}` (sim/fit.py):\n"

@@ -114,7 +114,7 @@ def simulate(policy: str, arrays: dict[str, np.ndarray], knobs: fit.Knobs, lengt
     np.savez(path, **arrays)
     cfg = fit.fitted_scenario(arrays, knobs, str(path.resolve()))
     # The log's time is spread over the days simulated: its clock runs once across them.
-    cfg = replace(cfg, seed=seed, behavior=replace(cfg.behavior, lifecycle_days=max(days, 2)))
+    cfg = replace(cfg, seed=seed, behavior=replace(cfg.behavior, lifecycle_days=max(days, 2), lifecycle_start=-1.0))
     return slates_world(cfg, policy, days, seed)
 
 

@@ -46,8 +46,9 @@ def item_prior(world: World, state: WorldState, items: np.ndarray | slice = slic
 
 
 def clock(world: World, day: int) -> float:
-    """The world's time on `day`, from -1 (day 0) to 1 (day lifecycle_days - 1, and after)."""
-    return 2.0 * min(day / (world.config.behavior.lifecycle_days - 1.0), 1.0) - 1.0
+    """The world's time on `day`: lifecycle_start on day 0, 1 from day lifecycle_days - 1 on."""
+    b = world.config.behavior
+    return b.lifecycle_start + (1.0 - b.lifecycle_start) * min(day / (b.lifecycle_days - 1.0), 1.0)
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -95,17 +95,21 @@ class BehaviorConfig:
     # lake's `organic` table, remembered by the world and seen by the recommenders, as real logs
     # mix recommended and organic events. 0: users take only what slates show them.
     organic: float = 0.0
-    # Item lifecycles: the world has a clock running from -1 to 1 (over `lifecycle_days` days of a
-    # campaign, or over a fitted user's sequence drawn whole), and an item of lateness l (a fitted
-    # world's items: where they sit in the log's sequences, sim/structure.lateness) gains
-    # lifecycle * l * clock: late items rise as the clock runs, early ones fade. 0: no time.
+    # Item lifecycles: the world has a clock running to 1 (from lifecycle_start on day 0 over
+    # `lifecycle_days` days of a campaign, or from -1 over a fitted user's sequence drawn whole), and
+    # an item of lateness l (a fitted world's items: where they sit in the log's sequences,
+    # sim/structure.lateness) gains lifecycle * l * clock: late items rise as the clock runs, early
+    # ones fade. 0: no time. A campaign on a fitted world starts where its log ends (start 1).
     lifecycle: float = 0.0
     lifecycle_days: int = 30
+    lifecycle_start: float = -1.0
 
     def validate(self, where: str) -> None:
         _rate(self, "organic", where)
         require(self.lifecycle >= 0, f"{where}.lifecycle", f"must be >= 0, got {self.lifecycle}")
         require(self.lifecycle_days >= 2, f"{where}.lifecycle_days", f"must be >= 2, got {self.lifecycle_days}")
+        require(-1 <= self.lifecycle_start <= 1, f"{where}.lifecycle_start",
+                f"must be in [-1, 1], got {self.lifecycle_start}")
         require(self.relevance_scale >= 0, f"{where}.relevance_scale", "must be >= 0")
         require(self.position_decay >= 0, f"{where}.position_decay", "must be >= 0")
         _rate(self, "content_weight", where)

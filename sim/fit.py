@@ -198,8 +198,9 @@ def _composed(e_src: np.ndarray, e_dst: np.ndarray, e_w: np.ndarray, s_src: np.n
 
 
 def fitted_scenario(arrays: dict[str, np.ndarray], knobs: Knobs, fitted: str, name: str = "beauty",
-                    seed: int = 31, n_categories: int = 20) -> WorldConfig:
-    """The scenario of a fitted world: sizes from the arrays, behaviour from the knobs."""
+                    seed: int = 31, n_categories: int = 20, organic: float = 0.0) -> WorldConfig:
+    """The scenario of a fitted world: sizes from the arrays, behaviour from the knobs; its clock
+    starts where the log ends, and `organic` of its visits also take an item found on one's own."""
     return WorldConfig(
         name=name, seed=seed, latent_dim=arrays["item_latent"].shape[1], collab_dim=0, fitted=fitted,
         fit=FitConfig(popularity=knobs.popularity, smooth=knobs.smooth, damping=knobs.damping,
@@ -210,7 +211,8 @@ def fitted_scenario(arrays: dict[str, np.ndarray], knobs: Knobs, fitted: str, na
         items=ItemConfig(n=len(arrays["item_latent"]), n_categories=n_categories, subcategories=1),
         # Slates compete with what the user would find on their own, as in the small world.
         behavior=BehaviorConfig(relevance_scale=knobs.relevance, content_weight=1.0, outside="catalogue",
-                                no_click_utility=-4.0, lifecycle=knobs.lifecycle),
+                                no_click_utility=-4.0, lifecycle=knobs.lifecycle, lifecycle_start=1.0,
+                                organic=organic),
         sequence=SequenceConfig(weight=knobs.sequence, floor=knobs.floor, lag_decay=knobs.lag_decay,
                                 repeat=knobs.repeat, memory=knobs.memory),
         traffic=TrafficConfig(sessions_per_user=1.0, requests_per_session=1.5),

@@ -147,6 +147,9 @@ def test_item_lifecycles_move_choices_with_the_clock_and_the_fast_sampler_stays_
     w = dataclasses.replace(w, item_lateness=late)
     st = initial_state(w)
     assert clock(w, 0) == -1.0 and clock(w, 5) == 0.0 and clock(w, 10) == 1.0 and clock(w, 40) == 1.0
+    now = dataclasses.replace(w, config=dataclasses.replace(cfg, behavior=dataclasses.replace(
+        cfg.behavior, lifecycle_start=1.0)))
+    assert clock(now, 0) == clock(now, 7) == 1.0                     # a campaign after its log's end
     np.testing.assert_allclose(item_prior(w, dataclasses.replace(st, day=10)) - item_prior(w, st), 2 * 4.0 * late,
                                rtol=1e-5, atol=1e-5)
     seqs = simulate_sequences(w, np.full(w.n_users, 2), seed=3, state=st)
