@@ -108,6 +108,22 @@ def calibrate(seqs: list[np.ndarray], n_items: int, args: argparse.Namespace, wo
     return res.knobs, {"knobs": asdict(res.knobs), "loss": res.loss, "evaluations": res.evaluations}
 
 
+def earlier_runs(everything: dict, args: argparse.Namespace, stem: str, knobs: dict) -> list[dict]:
+    """The entries for `stem` this run joins (--merge: its own --out; --merge-from: other files),
+    each refused with one line unless it was calibrated with the same knobs."""
+    entries = [(args.out, everything[stem])] if args.merge and stem in everything else []
+    for path in args.merge_from:
+        try:
+            entries.append((path, json.loads(path.read_text())[stem]))
+        except (OSError, ValueError, KeyError) as exc:
+            raise SystemExit(f"error: --merge-from {path}: no run for {stem} can be read there ({exc!r})") from None
+    for path, entry in entries:
+        if entry.get("calibration", {}).get("knobs") != knobs:
+            raise SystemExit(f"error: {path} holds a run for {stem} with other knobs than this one's; merge only "
+                             f"runs of one calibration (give --calibration {path})")
+    return [entry for _, entry in entries]
+
+
 def saved_search(path: Path, stem: str) -> dict:
     """An earlier search: a search JSON, bench/calibration.json, or bench/fidelity.json (by stem)."""
     saved = json.loads(path.read_text())
@@ -162,6 +178,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sasrec-epochs", type=int, default=30)
     p.add_argument("--generative-epochs", type=int, default=40)
     p.add_argument("--budget-minutes", type=float, default=15.0, help="training cap of each neural model")
+    p.add_argument("--merge-from", action="append", default=[], type=Path, metavar="JSON",
+                   help="also keep what another run of the same calibration wrote for this file (its --out, "
+                        "e.g. from another machine); repeatable")
     p.add_argument("--merge", action="store_true",
                    help="keep the algorithms an earlier run wrote for this file (same --calibration)")
     p.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
@@ -192,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{stem}: {len(seqs):,} users, {n_items:,} items, {sum(map(len, seqs)):,} events")
     knobs, calibration = calibrate(seqs, n_items, args, workdir)
     (workdir / "calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")
-    arrays = fit.fit_arrays(seqs, n_items, knobs, seed=args.seed)
+    arrays = fit.fit_arrays(seqs, n_items, knobs, seed=args.seed) if policies else {}
     lengths = np.array([len(s) for s in seqs])
     logs = {"real": args.data}
     stats = {"real": structure(seqs, n_items)}
@@ -215,9 +234,9 @@ def main(argv: list[str] | None = None) -> int:
                        for src, path in logs.items()}
         load.append(os.getloadavg()[0])
     everything = json.loads(args.out.read_text()) if args.out.exists() else {}
-    if args.merge and stem in everything:
+    earlier = earlier_runs(everything, args, stem, calibration["knobs"])
+    for old in earlier:
         # Algorithms and exposures measured by an earlier run of the same calibration join this one's.
-        old = everything[stem]
         for a in ALGORITHMS:
             if a in old or a in result:
                 result[a] = {**old.get(a, {}), **result.get(a, {})}
@@ -240,12 +259,13 @@ def main(argv: list[str] | None = None) -> int:
                                for a in algs}
     result["structure"] = stats
     result["calibration"] = calibration
-    result["runs"] = ([*everything[stem].get("runs", [])] if args.merge and stem in everything else []) + [
+    result["runs"] = [r for old in earlier for r in old.get("runs", [])] + [
         {"algorithms": algs_run, "policies": policies, "device": args.device, "threads": args.threads,
          "days": args.days, "sasrec_epochs": args.sasrec_epochs, "generative_epochs": args.generative_epochs,
          "budget_minutes": args.budget_minutes, "seed": args.seed,
-         "seconds": round(time.perf_counter() - t0, 1), "load_min": min(load), "load_max": max(load)}]
-    result["settings"] = everything[stem]["settings"] if args.merge and stem in everything else {"days": args.days, "seed": args.seed, "device": args.device, "threads": args.threads,
+         "seconds": round(time.perf_counter() - t0, 1), "load_min": min(load), "load_max": max(load)}][
+        : 1 if algs_run or policies else 0]        # a run that only combines others measured nothing
+    result["settings"] = earlier[0]["settings"] if earlier else {"days": args.days, "seed": args.seed, "device": args.device, "threads": args.threads,
                           "sasrec_epochs": args.sasrec_epochs, "generative_epochs": args.generative_epochs,
                           "search_users": args.search_users, "search_evals": args.search_evals,
                           "seconds": round(time.perf_counter() - t0, 1), "load_min": min(load), "load_max": max(load)}

@@ -75,3 +75,27 @@ def test_the_sweep_scores_candidate_worlds_against_the_calibrated_one(tmp_path, 
     assert entry["real_structure"]["last_forward_only"] > entry["real_structure"]["last_backward_only"]
     assert fidelity_sweep.main([*common, "--variant", '{"bogus": 1}']) == 2
     assert "bogus" in capsys.readouterr().err
+
+
+def test_runs_of_one_calibration_on_two_machines_combine_and_other_knobs_are_refused(tmp_path, capsys):
+    data = toy_log(tmp_path / "tiny.txt", users=150, items=40)
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    common = ["--data", str(data), "--workdir", str(tmp_path / "work"), "--no-results", "--days", "3"]
+    assert fidelity.main([*common, "--algorithms", "popular,itemcf", "--policies", "organic", "--search-users",
+                          "150", "--search-evals", "2", "--out", str(first)]) == 0
+    # The same calibration, another exposure and one algorithm, written elsewhere (another machine).
+    assert fidelity.main([*common, "--calibration", str(first), "--algorithms", "itemcf", "--policies", "uniform",
+                          "--out", str(second)]) == 0
+    # Nothing run here: the two files' figures, one entry, one table.
+    assert fidelity.main([*common, "--calibration", str(first), "--algorithms", "", "--policies", "",
+                          "--merge-from", str(first), "--merge-from", str(second), "--out", str(first)]) == 0
+    both = json.loads(first.read_text())["tiny"]
+    b = json.loads(second.read_text())["tiny"]
+    assert set(both["itemcf"]) == {"real", "sim", "sim_uniform"} and set(both["popular"]) == {"real", "sim"}
+    assert both["itemcf"]["sim_uniform"] == b["itemcf"]["sim_uniform"]
+    assert set(both["structure"]) == {"real", "organic", "uniform"} and len(both["runs"]) == 2
+    assert "kendall_tau" in both and "kendall_tau_uniform" not in both   # popular never ran on uniform
+    other = ["--calibration", str(first), "--knob", "smooth=0.9", "--algorithms", "", "--policies", ""]
+    with pytest.raises(SystemExit, match="other knobs") as exc:
+        fidelity.main([*common, *other, "--merge-from", str(second), "--out", str(tmp_path / "c.json")])
+    assert "\n" not in str(exc.value)
