@@ -215,11 +215,17 @@ def main(argv: list[str] | None = None) -> int:
     lengths = np.array([len(s) for s in seqs])
     logs = {"real": args.data}
     stats = {"real": structure(seqs, n_items)}
+    empty: dict[str, dict[str, int]] = {}
     for policy in policies:
         t = time.perf_counter()
-        sim = k_core(simulate(policy, arrays, knobs, lengths, workdir, args.days, args.seed + 1))
+        raw = simulate(policy, arrays, knobs, lengths, workdir, args.days, args.seed + 1)
+        sim = k_core(raw)
         if len(sim) < 10:
-            print(f"  {policy}: only {len(sim)} users keep 5 events after 5-core filtering; skipped")
+            # Kept in the JSON and the notes: an exposure whose log has no 5-core is a finding.
+            empty[policy] = {"clicks": int(sum(map(len, raw))), "users_clicking": int(sum(len(s) > 0 for s in raw)),
+                             "users_5core": len(sim)}
+            print(f"  {policy}: only {len(sim)} users keep 5 events after 5-core filtering "
+                  f"({empty[policy]['clicks']:,} clicks in all); skipped")
             continue
         logs[policy] = write_log(workdir / f"sim-{policy}.txt", sim)
         stats[policy] = structure(sim, int(max(s.max() for s in sim)) + 1)
@@ -258,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                                    for src in logs if src != "real" and key[src] in result[a] and result[a]["real"]["recall@10"]}
                                for a in algs}
     result["structure"] = stats
+    result["no_5core"] = {**{k: v for old in earlier for k, v in old.get("no_5core", {}).items()}, **empty}
     result["calibration"] = calibration
     result["runs"] = [r for old in earlier for r in old.get("runs", [])] + [
         {"algorithms": algs_run, "policies": policies, "device": args.device, "threads": args.threads,
@@ -276,6 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_results:
         results_section(stem, result, algs, list(logs), args, load)
     return 0
+
+
+def empty_logs(result: dict) -> str:
+    """A sentence on the exposures whose simulated log kept nobody after 5-core filtering."""
+    parts = [f"{p} ({v['clicks']:,} clicks from {v['users_clicking']:,} users, {v['users_5core']} users in the 5-core)"
+             for p, v in result.get("no_5core", {}).items()]
+    return f"No 5-core log, so no figures, under: {'; '.join(parts)}. " if parts else ""
 
 
 def results_section(stem: str, result: dict, algs: list[str], sources: list[str], args: argparse.Namespace,
@@ -317,7 +331,7 @@ def results_section(stem: str, result: dict, algs: list[str], sources: list[str]
                      f"{r['load_min']:.1f}-{r['load_max']:.1f}{'; ' + settings(r) if settings(r) else ''})"
                      for r in result.get("runs", []))
     append(f"Fidelity: {stem}, real log against the world calibrated to it", header, rows,
-           notes=(f"{taus}. Calibrated knobs: popularity {k['popularity']:.3f}, relevance {k['relevance']:.2f}, "
+           notes=(f"{taus}. {empty_logs(result)}Calibrated knobs: popularity {k['popularity']:.3f}, relevance {k['relevance']:.2f}, "
                   f"floor {k['floor']:.2e}, smooth {k.get('smooth', 0):.2f}, repeat {k['repeat']:g}, lifecycle "
                   f"{k.get('lifecycle', 0):.2f}, sequence {k.get('sequence', 1):g}, memory {k.get('memory', 3)}, space "
                   f"{k.get('space', 'cooc')}, backward {k.get('backward', 0.5):g} (loss "

@@ -226,8 +226,13 @@ MATCHED = ("items", "last_in_top10_popular", "last_in_top50_popular", "top1pct_s
            # similarity are at the top: what separates a sequence model from pair counting.
            "lag3_in_top50_cooc", "lag6_in_top50_cooc", "last_in_top10_taste64", "last_in_top10_near64",
            # Time: where the held-out item sits in the log's sequences, and the items taken last.
-           "last_lateness", "last_in_top10_tail_popular")
+           "last_lateness", "last_in_top10_tail_popular",
+           # Direction: a world walked both ways hands symmetric item-CF what real logs give SASRec.
+           "last_forward_only", "last_backward_only")
 TIME = ("last_lateness", "last_in_top10_tail_popular")   # what the lifecycle stage matches
+# The statistics nearest to what popularity and item-CF recall measure weigh more: a world can
+# match a dozen statistics and still miss those two by half.
+WEIGHT = {"last_in_top10_popular": 4.0, "last_in_top10_cooc": 4.0}
 
 
 def simulate_organic(arrays: dict[str, np.ndarray], knobs: Knobs, lengths: np.ndarray, path: Path,
@@ -248,7 +253,7 @@ def loss(real: dict[str, float], sim: dict[str, float], matched: tuple[str, ...]
     def term(k: str) -> float:
         floor = 0.1 if k == "last_lateness" else 1e-3
         return np.log(max(sim.get(k, 0.0) + floor, 1e-3) / max(real[k] + floor, 1e-3)) ** 2
-    return float(sum(term(k) for k in matched))
+    return float(sum(WEIGHT.get(k, 1.0) * term(k) for k in matched))
 
 
 class _Spent(Exception):
