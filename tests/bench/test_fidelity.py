@@ -99,3 +99,16 @@ def test_runs_of_one_calibration_on_two_machines_combine_and_other_knobs_are_ref
     with pytest.raises(SystemExit, match="other knobs") as exc:
         fidelity.main([*common, *other, "--merge-from", str(second), "--out", str(tmp_path / "c.json")])
     assert "\n" not in str(exc.value)
+
+
+def test_an_earlier_window_keeps_each_users_first_events_and_refuses_a_bad_share(tmp_path, capsys):
+    from bench import log_window
+    data = toy_log(tmp_path / "tiny.txt", users=150, items=40)
+    out = tmp_path / "early.txt"
+    assert log_window.main(["--data", str(data), "--share", "0.7", "--out", str(out)]) == 0
+    _, full, _ = fit.read_sequence_log(data)
+    _, early, _ = fit.read_sequence_log(out)
+    assert 0 < len(early) <= len(full) and all(len(s) >= 5 for s in early)
+    assert sum(map(len, early)) < 0.75 * sum(map(len, full))
+    assert log_window.main(["--data", str(data), "--share", "1.5", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
