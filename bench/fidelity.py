@@ -330,8 +330,9 @@ def results_section(stem: str, result: dict, algs: list[str], sources: list[str]
                      f"({r['device']}, {r['threads']} threads, {r['seconds'] / 60:.1f} min, load "
                      f"{r['load_min']:.1f}-{r['load_max']:.1f}{'; ' + settings(r) if settings(r) else ''})"
                      for r in result.get("runs", []))
+    out = f"bench/{args.out.name}" if args.out.resolve().parent == HERE else str(args.out)
     append(f"Fidelity: {stem}, real log against the world calibrated to it", header, rows,
-           notes=(f"{taus}. {empty_logs(result)}Calibrated knobs: popularity {k['popularity']:.3f}, relevance {k['relevance']:.2f}, "
+           notes=(f"figures in {out}; {taus}. {empty_logs(result)}Calibrated knobs: popularity {k['popularity']:.3f}, relevance {k['relevance']:.2f}, "
                   f"floor {k['floor']:.2e}, smooth {k.get('smooth', 0):.2f}, repeat {k['repeat']:g}, lifecycle "
                   f"{k.get('lifecycle', 0):.2f}, sequence {k.get('sequence', 1):g}, memory {k.get('memory', 3)}, space "
                   f"{k.get('space', 'cooc')}, backward {k.get('backward', 0.5):g} (loss "
@@ -342,7 +343,7 @@ def results_section(stem: str, result: dict, algs: list[str], sources: list[str]
     append(f"Fidelity: {stem}, structure of the real and the simulated logs", ["statistic", *sources],
            [[name, *(f"{st[src][name]:.4f}" if st[src][name] < 100 else f"{st[src][name]:,.0f}" for src in sources)]
             for name in STRUCTURE_SHOWN],
-           notes="last event of each sequence held out; tail_popular: the 10 items most often last in the held-in part; popularity and co-occurrence (window 3) counted on the rest; "
+           notes=f"figures in {out}; " "last event of each sequence held out; tail_popular: the 10 items most often last in the held-in part; popularity and co-occurrence (window 3) counted on the rest; "
                  "lagL: the item L positions before the one before the held-out event, its top-50 co-occurring items; "
                  "taste (taste64): nearest items to the user's past on the held-in log's 16 (64) leading singular "
                  "vectors; the file "
