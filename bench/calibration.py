@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = fit.fitted_scenario(arrays, knobs, rel, name=args.name, organic=args.organic)
     args.scenario_dir.mkdir(parents=True, exist_ok=True)
     (args.scenario_dir / f"{args.name}.yaml").write_text(
-        f"# Fitted to {args.data.name} by `python -m bench.calibration --data {args.data}` (sim/fit.py):\n"
+        f"# Fitted to {args.data.name} by `python -m bench.calibration {' '.join(sys.argv[1:] if argv is None else argv)}`"
+        f" (sim/fit.py):\n"
         f"# the world is fitted from the log itself when it is built (`fitted`, relative to this folder).\n"
         + yaml.safe_dump(to_mapping(cfg), sort_keys=False))
     (HERE / "out").mkdir(exist_ok=True)
