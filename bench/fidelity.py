@@ -180,7 +180,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-minutes", type=float, default=15.0, help="training cap of each neural model")
     p.add_argument("--merge-from", action="append", default=[], type=Path, metavar="JSON",
                    help="also keep what another run of the same calibration wrote for this file (its --out, "
-                        "e.g. from another machine); repeatable")
+                        "e.g. from another machine); repeatable, a later file's figures replacing an earlier one's")
     p.add_argument("--merge", action="store_true",
                    help="keep the algorithms an earlier run wrote for this file (same --calibration)")
     p.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
@@ -241,14 +241,16 @@ def main(argv: list[str] | None = None) -> int:
         load.append(os.getloadavg()[0])
     everything = json.loads(args.out.read_text()) if args.out.exists() else {}
     earlier = earlier_runs(everything, args, stem, calibration["knobs"])
-    for old in earlier:
-        # Algorithms and exposures measured by an earlier run of the same calibration join this one's.
+    # Algorithms and exposures measured by earlier runs of the same calibration join this one's:
+    # a later file's figure replaces an earlier file's, and this run's replaces them all.
+    for old in reversed(earlier):
         for a in ALGORITHMS:
             if a in old or a in result:
                 result[a] = {**old.get(a, {}), **result.get(a, {})}
         stats = {**old.get("structure", {}), **stats}
+    if earlier:
         algs = [a for a in ALGORITHMS if a in result]
-        logs = {**{src: None for src in old.get("structure", {})}, **logs}
+        logs = {**{src: None for old in earlier for src in old.get("structure", {})}, **logs}
     for src in logs:
         if src == "real":
             continue

@@ -95,6 +95,16 @@ def test_runs_of_one_calibration_on_two_machines_combine_and_other_knobs_are_ref
     assert both["itemcf"]["sim_uniform"] == b["itemcf"]["sim_uniform"]
     assert set(both["structure"]) == {"real", "organic", "uniform"} and len(both["runs"]) == 2
     assert "kendall_tau" in both and "kendall_tau_uniform" not in both   # popular never ran on uniform
+    # Where two files hold the same figure, the later one named stands.
+    doctored = json.loads(second.read_text())
+    doctored["tiny"]["itemcf"]["sim"] = {"recall@10": 0.123, "ndcg@10": 0.05}
+    later = tmp_path / "later.json"
+    later.write_text(json.dumps(doctored))
+    combined = tmp_path / "combined.json"
+    for order, expect in (([first, later], 0.123), ([later, first], both["itemcf"]["sim"]["recall@10"])):
+        assert fidelity.main([*common, "--calibration", str(first), "--algorithms", "", "--policies", "", "--out",
+                              str(combined), *[x for f in order for x in ("--merge-from", str(f))]]) == 0
+        assert json.loads(combined.read_text())["tiny"]["itemcf"]["sim"]["recall@10"] == expect
     other = ["--calibration", str(first), "--knob", "smooth=0.9", "--algorithms", "", "--policies", ""]
     with pytest.raises(SystemExit, match="other knobs") as exc:
         fidelity.main([*common, *other, "--merge-from", str(second), "--out", str(tmp_path / "c.json")])
