@@ -28,8 +28,8 @@ from sim import fit
 from sim.structure import k_core, structure
 
 HERE = Path(__file__).resolve().parent
-SHOWN = ("last_in_top10_tail_popular", "last_lateness", "last_in_top10_cooc", "last_in_top50_cooc", "last_pair_seen", "last_forward_only", "last_backward_only",
-         "lag6_in_top50_cooc", "last_in_top10_taste64", "last_in_top10_near64")
+SHOWN = ("last_in_top10_tail_popular", "last_lateness", "last_in_top10_cooc", "last_in_top50_cooc", "last_pair_seen",
+         "last_forward_only", "last_backward_only", "lag6_in_top50_cooc", "last_in_top10_taste64", "last_in_top10_near64")
 
 
 def one_variant(data: Path, base: dict, variant: dict, algorithms: list[str], args: argparse.Namespace,

@@ -105,8 +105,8 @@ def fit_arrays(seqs: list[np.ndarray], n_items: int, knobs: Knobs, n_categories:
     src, dst, w = _kernel(src, dst, w, count, n_items, knobs, latent)
     lengths = np.array([len(s) for s in seqs], float)
     late, _ = lateness(seqs, n_items)
-    return {"item_lateness": late.astype(np.float32),"user_taste": taste.astype(np.float32), "user_activity": lengths / lengths.mean(),
-            "item_latent": latent, "item_quality": (knobs.popularity * (logc - logc.mean())).astype(np.float32),
+    return {"user_taste": taste.astype(np.float32), "user_activity": lengths / lengths.mean(),
+            "item_latent": latent, "item_lateness": late.astype(np.float32), "item_quality": (knobs.popularity * (logc - logc.mean())).astype(np.float32),
             "item_category": labels.astype(np.int32), "leaf_centre": centre.astype(np.float32),
             "edge_src": src.astype(np.int32), "edge_dst": dst.astype(np.int32), "edge_weight": w.astype(np.float32)}
 
@@ -298,14 +298,14 @@ def search(seqs: list[np.ndarray], n_items: int, workdir: Path, users: int = 800
         arrays = fit_arrays(sub, n_items, k, seed=seed)
         kept = k_core(simulate_organic(arrays, k, lengths, workdir / f"search-{len(tried)}.npz"))
         st = structure(kept, n_items) if len(kept) > 10 else None
-        value = loss(real, st) if st else 1e3
+        value = loss(real, st) if st else 1e3                    # every point is recorded on the whole loss
         tried.append({"popularity": k.popularity, "floor": k.floor, "relevance": k.relevance,
                       "smooth": k.smooth, "lifecycle": k.lifecycle, "loss": value})
         (workdir / f"search-{len(tried) - 1}.npz").unlink()
         log(f"  calibration {len(tried):3d}: popularity {k.popularity:.3f} floor {k.floor:.2e} "
             f"relevance {k.relevance:.2f} smooth {k.smooth:.2f} lifecycle {k.lifecycle:.2f} -> loss {value:.4f}",
             flush=True)
-        return loss(real, st, matched) if st else 1e3
+        return value if matched is MATCHED or not st else loss(real, st, matched)
 
     # Time first, on its own statistics: how far the log's items move with its clock hardly
     # depends on the other knobs, and every later point then carries it.
