@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -74,6 +75,17 @@ def order_kept(real: dict[str, float], sim: dict[str, float], margin: float = 0.
                 total += 1
                 kept += (real[a] - real[b]) * (sim[a] - sim[b]) > 0
     return kept, total
+
+
+def ratio_interval(sim: float, n_sim: int, real: float, n_real: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % interval of sim / real for two R@10 figures. Each is a share of users (one held-out item
+    a user, hit or not), so its standard error is binomial; the ratio's comes by the delta method on
+    the log scale. Either side at 0 leaves the ratio unbounded: (nan, nan)."""
+    if not (0 < sim < 1 and 0 < real < 1 and n_sim > 0 and n_real > 0):
+        return float("nan"), float("nan")
+    spread = z * math.sqrt((1 - sim) / (sim * n_sim) + (1 - real) / (real * n_real))
+    ratio = sim / real
+    return ratio * math.exp(-spread), ratio * math.exp(spread)
 
 
 def knob_overrides(pairs: list[str]) -> dict[str, float | int | str]:
@@ -265,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     result["sim_over_real"] = {a: {key[src]: round(result[a][key[src]]["recall@10"] / result[a]["real"]["recall@10"], 2)
                                    for src in logs if src != "real" and key[src] in result[a] and result[a]["real"]["recall@10"]}
                                for a in algs}
+    result["sim_over_real_95"] = {
+        a: {key[src]: [round(v, 2) for v in ratio_interval(result[a][key[src]]["recall@10"], int(stats[src]["users"]),
+                                                           result[a]["real"]["recall@10"], int(stats["real"]["users"]))]
+            for src in logs if src != "real" and src in stats and key[src] in result[a]}
+        for a in algs}
     result["structure"] = stats
     result["no_5core"] = {**{k: v for old in earlier for k, v in old.get("no_5core", {}).items()}, **empty}
     result["calibration"] = calibration
@@ -285,6 +302,20 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_results:
         results_section(stem, result, algs, list(logs), args, load)
     return 0
+
+
+def resolution(result: dict) -> str:
+    """How finely this log can tell a ratio from 1: the widest interval of a perfect world's ratio,
+    had the simulated figure equalled the real one over as many users."""
+    n = int(result["structure"]["real"]["users"])
+    widths = {a: ratio_interval(v["real"]["recall@10"], n, v["real"]["recall@10"], n)
+              for a, v in result.items() if a in ALGORITHMS}
+    widths = {a: w for a, w in widths.items() if w[0] == w[0]}
+    if not widths:
+        return "no interval"
+    a = max(widths, key=lambda x: widths[x][1])
+    return (f"a world exactly as good as the real log, over {n:,} users, would still read "
+            f"{widths[a][0]:.2f}-{widths[a][1]:.2f} for {a}")
 
 
 def empty_logs(result: dict) -> str:
@@ -309,7 +340,9 @@ def results_section(stem: str, result: dict, algs: list[str], sources: list[str]
                 row += ["-", "-"]
                 continue
             sim = result[a][key[src]]["recall@10"]
-            row += [f"{sim:.4f}", f"{sim / real:.2f}" if real else "-"]
+            lo, hi = result.get("sim_over_real_95", {}).get(a, {}).get(key[src], (float("nan"),) * 2)
+            interval = f" ({lo:.2f}-{hi:.2f})" if lo == lo else ""
+            row += [f"{sim:.4f}", f"{sim / real:.2f}{interval}" if real else "-"]
         rows.append(row)
     def tau(src: str) -> str:
         suffix = "" if src == "organic" else "_" + src
@@ -334,7 +367,8 @@ def results_section(stem: str, result: dict, algs: list[str], sources: list[str]
                      for r in result.get("runs", []))
     out = f"bench/{args.out.name}" if args.out.resolve().parent == HERE else str(args.out)
     append(f"Fidelity: {stem}, real log against the world calibrated to it", header, rows,
-           notes=(f"figures in {out}; {taus}. {empty_logs(result)}Calibrated knobs: popularity {k['popularity']:.3f}, relevance {k['relevance']:.2f}, "
+           notes=(f"figures in {out}; {taus}. In brackets: the ratio's 95 % interval, from each R@10's binomial "
+                  f"standard error over its log's users ({resolution(result)}). {empty_logs(result)}Calibrated knobs: popularity {k['popularity']:.3f}, relevance {k['relevance']:.2f}, "
                   f"floor {k['floor']:.2e}, smooth {k.get('smooth', 0):.2f}, repeat {k['repeat']:g}, lifecycle "
                   f"{k.get('lifecycle', 0):.2f}, sequence {k.get('sequence', 1):g}, memory {k.get('memory', 3)}, space "
                   f"{k.get('space', 'cooc')}, backward {k.get('backward', 0.5):g} (loss "

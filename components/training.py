@@ -35,12 +35,17 @@ def train_data(lake: Lake, day: int) -> TrainData:
                      click_ts=clicks["ts"])
 
 
-def train_channels(lake: Lake, day: int, exp: ExperimentConfig, out: Path) -> dict[str, float]:
-    """Fit and save each recall channel any arm uses; returns what MLflow should record."""
+def train_channels(lake: Lake, day: int, exp: ExperimentConfig, out: Path,
+                   previous: Path | None = None) -> dict[str, float]:
+    """Fit and save each recall channel any arm uses; returns what MLflow should record.
+    `previous`: the models of the day before, which channels that warm-start begin from."""
     data = train_data(lake, day)
     metrics = {"clicks": float(len(data.click_item)), "items": float(data.catalog.n_items)}
     for name in exp.channels_needed():
-        model = CHANNELS[name](getattr(exp.models, name)).fit(data)
+        model = CHANNELS[name](getattr(exp.models, name))
+        if previous is not None and hasattr(model, "warm_from"):
+            model.warm_from(previous / name)
+        model = model.fit(data)
         model.save(out / name)
         # Channels that report on their fit (e.g. semantic-id quality) have it recorded per day.
         metrics |= {f"{name}.{k}": float(v) for k, v in getattr(model, "metrics_", {}).items()}

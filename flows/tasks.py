@@ -152,7 +152,9 @@ def publish_models(data_dir: str, day: int) -> str:
 def train_channels(data_dir: str, day: int) -> dict[str, float]:
     """Fit every recall channel on logs up to `day`; saved under models/day=<day>."""
     c = open_campaign(data_dir)
-    return training.train_channels(c.lake, day, c.experiment, staging_dir(c, day))
+    # Yesterday's published models (if any) are where warm-starting channels begin.
+    previous = c.models_dir(day - 1) if day > 0 and c.models_dir(day - 1).is_dir() else None
+    return training.train_channels(c.lake, day, c.experiment, staging_dir(c, day), previous)
 
 
 @task(**TASK, retries=1)

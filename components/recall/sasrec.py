@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.typedconf import ConfigError
+from common.typedconf import ConfigError, require
 from components.recall.base import ModelFileError
 from components.recall.history import chronological, click_sequences
 from components.types import Candidates, TrainData, UserBatch, top_k
@@ -24,18 +24,32 @@ MASKED = -1e9   # large but finite, as in the original SASRec
 
 @dataclass(frozen=True)
 class SASRecConfig:
-    dim: int = 32
+    # The settings that reach the published SASRec figure on Amazon Beauty (bench.beauty_traditional).
+    # Fewer epochs or a narrower model leave it recalling mostly popular items: at 3 epochs and
+    # dim 32 the small loop's SASRec put 38 distinct items in 2,097 users' top 10 (item-CF: 2,164).
+    dim: int = 64
     heads: int = 2
     layers: int = 2
     max_len: int = 20
-    dropout: float = 0.2
+    dropout: float = 0.3
     window_days: int = 30
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 1e-3
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 2e-3
     seed: int = 0
     device: str = "cpu"          # where training runs ("cuda" for long offline runs); serving is on CPU
     budget_s: float = 0.0        # stop training after this many seconds (checked every batch); 0: no cap
+    # > 0: a day whose previous day left a model of the same shape starts from its weights (new
+    # items get fresh rows) and trains this many epochs instead of `epochs`, as daily production
+    # retraining does; the first day, or a changed shape, trains from scratch.
+    warm_epochs: int = 0
+
+    def validate(self, where: str) -> None:
+        for name in ("dim", "heads", "layers", "max_len", "epochs", "batch_size"):
+            value = getattr(self, name)
+            require(value >= 1, f"{where}.{name}", f"must be at least 1, got {value}")
+        require(self.dim % self.heads == 0, f"{where}.dim", f"{self.dim} is not divisible by heads={self.heads}")
+        require(self.warm_epochs >= 0, f"{where}.warm_epochs", f"must be 0 (off) or more, got {self.warm_epochs}")
 
 
 class SASRecNet(nn.Module):
@@ -107,6 +121,29 @@ class SASRecRecaller:
 
     def __init__(self, config: SASRecConfig = SASRecConfig()):
         self.config = config
+        self.previous_: Path | None = None
+
+    def warm_from(self, path: Path) -> Self:
+        """Let the next fit start from the model saved at `path` (when warm_epochs asks for it)."""
+        self.previous_ = path
+        return self
+
+    def _warm_state(self, n_items: int) -> dict | None:
+        """The previous model's weights grown to `n_items` rows, or None when there is none to use."""
+        cfg, path = self.config, self.previous_
+        if not cfg.warm_epochs or path is None or not (path / "model.pt").is_file():
+            return None
+        ckpt = torch.load(path / "model.pt", weights_only=True)
+        shape = ("dim", "heads", "layers", "max_len")
+        old_n = int(ckpt["n_items"])
+        if any(ckpt["config"].get(k) != getattr(cfg, k) for k in shape) or old_n > n_items:
+            log_.info("sasrec: %s has another shape; training from scratch", path)
+            return None
+        state = dict(ckpt["state"])
+        fresh = self.net_.item.weight.detach().clone()                              # [I + 1, d], padding last
+        fresh[:old_n] = state["item.weight"][:old_n]
+        state["item.weight"] = fresh
+        return state
 
     def fit(self, data: TrainData) -> Self:
         return self.fit_sequences(click_sequences(data, self.config.window_days), data.catalog.n_items)
@@ -118,13 +155,19 @@ class SASRecRecaller:
         gen = torch.Generator().manual_seed(cfg.seed)
         dev = training_device(cfg.device, "sasrec.device")
         self.n_items_ = n_items
-        self.net_ = SASRecNet(self.n_items_, cfg).to(dev)
+        self.net_ = SASRecNet(self.n_items_, cfg)
+        warm = self._warm_state(n_items)
+        if warm is not None:
+            self.net_.load_state_dict(warm)
+        self.warm_ = warm is not None
+        self.net_.to(dev)
+        epochs = cfg.warm_epochs if self.warm_ else cfg.epochs
         x, y = (torch.from_numpy(a).to(dev) for a in training_windows(sequences, cfg.max_len))
         opt = torch.optim.Adam(self.net_.parameters(), lr=cfg.lr)
         self.losses_, self.steps_ = [], 0
         self.net_.train()
         start = time.perf_counter()
-        for _ in range(cfg.epochs):
+        for _ in range(epochs):
             if 0 < cfg.budget_s <= time.perf_counter() - start:
                 break
             order = torch.randperm(len(x), generator=gen).to(dev)
@@ -143,9 +186,11 @@ class SASRecRecaller:
                 total, count = total + loss.item() * int(keep.sum()), count + int(keep.sum())
                 self.steps_ += 1
             self.losses_.append(total / max(count, 1))
-            log_.info("sasrec epoch %d/%d: loss %.4f, %.0f s", len(self.losses_), cfg.epochs, self.losses_[-1],
+            log_.info("sasrec epoch %d/%d: loss %.4f, %.0f s", len(self.losses_), epochs, self.losses_[-1],
                       time.perf_counter() - start)
         self.net_.to("cpu").eval()
+        self.metrics_ = {"warm_start": float(self.warm_), "epochs_run": float(len(self.losses_)),
+                         "final_loss": self.losses_[-1] if self.losses_ else float("nan")}
         return self
 
     def score_all(self, recent: np.ndarray) -> np.ndarray:

@@ -24,6 +24,10 @@ def test_fidelity_bench_end_to_end_on_a_tiny_file(tmp_path, capsys):
             assert set(result[alg][side]) == {"recall@10", "ndcg@10"}
             assert 0 <= result[alg][side]["recall@10"] <= 1
     assert "kendall_tau" in result and len(result["calibration"]["evaluations"]) == 3
+    for alg in ("popular", "itemcf"):
+        lo, hi = result["sim_over_real_95"][alg]["sim"]
+        ratio = result[alg]["sim"]["recall@10"] / result[alg]["real"]["recall@10"]
+        assert lo <= round(ratio, 2) <= hi
     for policy in ("real", "organic"):
         assert result["structure"][policy]["users"] > 0
     # The simulated organic log is in the input's format and is the world's, not a copy of the file.
@@ -122,3 +126,18 @@ def test_an_earlier_window_keeps_each_users_first_events_and_refuses_a_bad_share
     assert sum(map(len, early)) < 0.75 * sum(map(len, full))
     assert log_window.main(["--data", str(data), "--share", "1.5", "--out", str(out)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_the_ratio_interval_covers_the_true_ratio_about_95_times_in_100():
+    # Two logs whose R@10 are shares of users: 0.016 over 8,600 users and 0.020 over 8,000.
+    rng = np.random.default_rng(0)
+    n_real, n_sim, p_real, p_sim = 8600, 8000, 0.016, 0.020
+    real = rng.binomial(n_real, p_real, 4000) / n_real
+    sim = rng.binomial(n_sim, p_sim, 4000) / n_sim
+    bounds = np.array([fidelity.ratio_interval(s, n_sim, r, n_real) for s, r in zip(sim, real)])
+    covered = (bounds[:, 0] <= p_sim / p_real) & (p_sim / p_real <= bounds[:, 1])
+    assert 0.93 <= covered.mean() <= 0.97
+    # More users, a narrower interval; a figure of 0 leaves the ratio unbounded.
+    narrow = fidelity.ratio_interval(0.02, 80000, 0.016, 86000)
+    assert narrow[1] - narrow[0] < (bounds[:, 1] - bounds[:, 0]).mean() / 3
+    assert all(np.isnan(fidelity.ratio_interval(0.0, 100, 0.1, 100)))

@@ -143,6 +143,27 @@ def test_sasrec_learns_the_next_item_and_reloads_identically(tmp_path):
                                   out.items[:1])
 
 
+def test_sasrec_warm_start_grows_the_catalogue_and_continues_from_yesterdays_weights(tmp_path):
+    cfg = SASRecConfig(dim=16, heads=2, layers=1, max_len=8, dropout=0.0, epochs=30, batch_size=64, lr=5e-3,
+                       warm_epochs=1)
+    small, _ = _clustered_world(n_users=200, n_items=36)
+    SASRecRecaller(cfg).fit(small).save(tmp_path / "day0")
+    data, cat = _clustered_world(n_users=200, n_items=40, seed=1)          # four items born overnight
+    warm = SASRecRecaller(cfg).warm_from(tmp_path / "day0").fit(data)
+    cold = SASRecRecaller(cfg).fit(data)
+    one = SASRecRecaller(SASRecConfig(**{**vars(cfg), "epochs": 1})).fit(data)
+    assert warm.metrics_["warm_start"] == 1 and warm.metrics_["epochs_run"] == 1
+    assert cold.metrics_["warm_start"] == 0 and cold.metrics_["epochs_run"] == 30
+    # One epoch from yesterday's weights is far ahead of one epoch from scratch.
+    assert warm.losses_[0] < one.losses_[0] - 0.5
+    assert 16 in warm.recall(_users(cat, [[14, 12, 10]]), 5).items[0, :3].tolist()
+    assert warm.net_.item.weight.shape[0] == 41                             # 40 items and the padding row
+    # Another shape, or no model yesterday, trains from scratch.
+    other = SASRecRecaller(SASRecConfig(**{**vars(cfg), "dim": 8, "epochs": 2})).warm_from(tmp_path / "day0").fit(data)
+    missing = SASRecRecaller(SASRecConfig(**{**vars(cfg), "epochs": 2})).warm_from(tmp_path / "nothing").fit(data)
+    assert other.metrics_["epochs_run"] == 2 and missing.metrics_["epochs_run"] == 2
+
+
 def test_sasrec_batched_equals_one_by_one():
     data, cat = _clustered_world(n_users=40)
     model = SASRecRecaller(SASRecConfig(dim=8, layers=1, max_len=6, epochs=1)).fit(data)
