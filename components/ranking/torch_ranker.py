@@ -13,6 +13,7 @@ from torch import nn
 from components.features.definitions import FEATURES
 from components.ranking.base import Samples, serving_features
 from components.ranking.ids import IdTable
+from components.recall.base import why
 from components.types import Catalog, UserBatch
 
 MAX_POSITION = 100
@@ -196,8 +197,8 @@ class TorchRanker(abc.ABC):
     def load(cls, path):
         try:
             ckpt = torch.load(path / "model.pt", weights_only=True)
-        except (OSError, RuntimeError) as exc:
-            raise ValueError(f"cannot load ranker from {path}: {exc}; re-run training for that day") from None
+        except Exception as exc:   # torch.load of a damaged file raises whatever its bytes trip
+            raise ValueError(f"cannot load ranker from {path}: {why(exc)}; re-run training for that day") from None
         names = [f.name for f in FEATURES]
         if ckpt["features"] != names:
             raise ValueError(f"{path}: trained on features {ckpt['features']}, this code serves {names}; retrain")

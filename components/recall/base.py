@@ -27,6 +27,12 @@ class ModelFileError(RuntimeError):
     """A saved model is missing or unreadable."""
 
 
+def why(exc: BaseException) -> str:
+    """An exception in one line: its type and its message's first line (torch.load's run to pages)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 def write_state(path: Path, config: dict[str, Any], **arrays: np.ndarray) -> None:
     """Save a model as config.json + arrays.npz in `path` (a directory); no pickles."""
     path.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from common.typedconf import ConfigError, require
-from components.recall.base import ModelFileError
+from components.recall.base import ModelFileError, why
 from components.recall.history import chronological, click_sequences
 from components.types import Candidates, TrainData, UserBatch, top_k
 
@@ -133,10 +133,15 @@ class SASRecRecaller:
         cfg, path = self.config, self.previous_
         if not cfg.warm_epochs or path is None or not (path / "model.pt").is_file():
             return None
-        ckpt = torch.load(path / "model.pt", weights_only=True)
+        try:
+            ckpt = torch.load(path / "model.pt", weights_only=True)
+            old_n, old_cfg = int(ckpt["n_items"]), ckpt["config"]
+        except Exception as exc:   # torch.load of a damaged file raises whatever its bytes trip
+            # A damaged model of yesterday costs today its head start, not its training.
+            log_.warning("sasrec: cannot warm-start from %s (%s); training from scratch", path, why(exc))
+            return None
         shape = ("dim", "heads", "layers", "max_len")
-        old_n = int(ckpt["n_items"])
-        if any(ckpt["config"].get(k) != getattr(cfg, k) for k in shape) or old_n > n_items:
+        if any(old_cfg.get(k) != getattr(cfg, k) for k in shape) or old_n > n_items:
             log_.info("sasrec: %s has another shape; training from scratch", path)
             return None
         state = dict(ckpt["state"])
@@ -222,7 +227,7 @@ class SASRecRecaller:
             obj.n_items_ = int(ckpt["n_items"])
             obj.net_ = SASRecNet(obj.n_items_, obj.config)
             obj.net_.load_state_dict(ckpt["state"])
-        except (OSError, RuntimeError, KeyError) as exc:
-            raise ModelFileError(f"cannot load sasrec from {path}: {exc}; re-run training for that day") from None
+        except Exception as exc:   # torch.load of a damaged file raises whatever its bytes trip
+            raise ModelFileError(f"cannot load sasrec from {path}: {why(exc)}; re-run training for that day") from None
         obj.net_.eval()
         return obj

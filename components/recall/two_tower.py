@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from components.ranking.ids import IdTable, check_knobs
-from components.recall.base import ModelFileError
+from components.recall.base import ModelFileError, why
 from components.recall.faiss_index import IndexConfig, build_index, load_index, save_index, search
 from components.recall.history import click_sequences, prefix_windows
 from components.recall.sasrec import training_device
@@ -196,8 +196,8 @@ class TwoTowerRecaller:
             obj.user_tower_.load_state_dict(ckpt["user"])
             obj.item_tower_.load_state_dict(ckpt["item"])
             obj.index_ = load_index(path / "items.faiss", obj.config.index)
-        except (OSError, RuntimeError, KeyError) as exc:
-            raise ModelFileError(f"cannot load two_tower from {path}: {exc}; re-run training for that day") from None
+        except Exception as exc:   # torch.load of a damaged file raises whatever its bytes trip
+            raise ModelFileError(f"cannot load two_tower from {path}: {why(exc)}; re-run training for that day") from None
         obj.user_tower_.eval()
         obj.item_tower_.eval()
         obj.category_ = ckpt["category"]

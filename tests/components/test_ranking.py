@@ -72,9 +72,13 @@ def test_mlp_refuses_a_checkpoint_of_other_features(fitted, tmp_path):
         MLPRanker.load(tmp_path / "mlp")
 
 
-def test_mlp_load_of_a_missing_model_names_the_path(tmp_path):
+def test_mlp_load_of_a_missing_or_damaged_model_names_the_path(tmp_path):
     with pytest.raises(ValueError, match=str(tmp_path / "nope")):
         MLPRanker.load(tmp_path / "nope")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "model.pt").write_bytes(b"half a file")
+    with pytest.raises(ValueError, match="re-run training"):
+        MLPRanker.load(tmp_path / "bad")
 
 
 def test_rankers_registry():

@@ -127,6 +127,9 @@ def test_two_tower_learns_the_groups_and_reloads_identically(tmp_path):
     np.testing.assert_array_equal(again.items, out.items)
     with pytest.raises(ModelFileError, match="re-run training"):
         TwoTowerRecaller.load(tmp_path / "missing")
+    (tmp_path / "tt" / "model.pt").write_bytes(b"damaged")
+    with pytest.raises(ModelFileError, match="re-run training"):
+        TwoTowerRecaller.load(tmp_path / "tt")
 
 
 def test_sasrec_learns_the_next_item_and_reloads_identically(tmp_path):
@@ -162,6 +165,12 @@ def test_sasrec_warm_start_grows_the_catalogue_and_continues_from_yesterdays_wei
     other = SASRecRecaller(SASRecConfig(**{**vars(cfg), "dim": 8, "epochs": 2})).warm_from(tmp_path / "day0").fit(data)
     missing = SASRecRecaller(SASRecConfig(**{**vars(cfg), "epochs": 2})).warm_from(tmp_path / "nothing").fit(data)
     assert other.metrics_["epochs_run"] == 2 and missing.metrics_["epochs_run"] == 2
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "model.pt").write_bytes(b"not a checkpoint")
+    damaged = SASRecRecaller(SASRecConfig(**{**vars(cfg), "epochs": 2})).warm_from(tmp_path / "damaged").fit(data)
+    assert damaged.metrics_ == {**damaged.metrics_, "warm_start": 0.0, "epochs_run": 2.0}
+    with pytest.raises(ModelFileError, match="re-run training"):
+        SASRecRecaller.load(tmp_path / "damaged")
 
 
 def test_sasrec_batched_equals_one_by_one():
