@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from common.typedconf import ConfigError
 from components.recall.generative.beam import Trie
-from components.recall.generative.fp8 import linear, quantize
+from components.recall.generative.fp8 import Fp8Recipe, linear, quantize
 from components.recall.generative.qwen import QwenLM, apply_rope, rms_norm, rope_tables
 
 
@@ -147,17 +147,19 @@ class _Layer:
 
 class FastBeamSearch:
     """The model's weights packed for decoding on one device in one dtype (bf16 on the GPU).
-    weights="fp8": the projection matrices of every layer in e4m3 (`fp8`); embeddings, norms and the
-    per-level heads stay in `dtype`."""
+    weights="fp8": the projection matrices in e4m3 (`fp8`), those the recipe casts (a string for
+    `Fp8Recipe.parse` or a recipe; default every one); embeddings, norms and the per-level heads stay
+    in `dtype`."""
 
     def __init__(self, model: QwenLM, trie: Trie, beam: int, device: torch.device | str, dtype: torch.dtype,
-                 compile: str = "none", weights: str = "native"):
+                 compile: str = "none", weights: str = "native", fp8: Fp8Recipe | str = ""):
         cfg = self.cfg = model.config
         if compile not in ("none", "pieces"):
             raise ConfigError(f"FastBeamSearch compile={compile!r}: allowed none, pieces")
         if weights not in ("native", "fp8"):
             raise ConfigError(f"FastBeamSearch weights={weights!r}: allowed native, fp8")
         self.weights = weights
+        self.fp8 = Fp8Recipe.parse(fp8) if isinstance(fp8, str) else fp8
         # torch.compile fuses the norms, rotary, SiLU-gate and residuals around the matrix products of
         # the prefill, and whole decode layers (their attention is small, many-kernel arithmetic).
         pieces = compile == "pieces"
@@ -166,16 +168,21 @@ class FastBeamSearch:
         self._decode_layer = _batch_dynamic(_decode_layer, 8) if pieces else _decode_layer
         self.beam, self.device, self.dtype = beam, torch.device(device), dtype
         put = lambda t: t.detach().to(self.device, dtype)  # noqa: E731
-        mat = (lambda t: quantize(put(t))) if weights == "fp8" else put  # noqa: E731
+        n = len(model.model.layers)
+
+        def mat(t, kind: str, i: int):
+            if weights == "fp8" and self.fp8.casts(kind, i, n):
+                return quantize(put(t), self.fp8.fast_accum)
+            return put(t)
         self.layers = []
-        for layer in model.model.layers:
+        for i, layer in enumerate(model.model.layers):
             a, m = layer.self_attn, layer.mlp
             self.layers.append(_Layer(
                 put(layer.input_layernorm.weight),
-                mat(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])),
+                mat(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), "qkv", i),
                 put(torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias])),
-                mat(a.o_proj.weight), put(layer.post_attention_layernorm.weight),
-                mat(torch.cat([m.gate_proj.weight, m.up_proj.weight])), mat(m.down_proj.weight)))
+                mat(a.o_proj.weight, "o", i), put(layer.post_attention_layernorm.weight),
+                mat(torch.cat([m.gate_proj.weight, m.up_proj.weight]), "gate_up", i), mat(m.down_proj.weight, "down", i)))
         self.embed = put(model.model.embed_tokens.weight)                             # [V, C]
         self.norm = put(model.model.norm.weight)                                       # [C]
         self.heads = [put(model.lm_head.weight[slice(*cfg.level_tokens(lv))]) for lv in range(cfg.n_levels)]  # L x [K, C]
