@@ -6,6 +6,10 @@ behind open-loop Poisson arrivals (bench/loadgen.py), one server process per pat
 - ours_fp8: the same with e4m3 weights and scaled matmuls (CUDA only; skipped with a note elsewhere)
 - ours_bf16_prefix: ours_bf16 with each user's history KV cached: yesterday's `--cached` tokens were
   encoded by yesterday's requests (an untimed pass), today's request sends them plus a few new ones
+- ours_fp8_prefix: the same with ours_fp8's weights
+
+The FP8 paths cast the projections `--fp8-recipe` names (Fp8Recipe.parse); its default is the recipe
+whose top-10 agreement with bf16 on the trained Beauty model reached 0.95 (bench/gpu_train.json).
 
 Per path and rate: p50 / p99 end-to-end latency (queueing included), achieved against offered rate,
 and the batches the server formed; the highest rate sustained at p99 <= 100 ms. Weights are random
@@ -35,10 +39,13 @@ from components.serving.genbuild import PRESETS
 GPU_RATES = {"transformers_generate": [2, 5, 10, 20, 40],
              "ours_bf16": [250, 500, 750, 1000, 1250, 1500, 1750, 2000, 2500],
              "ours_fp8": [500, 1000, 1500, 2000, 2500, 3000, 3500, 4000],
-             "ours_bf16_prefix": [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000]}
+             "ours_bf16_prefix": [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000],
+             "ours_fp8_prefix": [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000]}
 COMPILED = "torch.compile'd (pieces) in CUDA graphs"
 CPU_RATES = {"transformers_generate": [2, 5], "ours_bf16": [5, 20, 50], "ours_fp8": [5],
-             "ours_bf16_prefix": [5, 20, 50]}
+             "ours_bf16_prefix": [5, 20, 50], "ours_fp8_prefix": [5]}
+PREFIX_PATHS = ("ours_bf16_prefix", "ours_fp8_prefix")
+FP8_PATHS = ("ours_fp8", "ours_fp8_prefix")
 
 
 def _path_args(path: str, a) -> tuple[list[str], int]:
@@ -48,13 +55,14 @@ def _path_args(path: str, a) -> tuple[list[str], int]:
         return common + ["--backend", "hf"], a.hf_max_batch
     if a.compile and path != "transformers_generate":
         common += ["--compile", "pieces"]
-    if path == "ours_bf16_prefix":
+    if path in FP8_PATHS:
+        common += ["--weights", "fp8", "--fp8-recipe", a.fp8_recipe]
+    if path in PREFIX_PATHS:
         # A user whose cache cannot serve (a slot taken over, the user twice in one batch) is encoded
         # in full: that shape is captured up front too, or its first sight stalls the queue.
         return common + ["--prefix-slots", str(a.users), "--prefix-tokens", str(a.length + 8),
                          "--warm-shapes", f"{a.cached}:0,{a.length}:{a.cached},{a.length}:0"], a.prefix_max_batch
-    weights = ["--weights", "fp8"] if path == "ours_fp8" else []
-    return common + weights + ["--warm-shapes", f"{a.length}:0"], a.max_batch
+    return common + ["--warm-shapes", f"{a.length}:0"], a.max_batch
 
 
 class Server:
@@ -124,7 +132,7 @@ def run_path(path: str, a, rates: list[float], log_dir: Path) -> dict:
     out = {"server": server.command, "server_start_s": round(time.perf_counter() - t0, 1), "max_batch": max_batch,
            "max_wait_ms": a.max_wait_ms, "rates": []}
     try:
-        if path == "ours_bf16_prefix":
+        if path in PREFIX_PATHS:
             yesterday = rng.integers(lo, hi, (a.users, a.cached))
             for s in range(0, a.users, max_batch):      # yesterday's requests: their KV is what is reused
                 users = list(range(s, min(s + max_batch, a.users)))
@@ -191,6 +199,7 @@ def main() -> None:
     ap.add_argument("--prefix-max-batch", type=int, default=256)
     ap.add_argument("--hf-max-batch", type=int, default=16)
     ap.add_argument("--max-wait-ms", type=float, default=2.0)
+    ap.add_argument("--fp8-recipe", default="keep=down,layers=0+-1,fast", help="the FP8 paths' Fp8Recipe")
     ap.add_argument("--compile", action="store_true", help="our paths torch.compile'd (the FP8 cast of activations fuses too)")
     ap.add_argument("--procs", type=int, default=4, help="client processes sharing the arrivals")
     ap.add_argument("--seed", type=int, default=0)
@@ -212,11 +221,11 @@ def main() -> None:
     where = {"device": gpu or "CPU", "machine": machine(), "load_average_before": load,
              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
              "settings": {"preset": a.preset, "compile": a.compile, "warmup_s": a.warmup, "beam": a.beam, "history_tokens": a.length, "output_tokens": 4,
-                          "cached_tokens": a.cached, "duration_s": a.duration, "client_procs": a.procs,
+                          "cached_tokens": a.cached, "fp8_recipe": a.fp8_recipe, "duration_s": a.duration, "client_procs": a.procs,
                           "max_wait_ms": a.max_wait_ms, "catalogue_items": a.items}}
     results = {}
     for path in a.paths:
-        if path == "ours_fp8" and not a.device.startswith("cuda"):
+        if path in FP8_PATHS and not a.device.startswith("cuda"):
             results[path] = {"skipped": "FP8 scaled matmul needs CUDA; not measured on the CPU",
                              "sustained_users_per_s_at_p99_100ms": None, "rates": []}
         else:
@@ -236,7 +245,7 @@ def main() -> None:
                notes=f"figures in {a.out}; device {where['device']} ({where['machine']}); load average "
                      f"{load} before, {where['load_average_after']} after; {a.duration} s of arrivals per rate, "
                      f"{a.procs} client processes, max wait {a.max_wait_ms} ms, {a.warmup} s of untimed warm-up arrivals; our paths "
-                     f"{COMPILED if a.compile else 'eager kernels in CUDA graphs'}; sustained users/s at p99 <= "
+                     f"{COMPILED if a.compile else 'eager kernels in CUDA graphs'}; FP8 recipe {a.fp8_recipe}; sustained users/s at p99 <= "
                      f"100 ms: {best}")
     print(json.dumps({p: r["sustained_users_per_s_at_p99_100ms"] for p, r in results.items()}))
 

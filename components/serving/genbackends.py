@@ -103,6 +103,10 @@ class QwenBackend:
             raise ConfigError(f"QwenBackend: the KV slab's {len(slab.length)} slots must hold a whole batch ({max_batch})")
         self.shapes = list(shapes)
         self._graphs: dict[tuple[int, int, int], CudaGraphSearch] = {}
+        # One pool for every captured graph: decode replays one at a time on the model thread and copies
+        # (or stores) each replay's outputs before the next, so they may share their intermediates'
+        # memory; with a pool each, dozens of buckets x shapes of the 1.5B model outgrew the card.
+        self._pool = torch.cuda.graph_pool_handle() if graphs else None
         self.fn = _WithKV(search) if slab is not None else search
 
     def warm(self) -> None:
@@ -113,7 +117,7 @@ class QwenBackend:
     def _graph(self, bucket: int, length: int, cached: int) -> CudaGraphSearch:
         key = (bucket, length, cached)
         if key not in self._graphs:
-            self._graphs[key] = CudaGraphSearch(self.fn, bucket, length, cached)
+            self._graphs[key] = CudaGraphSearch(self.fn, bucket, length, cached, pool=self._pool)
         return self._graphs[key]
 
     def _run(self, new: torch.Tensor, slots: np.ndarray | None, t0: int):

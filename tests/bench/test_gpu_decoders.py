@@ -9,6 +9,7 @@ import torch
 from common.typedconf import ConfigError
 from components.recall.generative.beam import Trie
 from components.recall.generative.fast_beam import CudaGraphSearch, FastBeamSearch, reference_beam_search
+from components.recall.generative.fp8 import Fp8Weight
 from components.recall.generative.kv_cache import UserKVCache, recall_with_cache
 from components.recall.generative.qwen import QwenConfig, QwenLM
 
@@ -105,6 +106,15 @@ def test_server_backend_graphs_prefix_and_fp8_on_gpu():
     assert (again == eager[:5]).all() and {k[1:] for k in cached._graphs} == {(4, 12), (12, 0), (16, 0)}
     fp8 = FastBeamSearch(model, trie.to("cuda"), beam=5, device="cuda", dtype=torch.bfloat16, weights="fp8")
     assert fp8(torch.from_numpy(hist).cuda())[0].shape == (6, 5)
+    native = FastBeamSearch(model, trie.to("cuda"), beam=5, device="cuda", dtype=torch.bfloat16)
+    kept = FastBeamSearch(model, trie.to("cuda"), beam=5, device="cuda", dtype=torch.bfloat16, weights="fp8",
+                          fp8="keep=qkv+o+gate_up,layers=0,fast")   # only later layers' down_proj in e4m3
+    x = torch.from_numpy(hist).cuda()
+    assert kept(x)[0].shape == (6, 5) and isinstance(kept.layers[-1].w_down, Fp8Weight)
+    assert not isinstance(kept.layers[0].w_down, Fp8Weight) and not isinstance(kept.layers[-1].w_gu, Fp8Weight)
+    # fast accumulation on the GPU's scaled matmul: the same top items as native bf16 for most rows
+    overlap = np.mean([len(set(a.tolist()) & set(b.tolist())) / 5 for a, b in zip(kept(x)[0], native(x)[0])])
+    assert overlap >= 0.6
 
 
 def test_prefix_kv_reuse_gives_the_full_prefill_result():

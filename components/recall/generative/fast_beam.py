@@ -274,9 +274,12 @@ class CudaGraphSearch:
     with no per-kernel launch cost from Python. `search` may be any callable of (idx, key_valid, past).
     The cached keys live in one static buffer, `past_kv` [batch, 2, L, hkv, past_length, D] (the search
     reads per-layer views of it): a caller may write a batch's prefixes straight into `past_kv[:n]`
-    (`KVSlab.gather(..., out=)`, one copy of the data, one host call) instead of passing `past`."""
+    (`KVSlab.gather(..., out=)`, one copy of the data, one host call) instead of passing `past`.
+    pool: a memory pool shared with other graphs (torch.cuda.graph_pool_handle()); safe only when they
+    never replay concurrently and each replay's outputs are used up before another graph replays, since
+    one graph's intermediates may then lie where another's outputs were."""
 
-    def __init__(self, search, batch: int, length: int, past_length: int = 0, warmup: int = 2):
+    def __init__(self, search, batch: int, length: int, past_length: int = 0, warmup: int = 2, pool=None):
         cfg, dev, dtype = search.cfg, search.device, search.dtype
         self.idx = torch.randint(cfg.sid_offset, cfg.vocab_size, (batch, length), device=dev)
         self.past_kv = (torch.zeros((batch, 2, cfg.n_layer, cfg.n_kv_head, past_length, cfg.head_dim),
@@ -290,7 +293,7 @@ class CudaGraphSearch:
                 search(self.idx, None, self.past)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, pool=pool):
             self.out = search(self.idx, None, self.past)
 
     def __call__(self, history: torch.Tensor, past: list | None = None):
