@@ -51,6 +51,8 @@ FP8_PATHS = ("ours_fp8", "ours_fp8_prefix")
 def _path_args(path: str, a) -> tuple[list[str], int]:
     """The server's command line for one path, and its max batch."""
     common = ["--preset", a.preset, "--device", a.device, "--beam", str(a.beam), "--items", str(a.items)]
+    if a.switch_interval_ms is not None:
+        common += ["--switch-interval-ms", str(a.switch_interval_ms)]
     if path == "transformers_generate":
         return common + ["--backend", "hf"], a.hf_max_batch
     if a.compile and path != "transformers_generate":
@@ -117,9 +119,13 @@ def _batches(stats: list, span_s: float) -> dict:
         return {}
     rows = np.array([s[0] for s in stats])
     ms = np.array([s[2] for s in stats])
-    return {"batches": len(stats), "mean_rows": round(float(rows.mean()), 1), "max_rows": int(rows.max()),
-            "decode_ms_p50": round(float(np.median(ms)), 2), "decode_ms_max": round(float(ms.max()), 2),
-            "decode_busy_pct": round(float(ms.sum()) / 10 / span_s, 1)}
+    out = {"batches": len(stats), "mean_rows": round(float(rows.mean()), 1), "max_rows": int(rows.max()),
+           "decode_ms_p50": round(float(np.median(ms)), 2), "decode_ms_max": round(float(ms.max()), 2),
+           "decode_busy_pct": round(float(ms.sum()) / 10 / span_s, 1)}
+    gpu = np.array([s[3] for s in stats if len(s) > 3 and s[3] is not None])
+    if len(gpu):   # the device's share: what a decode costs beyond it is host work (and GIL waits)
+        out |= {"device_ms_p50": round(float(np.median(gpu)), 2), "device_busy_pct": round(float(gpu.sum()) / 10 / span_s, 1)}
+    return out
 
 
 def run_path(path: str, a, rates: list[float], log_dir: Path) -> dict:
@@ -199,6 +205,7 @@ def main() -> None:
     ap.add_argument("--prefix-max-batch", type=int, default=256)
     ap.add_argument("--hf-max-batch", type=int, default=16)
     ap.add_argument("--max-wait-ms", type=float, default=2.0)
+    ap.add_argument("--switch-interval-ms", type=float, default=None, help="the servers' GIL switch interval")
     ap.add_argument("--fp8-recipe", default="keep=down,layers=0+-1,fast", help="the FP8 paths' Fp8Recipe")
     ap.add_argument("--compile", action="store_true", help="our paths torch.compile'd (the FP8 cast of activations fuses too)")
     ap.add_argument("--procs", type=int, default=4, help="client processes sharing the arrivals")
@@ -221,7 +228,7 @@ def main() -> None:
     where = {"device": gpu or "CPU", "machine": machine(), "load_average_before": load,
              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
              "settings": {"preset": a.preset, "compile": a.compile, "warmup_s": a.warmup, "beam": a.beam, "history_tokens": a.length, "output_tokens": 4,
-                          "cached_tokens": a.cached, "fp8_recipe": a.fp8_recipe, "duration_s": a.duration, "client_procs": a.procs,
+                          "cached_tokens": a.cached, "fp8_recipe": a.fp8_recipe, "switch_interval_ms": a.switch_interval_ms, "duration_s": a.duration, "client_procs": a.procs,
                           "max_wait_ms": a.max_wait_ms, "catalogue_items": a.items}}
     results = {}
     for path in a.paths:

@@ -96,7 +96,7 @@ def test_server_backend_graphs_prefix_and_fp8_on_gpu():
     eager = QwenBackend(search, 8, graphs=False).decode(range(6), list(hist))[0]
     graphed = QwenBackend(search, 8, graphs=True, buckets=[2, 4], shapes=[(16, 0)])
     graphed.warm()
-    assert (graphed.decode(range(6), list(hist))[0] == eager).all()
+    assert (graphed.decode(range(6), list(hist))[0] == eager).all() and graphed.device_ms > 0
     cached = QwenBackend(search, 8, graphs=True, buckets=[4], slab=KVSlab(search, 8, 20, reuse_lengths=[12]))
     cached.decode(range(6), list(hist[:, :12]))
     assert (cached.decode(range(6), list(hist))[0] == eager).all()
