@@ -155,3 +155,17 @@ def test_user_kv_cache_is_bounded_lru():
     assert store.get(12).kv[0][0].shape == (1, cfg.n_kv_head, 6, cfg.head_dim)
     with pytest.raises(ConfigError, match="max_users"):
         UserKVCache(0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled pieces are what the GPU serves")
+def test_compiled_pieces_after_cached_keys_match_eager_on_gpu():
+    cfg, model, trie, _ = _setup(9)
+    model = model.cuda()
+    eager = FastBeamSearch(model, trie.to("cuda"), beam=5, device="cuda", dtype=torch.float32)
+    compiled = FastBeamSearch(model, trie.to("cuda"), beam=5, device="cuda", dtype=torch.float32, compile="pieces")
+    full = torch.randint(0, cfg.vocab_size, (4, 15), device="cuda")
+    for cut in (11, 14):   # several new tokens after the cached ones, and the last one alone
+        past = eager.search(full[:, :cut])[2]
+        want, got = eager(full[:, cut:], past=past), compiled(full[:, cut:], past=past)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[0], eager(full)[0])
+        torch.testing.assert_close(got[1], want[1], rtol=1e-3, atol=1e-3)

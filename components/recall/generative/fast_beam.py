@@ -95,6 +95,26 @@ def _attention(q, k, v, mask, last: bool):
     return y.transpose(1, 2).flatten(2)                                               # [B, T', h*D]
 
 
+def _attention_after_past(q, k, v, t0: int, last: bool):
+    """Attention of the T new queries of a prefill that follows t0 cached keys: q [B, T, h, D], k/v
+    [B, hkv, t0+T, D] -> [B, T', h*D] (T' = 1 when `last`). New query i sees the cached keys and new
+    keys <= i. A few queries against a short history: plain products with the query heads grouped
+    onto their key head (as the decode step does), compiled with the layer; flash attention with a
+    boolean mask cost more here than the arithmetic (one launch of a general kernel per layer)."""
+    b, t, h, d = q.shape
+    hkv = k.shape[1]
+    group = h // hkv
+    if last:   # only the last position feeds the logits, and it sees every key: no mask
+        q, t = q[:, -1:], 1
+    qg = q.reshape(b, t, hkv, group, d).permute(0, 2, 1, 3, 4).reshape(b, hkv, t * group, d) * d ** -0.5
+    s = qg @ k.transpose(2, 3)                                                        # [B, hkv, T*g, t0+T]
+    if not last:
+        row = torch.arange(t * group, device=q.device) // group                       # query position of each row
+        s = s.masked_fill(torch.arange(k.shape[2], device=q.device)[None, :] > t0 + row[:, None], float("-inf"))
+    y = torch.softmax(s.float(), dim=-1).to(v.dtype) @ v                               # [B, hkv, T*g, D]
+    return y.reshape(b, hkv, t, group, d).permute(0, 2, 1, 3, 4).reshape(b, t, h * d)
+
+
 def _decode_layer(x, cos, sin, pk, pv, sk, sv, key_valid, ln1, w_qkv, b_qkv, w_o, ln2, w_gu, w_down,
                   h: int, hkv: int, d: int, eps: float):
     """One layer for one new token per beam, x [B, W, C]: cascade attention over the shared prefix
@@ -166,6 +186,7 @@ class FastBeamSearch:
         self._qkv = _batch_dynamic(_qkv_fn, 3) if pieces else _qkv_fn
         self._mlp = _batch_dynamic(_mlp_fn, 2) if pieces else _mlp_fn
         self._decode_layer = _batch_dynamic(_decode_layer, 8) if pieces else _decode_layer
+        self._after_past = _batch_dynamic(_attention_after_past, 3) if pieces else _attention_after_past
         self.beam, self.device, self.dtype = beam, torch.device(device), dtype
         put = lambda t: t.detach().to(self.device, dtype)  # noqa: E731
         n = len(model.model.layers)
@@ -204,10 +225,8 @@ class FastBeamSearch:
             pos = (key_valid.cumsum(1) - 1).clamp(min=0)                              # [B, T]
             causal = torch.ones(t, t, dtype=torch.bool, device=idx.device).tril()
             mask = ((causal & key_valid[:, None, :]) | torch.eye(t, dtype=torch.bool, device=idx.device))[:, None]
-        else:
+        else:   # after past keys, new query i sees the T0 cached keys and new keys <= i (_attention_after_past)
             pos = torch.arange(t0, t0 + t, device=idx.device).expand(b, t)             # [B, T]
-            if past is not None:   # new query i sees the T0 cached keys and new keys <= i
-                mask = torch.ones(t, t0 + t, dtype=torch.bool, device=idx.device).tril(t0)[None, None]
         x = self.embed[idx]                                                            # [B, T, C]
         cos, sin = (c.transpose(1, 2) for c in rope_tables(pos, cfg.head_dim, cfg.rope_theta, self.dtype))  # [B, T, 1, D]
         h, hkv, d, eps = self._dims()
@@ -217,7 +236,9 @@ class FastBeamSearch:
             q, k, v = self._qkv(x, cos, sin, lw.ln1, lw.w_qkv, lw.b_qkv, h, hkv, d, eps)
             if past is not None:
                 k, v = torch.cat([past[i][0], k], dim=2), torch.cat([past[i][1], v], dim=2)  # [B, hkv, T0+T, D]
-            y = _attention(q, k, v, mask, last)                                        # [B, T', h*D]
+                y = self._after_past(q, k, v, t0, last)                               # [B, T', h*D]
+            else:
+                y = _attention(q, k, v, mask, last)                                    # [B, T', h*D]
             x = self._mlp(x[:, -1:] if last else x, y, lw.w_o, lw.ln2, lw.w_gu, lw.w_down, eps)
             cache.append((k, v))
         return rms_norm(x[:, -1], self.norm, cfg.rms_eps), cache
