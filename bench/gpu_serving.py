@@ -178,11 +178,11 @@ def markdown_rows(results: dict) -> list[list]:
     rows = []
     for path, res in results.items():
         if "skipped" in res:
-            rows.append([path, "-", "-", "-", "-", "-", res["skipped"]])
+            rows.append([path, "-", "-", "-", "-", "-", "-", "-", res["skipped"]])
             continue
         for r in res["rates"]:
             rows.append([path, r["rate"], r["achieved"], r["p50_ms"], r["p99_ms"], r.get("mean_rows", "-"),
-                         "sustained" if r["sustained"] else ""])
+                         r.get("decode_ms_p50", "-"), r.get("device_ms_p50", "-"), "sustained" if r["sustained"] else ""])
     return rows
 
 
@@ -205,6 +205,7 @@ def main() -> None:
     ap.add_argument("--prefix-max-batch", type=int, default=256)
     ap.add_argument("--hf-max-batch", type=int, default=16)
     ap.add_argument("--max-wait-ms", type=float, default=2.0)
+    ap.add_argument("--budget-s", type=float, default=0.0, help="start no path after this many seconds (0: no limit)")
     ap.add_argument("--switch-interval-ms", type=float, default=None, help="the servers' GIL switch interval")
     ap.add_argument("--fp8-recipe", default="keep=down,layers=0+-1,fast", help="the FP8 paths' Fp8Recipe")
     ap.add_argument("--compile", action="store_true", help="our paths torch.compile'd (the FP8 cast of activations fuses too)")
@@ -231,9 +232,13 @@ def main() -> None:
                           "cached_tokens": a.cached, "fp8_recipe": a.fp8_recipe, "switch_interval_ms": a.switch_interval_ms, "duration_s": a.duration, "client_procs": a.procs,
                           "max_wait_ms": a.max_wait_ms, "catalogue_items": a.items}}
     results = {}
-    for path in a.paths:
+    started = time.perf_counter()
+    for n, path in enumerate(a.paths):
         if path in FP8_PATHS and not a.device.startswith("cuda"):
             results[path] = {"skipped": "FP8 scaled matmul needs CUDA; not measured on the CPU",
+                             "sustained_users_per_s_at_p99_100ms": None, "rates": []}
+        elif a.budget_s and time.perf_counter() - started > a.budget_s:
+            results[path] = {"skipped": f"not run: the run's --budget-s {a.budget_s} was spent",
                              "sustained_users_per_s_at_p99_100ms": None, "rates": []}
         else:
             try:
@@ -242,17 +247,27 @@ def main() -> None:
                 results[path] = {"skipped": f"failed: {type(exc).__name__}: {exc}"[:400],
                                  "sustained_users_per_s_at_p99_100ms": None, "rates": []}
                 print(path, results[path]["skipped"], flush=True)
+            except KeyboardInterrupt:   # stopped from outside (a time limit): what ran is still written up
+                for rest in a.paths[n:]:
+                    results[rest] = {"skipped": "not run to the end: the run was interrupted",
+                                     "sustained_users_per_s_at_p99_100ms": None, "rates": []}
+                print(path, "interrupted", flush=True)
+                break
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(results, indent=1))
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(results, indent=1))
     where["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     if not a.no_results:
         best = ", ".join(f"{p} {r['sustained_users_per_s_at_p99_100ms']}" for p, r in results.items())
         append(f"Generative recall served under open-loop Poisson load ({a.preset}, beam {a.beam}, {a.length} in, 4 out)",
-               ["path", "target users/s", "achieved", "p50 ms", "p99 ms", "mean batch", ""], markdown_rows(results),
+               ["path", "target users/s", "achieved", "p50 ms", "p99 ms", "mean batch", "decode ms p50",
+                "device ms p50", ""], markdown_rows(results),
                notes=f"figures in {a.out}; device {where['device']} ({where['machine']}); load average "
                      f"{load} before, {where['load_average_after']} after; {a.duration} s of arrivals per rate, "
                      f"{a.procs} client processes, max wait {a.max_wait_ms} ms, {a.warmup} s of untimed warm-up arrivals; our paths "
-                     f"{COMPILED if a.compile else 'eager kernels in CUDA graphs'}; FP8 recipe {a.fp8_recipe}; sustained users/s at p99 <= "
+                     f"{COMPILED if a.compile else 'eager kernels in CUDA graphs'}; FP8 recipe {a.fp8_recipe}; GIL switch "
+                     f"interval {a.switch_interval_ms or 5} ms in the servers; sustained users/s at p99 <= "
                      f"100 ms: {best}")
     print(json.dumps({p: r["sustained_users_per_s_at_p99_100ms"] for p, r in results.items()}))
 

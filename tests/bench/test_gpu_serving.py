@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_serving_bench_writes_the_issue_shape(tmp_path):
     out = tmp_path / "serving.json"
     run = subprocess.run([sys.executable, "-m", "bench.gpu_serving", "--preset", "tiny", "--device", "cpu",
-                          "--paths", "ours_bf16_prefix,ours_fp8", "--rates", "ours_bf16_prefix=4,8",
+                          "--paths", "ours_bf16_prefix,ours_fp8,ours_bf16", "--rates", "ours_bf16_prefix=4,8",
+                          "--budget-s", "0.5",   # spent by the first path: the last one is not started
                           "--duration", "1", "--users", "16", "--prefix-max-batch", "16", "--length", "30",
                           "--cached", "24", "--items", "2000", "--procs", "1", "--out", str(out),
                           "--logs", str(tmp_path / "logs"), "--no-results"],
@@ -29,8 +30,9 @@ def test_serving_bench_writes_the_issue_shape(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-2000:]
     res = json.loads(out.read_text())
-    assert set(res) == {"ours_bf16_prefix", "ours_fp8"}
+    assert set(res) == {"ours_bf16_prefix", "ours_fp8", "ours_bf16"}
     assert "CUDA" in res["ours_fp8"]["skipped"] and res["ours_fp8"]["rates"] == []
+    assert "--budget-s" in res["ours_bf16"]["skipped"] and res["ours_bf16"]["rates"] == []
     prefix = res["ours_bf16_prefix"]
     assert [r["rate"] for r in prefix["rates"]] == [4, 8]
     for r in prefix["rates"]:
