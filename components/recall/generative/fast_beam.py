@@ -8,7 +8,8 @@ place; the beams then attend to that one shared prefix cache plus their own few 
 only the last history position goes through the last layer's MLP; each level's logits come from the
 256 head rows of that level's codes instead of the whole 150k vocabulary; invalid codes are masked
 through the trie's dense tables (`beam.Trie`). A prefill may start after `past` keys of the same
-user's earlier history (`kv_cache`). Everything has static shapes and never syncs with the host, so
+user's earlier history (`kv_cache`); its few new queries then attend by grouped products compiled
+with the layer (`_attention_after_past`) rather than flash attention with a mask. Everything has static shapes and never syncs with the host, so
 `CudaGraphSearch` captures the whole search (prefill and the 3 decode steps) in one CUDA graph per
 batch size.
 """
