@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -77,7 +78,11 @@ class Server:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))})
         self.command = " ".join(cmd[1:])
-        line = self.proc.stdout.readline()
+        try:
+            line = self.proc.stdout.readline()
+        except BaseException:   # interrupted while it starts: no server left behind
+            self.stop()
+            raise
         if not line.startswith("READY "):
             self.stop()
             raise RuntimeError(f"server did not start ({self.command}); see {log}: "
@@ -186,7 +191,17 @@ def markdown_rows(results: dict) -> list[list]:
     return rows
 
 
+_INTERRUPTED = False
+
+
+def _on_sigint(signum, frame) -> None:
+    global _INTERRUPTED
+    _INTERRUPTED = True
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGINT, _on_sigint)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="qwen2-1.5b")
     ap.add_argument("--device", default="cuda")
@@ -243,16 +258,20 @@ def main() -> None:
         else:
             try:
                 results[path] = {**run_path(path, a, rates[path], a.logs), **where}
-            except Exception as exc:   # one path failing still leaves the others' figures
+            except (Exception, KeyboardInterrupt) as exc:
+                # Stopped from outside (a time limit's SIGINT): what ran is still written up. The signal
+                # can surface as another error (a lock it broke, a server that exited on it), so the
+                # handler's flag, not the exception's type, says which it was.
+                if _INTERRUPTED or isinstance(exc, KeyboardInterrupt):
+                    for rest in a.paths[n:]:
+                        results[rest] = {"skipped": "not run to the end: the run was interrupted",
+                                         "sustained_users_per_s_at_p99_100ms": None, "rates": []}
+                    print(path, "interrupted", flush=True)
+                    break
+                # one path failing still leaves the others' figures
                 results[path] = {"skipped": f"failed: {type(exc).__name__}: {exc}"[:400],
                                  "sustained_users_per_s_at_p99_100ms": None, "rates": []}
                 print(path, results[path]["skipped"], flush=True)
-            except KeyboardInterrupt:   # stopped from outside (a time limit): what ran is still written up
-                for rest in a.paths[n:]:
-                    results[rest] = {"skipped": "not run to the end: the run was interrupted",
-                                     "sustained_users_per_s_at_p99_100ms": None, "rates": []}
-                print(path, "interrupted", flush=True)
-                break
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(results, indent=1))
     a.out.parent.mkdir(parents=True, exist_ok=True)
