@@ -169,3 +169,21 @@ def test_compiled_pieces_after_cached_keys_match_eager_on_gpu():
         want, got = eager(full[:, cut:], past=past), compiled(full[:, cut:], past=past)
         assert torch.equal(got[0], want[0]) and torch.equal(got[0], eager(full)[0])
         torch.testing.assert_close(got[1], want[1], rtol=1e-3, atol=1e-3)
+
+
+def test_attention_after_cached_keys_is_masked_attention():
+    """The prefill after t0 cached keys: query i sees keys <= t0 + i, the query heads grouped onto
+    their key head; the same numbers as SDPA with the explicit mask and repeated key heads."""
+    from torch.nn import functional as F
+
+    from components.recall.generative.fast_beam import _attention_after_past
+    torch.manual_seed(0)
+    b, t0, t, h, hkv, d = 3, 7, 4, 6, 2, 8
+    q = torch.randn(b, t, h, d, dtype=torch.float64)
+    k, v = torch.randn(b, hkv, t0 + t, d, dtype=torch.float64), torch.randn(b, hkv, t0 + t, d, dtype=torch.float64)
+    mask = torch.ones(t, t0 + t, dtype=torch.bool).tril(t0)
+    ref = F.scaled_dot_product_attention(q.transpose(1, 2), k.repeat_interleave(h // hkv, 1),
+                                         v.repeat_interleave(h // hkv, 1), attn_mask=mask)   # [B, h, T, D]
+    ref = ref.transpose(1, 2).flatten(2)                                                     # [B, T, h*D]
+    torch.testing.assert_close(_attention_after_past(q, k, v, t0, last=False), ref)
+    torch.testing.assert_close(_attention_after_past(q, k, v, t0, last=True), ref[:, -1:])
