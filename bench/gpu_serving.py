@@ -6,6 +6,10 @@ behind open-loop Poisson arrivals (bench/loadgen.py), one server process per pat
 - ours_fp8: the same with e4m3 weights and scaled matmuls (CUDA only; skipped with a note elsewhere)
 - ours_bf16_prefix: ours_bf16 with each user's history KV cached: yesterday's `--cached` tokens were
   encoded by yesterday's requests (an untimed pass), today's request sends them plus a few new ones
+- ours_fp8_prefix: the same with ours_fp8's weights
+
+The FP8 paths cast the projections `--fp8-recipe` names (Fp8Recipe.parse); its default is the recipe
+whose top-10 agreement with bf16 on the trained Beauty model reached 0.95 (bench/gpu_train.json).
 
 Per path and rate: p50 / p99 end-to-end latency (queueing included), achieved against offered rate,
 and the batches the server formed; the highest rate sustained at p99 <= 100 ms. Weights are random
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -35,26 +40,32 @@ from components.serving.genbuild import PRESETS
 GPU_RATES = {"transformers_generate": [2, 5, 10, 20, 40],
              "ours_bf16": [250, 500, 750, 1000, 1250, 1500, 1750, 2000, 2500],
              "ours_fp8": [500, 1000, 1500, 2000, 2500, 3000, 3500, 4000],
-             "ours_bf16_prefix": [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000]}
+             "ours_bf16_prefix": [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000],
+             "ours_fp8_prefix": [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000]}
 COMPILED = "torch.compile'd (pieces) in CUDA graphs"
 CPU_RATES = {"transformers_generate": [2, 5], "ours_bf16": [5, 20, 50], "ours_fp8": [5],
-             "ours_bf16_prefix": [5, 20, 50]}
+             "ours_bf16_prefix": [5, 20, 50], "ours_fp8_prefix": [5]}
+PREFIX_PATHS = ("ours_bf16_prefix", "ours_fp8_prefix")
+FP8_PATHS = ("ours_fp8", "ours_fp8_prefix")
 
 
 def _path_args(path: str, a) -> tuple[list[str], int]:
     """The server's command line for one path, and its max batch."""
     common = ["--preset", a.preset, "--device", a.device, "--beam", str(a.beam), "--items", str(a.items)]
+    if a.switch_interval_ms is not None:
+        common += ["--switch-interval-ms", str(a.switch_interval_ms)]
     if path == "transformers_generate":
         return common + ["--backend", "hf"], a.hf_max_batch
     if a.compile and path != "transformers_generate":
         common += ["--compile", "pieces"]
-    if path == "ours_bf16_prefix":
+    if path in FP8_PATHS:
+        common += ["--weights", "fp8", "--fp8-recipe", a.fp8_recipe]
+    if path in PREFIX_PATHS:
         # A user whose cache cannot serve (a slot taken over, the user twice in one batch) is encoded
         # in full: that shape is captured up front too, or its first sight stalls the queue.
         return common + ["--prefix-slots", str(a.users), "--prefix-tokens", str(a.length + 8),
                          "--warm-shapes", f"{a.cached}:0,{a.length}:{a.cached},{a.length}:0"], a.prefix_max_batch
-    weights = ["--weights", "fp8"] if path == "ours_fp8" else []
-    return common + weights + ["--warm-shapes", f"{a.length}:0"], a.max_batch
+    return common + ["--warm-shapes", f"{a.length}:0"], a.max_batch
 
 
 class Server:
@@ -67,7 +78,11 @@ class Server:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))})
         self.command = " ".join(cmd[1:])
-        line = self.proc.stdout.readline()
+        try:
+            line = self.proc.stdout.readline()
+        except BaseException:   # interrupted while it starts: no server left behind
+            self.stop()
+            raise
         if not line.startswith("READY "):
             self.stop()
             raise RuntimeError(f"server did not start ({self.command}); see {log}: "
@@ -109,9 +124,13 @@ def _batches(stats: list, span_s: float) -> dict:
         return {}
     rows = np.array([s[0] for s in stats])
     ms = np.array([s[2] for s in stats])
-    return {"batches": len(stats), "mean_rows": round(float(rows.mean()), 1), "max_rows": int(rows.max()),
-            "decode_ms_p50": round(float(np.median(ms)), 2), "decode_ms_max": round(float(ms.max()), 2),
-            "decode_busy_pct": round(float(ms.sum()) / 10 / span_s, 1)}
+    out = {"batches": len(stats), "mean_rows": round(float(rows.mean()), 1), "max_rows": int(rows.max()),
+           "decode_ms_p50": round(float(np.median(ms)), 2), "decode_ms_max": round(float(ms.max()), 2),
+           "decode_busy_pct": round(float(ms.sum()) / 10 / span_s, 1)}
+    gpu = np.array([s[3] for s in stats if len(s) > 3 and s[3] is not None])
+    if len(gpu):   # the device's share: what a decode costs beyond it is host work (and GIL waits)
+        out |= {"device_ms_p50": round(float(np.median(gpu)), 2), "device_busy_pct": round(float(gpu.sum()) / 10 / span_s, 1)}
+    return out
 
 
 def run_path(path: str, a, rates: list[float], log_dir: Path) -> dict:
@@ -124,7 +143,7 @@ def run_path(path: str, a, rates: list[float], log_dir: Path) -> dict:
     out = {"server": server.command, "server_start_s": round(time.perf_counter() - t0, 1), "max_batch": max_batch,
            "max_wait_ms": a.max_wait_ms, "rates": []}
     try:
-        if path == "ours_bf16_prefix":
+        if path in PREFIX_PATHS:
             yesterday = rng.integers(lo, hi, (a.users, a.cached))
             for s in range(0, a.users, max_batch):      # yesterday's requests: their KV is what is reused
                 users = list(range(s, min(s + max_batch, a.users)))
@@ -164,15 +183,25 @@ def markdown_rows(results: dict) -> list[list]:
     rows = []
     for path, res in results.items():
         if "skipped" in res:
-            rows.append([path, "-", "-", "-", "-", "-", res["skipped"]])
+            rows.append([path, "-", "-", "-", "-", "-", "-", "-", res["skipped"]])
             continue
         for r in res["rates"]:
             rows.append([path, r["rate"], r["achieved"], r["p50_ms"], r["p99_ms"], r.get("mean_rows", "-"),
-                         "sustained" if r["sustained"] else ""])
+                         r.get("decode_ms_p50", "-"), r.get("device_ms_p50", "-"), "sustained" if r["sustained"] else ""])
     return rows
 
 
+_INTERRUPTED = False
+
+
+def _on_sigint(signum, frame) -> None:
+    global _INTERRUPTED
+    _INTERRUPTED = True
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGINT, _on_sigint)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="qwen2-1.5b")
     ap.add_argument("--device", default="cuda")
@@ -191,6 +220,9 @@ def main() -> None:
     ap.add_argument("--prefix-max-batch", type=int, default=256)
     ap.add_argument("--hf-max-batch", type=int, default=16)
     ap.add_argument("--max-wait-ms", type=float, default=2.0)
+    ap.add_argument("--budget-s", type=float, default=0.0, help="start no path after this many seconds (0: no limit)")
+    ap.add_argument("--switch-interval-ms", type=float, default=None, help="the servers' GIL switch interval")
+    ap.add_argument("--fp8-recipe", default="keep=down,layers=0+-1,fast", help="the FP8 paths' Fp8Recipe")
     ap.add_argument("--compile", action="store_true", help="our paths torch.compile'd (the FP8 cast of activations fuses too)")
     ap.add_argument("--procs", type=int, default=4, help="client processes sharing the arrivals")
     ap.add_argument("--seed", type=int, default=0)
@@ -212,31 +244,49 @@ def main() -> None:
     where = {"device": gpu or "CPU", "machine": machine(), "load_average_before": load,
              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
              "settings": {"preset": a.preset, "compile": a.compile, "warmup_s": a.warmup, "beam": a.beam, "history_tokens": a.length, "output_tokens": 4,
-                          "cached_tokens": a.cached, "duration_s": a.duration, "client_procs": a.procs,
+                          "cached_tokens": a.cached, "fp8_recipe": a.fp8_recipe, "switch_interval_ms": a.switch_interval_ms, "duration_s": a.duration, "client_procs": a.procs,
                           "max_wait_ms": a.max_wait_ms, "catalogue_items": a.items}}
     results = {}
-    for path in a.paths:
-        if path == "ours_fp8" and not a.device.startswith("cuda"):
+    started = time.perf_counter()
+    for n, path in enumerate(a.paths):
+        if path in FP8_PATHS and not a.device.startswith("cuda"):
             results[path] = {"skipped": "FP8 scaled matmul needs CUDA; not measured on the CPU",
+                             "sustained_users_per_s_at_p99_100ms": None, "rates": []}
+        elif a.budget_s and time.perf_counter() - started > a.budget_s:
+            results[path] = {"skipped": f"not run: the run's --budget-s {a.budget_s} was spent",
                              "sustained_users_per_s_at_p99_100ms": None, "rates": []}
         else:
             try:
                 results[path] = {**run_path(path, a, rates[path], a.logs), **where}
-            except Exception as exc:   # one path failing still leaves the others' figures
+            except (Exception, KeyboardInterrupt) as exc:
+                # Stopped from outside (a time limit's SIGINT): what ran is still written up. The signal
+                # can surface as another error (a lock it broke, a server that exited on it), so the
+                # handler's flag, not the exception's type, says which it was.
+                if _INTERRUPTED or isinstance(exc, KeyboardInterrupt):
+                    for rest in a.paths[n:]:
+                        results[rest] = {"skipped": "not run to the end: the run was interrupted",
+                                         "sustained_users_per_s_at_p99_100ms": None, "rates": []}
+                    print(path, "interrupted", flush=True)
+                    break
+                # one path failing still leaves the others' figures
                 results[path] = {"skipped": f"failed: {type(exc).__name__}: {exc}"[:400],
                                  "sustained_users_per_s_at_p99_100ms": None, "rates": []}
                 print(path, results[path]["skipped"], flush=True)
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(results, indent=1))
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(results, indent=1))
     where["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     if not a.no_results:
         best = ", ".join(f"{p} {r['sustained_users_per_s_at_p99_100ms']}" for p, r in results.items())
         append(f"Generative recall served under open-loop Poisson load ({a.preset}, beam {a.beam}, {a.length} in, 4 out)",
-               ["path", "target users/s", "achieved", "p50 ms", "p99 ms", "mean batch", ""], markdown_rows(results),
+               ["path", "target users/s", "achieved", "p50 ms", "p99 ms", "mean batch", "decode ms p50",
+                "device ms p50", ""], markdown_rows(results),
                notes=f"figures in {a.out}; device {where['device']} ({where['machine']}); load average "
                      f"{load} before, {where['load_average_after']} after; {a.duration} s of arrivals per rate, "
                      f"{a.procs} client processes, max wait {a.max_wait_ms} ms, {a.warmup} s of untimed warm-up arrivals; our paths "
-                     f"{COMPILED if a.compile else 'eager kernels in CUDA graphs'}; sustained users/s at p99 <= "
+                     f"{COMPILED if a.compile else 'eager kernels in CUDA graphs'}; FP8 recipe {a.fp8_recipe}; GIL switch "
+                     f"interval {a.switch_interval_ms or 5} ms in the servers; sustained users/s at p99 <= "
                      f"100 ms: {best}")
     print(json.dumps({p: r["sustained_users_per_s_at_p99_100ms"] for p, r in results.items()}))
 

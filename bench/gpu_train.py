@@ -30,6 +30,7 @@ from bench.results import append, machine
 from components.recall.generative.beam import Trie
 from components.recall.generative.embeddings import item_embeddings
 from components.recall.generative.fast_beam import FastBeamSearch
+from components.recall.generative.fp8 import Fp8Recipe
 from components.recall.generative.model import PAD, SPECIAL
 from components.recall.generative.quantize import QuantizerConfig
 from components.recall.generative.qwen import QwenConfig, QwenLM, save_checkpoint
@@ -99,6 +100,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=int, default=20)
     p.add_argument("--valid-users", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fp8-recipes", default="",
+                   help="';'-separated Fp8Recipe strings, each measured; the first is reported as fp8 ('' = all)")
     p.add_argument("--out", type=Path, default=Path("bench/gpu_train.json"))
     p.add_argument("--checkpoint", type=Path, default=Path("bench/out/beauty-qwen.pt"))
     p.add_argument("--no-results", action="store_true")
@@ -150,15 +153,31 @@ def run(a: argparse.Namespace) -> dict:
            "valid_recall@10_best": round(-min(log.valid), 4) if log.valid else None, "beam": a.beam,
            "ids": {key: round(v, 4) for key, v in ids.metrics(emb).items()}}
     tops = {}
-    for name, weights in (("bf16" if device.type == "cuda" else "fp32", "native"), ("fp8", "fp8")):
-        search = FastBeamSearch(model, trie, a.beam, device, native, weights=weights)
+
+    def measure(name: str, weights: str, dtype: torch.dtype, recipe: str = "") -> dict:
+        search = FastBeamSearch(model, trie, a.beam, device, dtype, weights=weights, fp8=recipe)
         t2 = time.perf_counter()
         tops[name] = top = beam_top(search, rows, 512)
-        out[name] = {"recall@10": round(recall_at(top, target, 10), 4), "ndcg@10": round(ndcg_at(top, target, 10), 4),
-                     "recall@5": round(recall_at(top, target, 5), 4), "decode_seconds": round(time.perf_counter() - t2, 2)}
-    first = next(iter(tops))
+        return {"recall@10": round(recall_at(top, target, 10), 4), "ndcg@10": round(ndcg_at(top, target, 10), 4),
+                "recall@5": round(recall_at(top, target, 5), 4), "decode_seconds": round(time.perf_counter() - t2, 2)}
+    first = "bf16" if device.type == "cuda" else "fp32"
+    out[first] = measure(first, "native", native)
+    if device.type == "cuda":
+        # bf16 against float32 on the same weights: how far plain rounding alone moves the top 10, the
+        # floor FP8's agreement is read against.
+        out["fp32"] = measure("fp32", "native", torch.float32)
+        out["fp32_top10_agreement_with_bf16"] = round(agreement(tops["fp32"], tops[first], 10), 4)
+    recipes = [r for r in a.fp8_recipes.split(";")] or [""]
+    out["fp8_variants"] = {}
+    for i, recipe in enumerate(recipes):
+        label = Fp8Recipe.parse(recipe).label()
+        res = measure(f"fp8:{label}", "fp8", native, recipe)
+        res["top10_agreement"] = round(agreement(tops[f"fp8:{label}"], tops[first], 10), 4)
+        out["fp8_variants"][label] = res
+        if i == 0:   # the first recipe is the one reported as "fp8" (what the server is told to use)
+            out["fp8"] = {**res, "recipe": label}
     out["fp8"]["emulated"] = device.type != "cuda"
-    out["fp8_top10_agreement"] = round(agreement(tops["fp8"], tops[first], 10), 4)
+    out["fp8_top10_agreement"] = out["fp8"]["top10_agreement"]
     out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     if a.checkpoint:
         a.checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -182,9 +201,12 @@ def main() -> None:
                f"{out['parameters']:,} parameters): FP8 against {native}",
                ["weights", "recall@10", "NDCG@10", "recall@5", "top-10 agreement with " + native, "decode s (all users)"],
                [[native, out[native]["recall@10"], out[native]["ndcg@10"], out[native]["recall@5"], 1.0,
-                 out[native]["decode_seconds"]],
-                ["fp8 e4m3" + (" (emulated on the CPU)" if out["fp8"]["emulated"] else ""), out["fp8"]["recall@10"],
-                 out["fp8"]["ndcg@10"], out["fp8"]["recall@5"], out["fp8_top10_agreement"], out["fp8"]["decode_seconds"]]],
+                 out[native]["decode_seconds"]]]
+               + ([["fp32", out["fp32"]["recall@10"], out["fp32"]["ndcg@10"], out["fp32"]["recall@5"],
+                    out["fp32_top10_agreement_with_bf16"], out["fp32"]["decode_seconds"]]] if "fp32" in out and native != "fp32" else [])
+               + [[f"fp8 e4m3 ({label})" + (" (emulated on the CPU)" if out["fp8"]["emulated"] else ""), v["recall@10"],
+                   v["ndcg@10"], v["recall@5"], v["top10_agreement"], v["decode_seconds"]]
+                  for label, v in out["fp8_variants"].items()],
                notes=f"figures in {a.out}; device {out['gpu'] or 'CPU'} ({out['machine']}), load average "
                      f"{out['load_average_before']} before; {out['users']} users, leave-one-out test items, beam "
                      f"{out['beam']}, no seen-item filter; trained {out['train_seconds']} s, {out['epochs_run']} "

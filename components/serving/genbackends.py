@@ -103,7 +103,14 @@ class QwenBackend:
             raise ConfigError(f"QwenBackend: the KV slab's {len(slab.length)} slots must hold a whole batch ({max_batch})")
         self.shapes = list(shapes)
         self._graphs: dict[tuple[int, int, int], CudaGraphSearch] = {}
+        # One pool for every captured graph: decode replays one at a time on the model thread and copies
+        # (or stores) each replay's outputs before the next, so they may share their intermediates'
+        # memory; with a pool each, dozens of buckets x shapes of the 1.5B model outgrew the card.
+        self._pool = torch.cuda.graph_pool_handle() if graphs else None
         self.fn = _WithKV(search) if slab is not None else search
+        # The last batch's device time (ms, CUDA events around its copies, replays and stores), so the
+        # server's stats can tell the GPU's share of a decode from the host's; None off CUDA.
+        self.device_ms: float | None = None
 
     def warm(self) -> None:
         for length, cached in self.shapes:
@@ -113,7 +120,7 @@ class QwenBackend:
     def _graph(self, bucket: int, length: int, cached: int) -> CudaGraphSearch:
         key = (bucket, length, cached)
         if key not in self._graphs:
-            self._graphs[key] = CudaGraphSearch(self.fn, bucket, length, cached)
+            self._graphs[key] = CudaGraphSearch(self.fn, bucket, length, cached, pool=self._pool)
         return self._graphs[key]
 
     def _run(self, new: torch.Tensor, slots: np.ndarray | None, t0: int):
@@ -142,22 +149,28 @@ class QwenBackend:
         items = np.full((n, self.beam), -1, np.int64)
         scores = np.zeros((n, self.beam), np.float32)
         keys, group = np.unique(np.stack([reused, lengths], 1), axis=0, return_inverse=True)   # rows stack unpadded
-        done = []
+        done, events = [], []
         for g, (t0, _) in enumerate(keys.tolist()):
             rows = np.flatnonzero(group.reshape(-1) == g)
             for lo in range(0, len(rows), self.max_batch):
                 part = rows[lo: lo + self.max_batch]
                 hist = [histories[r] for r in part]
                 new = torch.from_numpy(np.stack([h[t0:] for h in hist])).to(dev)     # [b, T - t0]
+                if dev.type == "cuda":
+                    events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
+                    events[-1][0].record()
                 got, got_scores, kv = self._run(new, None if slots is None else slots[part], t0)
                 if self.slab is not None:
                     self.slab.store(slots[part], hist, t0, kv)
                 # Copied to the host once every group is queued (one wait for the device, not one per
                 # group); cloned because a later part of the same shape replays the same graph.
                 done.append((part, got.clone(), got_scores.to(torch.float32, copy=True)))
+                if events:
+                    events[-1][1].record()
         for part, got, got_scores in done:
             items[part] = got.cpu().numpy()
             scores[part] = got_scores.cpu().numpy()
+        self.device_ms = sum(a.elapsed_time(b) for a, b in events) if events else None
         return items, np.where(items >= 0, scores, 0.0).astype(np.float32)
 
 

@@ -6,7 +6,7 @@ rows in the batcher's queue and waits. The batcher's loop takes the oldest rows 
 batch (on the one model thread, so the event loop keeps reading requests meanwhile: the next batch
 fills while this one decodes), and answers every row with its top-K item ids and scores. `GET
 /health` names the backend; `GET /stats` lists the batches decoded (size, oldest row's wait, decode
-ms), `POST /stats/reset` clears them. HTTP/1.1 with keep-alive, parsed by an asyncio Protocol as
+ms, and the device's ms of it where the backend times that, else null), `POST /stats/reset` clears them. HTTP/1.1 with keep-alive, parsed by an asyncio Protocol as
 bytes arrive (per request: one header split, one orjson parse, one callback when its rows are
 decoded, one orjson answer), on uvloop when it is installed: the event loop shares the GIL with the
 model thread, so every microsecond it spends per request is also taken from the decode.
@@ -75,13 +75,15 @@ def _dumps(payload) -> bytes:
 class Batcher:
     """Requests queue; the loop decodes up to max_batch rows once max_batch wait or the oldest has
     waited max_wait_ms (a request larger than what is left of a batch continues in the next one).
-    `stats` keeps (rows, oldest row's wait ms, decode ms) per batch."""
+    `stats` keeps (rows, oldest row's wait ms, decode ms, device ms or None) per batch; device_ms
+    reads the last decode's device time from the backend."""
 
     decode: Callable
     max_batch: int
     max_wait_ms: float
     executor: ThreadPoolExecutor
     stats: deque = field(default_factory=lambda: deque(maxlen=100_000))
+    device_ms: Callable[[], float | None] = lambda: None
 
     def __post_init__(self):
         if self.max_batch < 1 or self.max_wait_ms < 0:
@@ -152,7 +154,9 @@ class Batcher:
                 pending = self._launch(loop) if self._due() else None
                 self._fail(segments, f"decode failed: {type(exc).__name__}: {exc}")
                 continue
-            self.stats.append((rows, round((t0 - oldest) * 1e3, 3), round((time.monotonic() - t0) * 1e3, 3)))
+            gpu = self.device_ms()   # read before the next batch is launched: it is this batch's
+            self.stats.append((rows, round((t0 - oldest) * 1e3, 3), round((time.monotonic() - t0) * 1e3, 3),
+                               None if gpu is None else round(gpu, 3)))
             # The next batch goes to the model thread before this one is answered, so its decode
             # overlaps the answers' JSON and socket writes instead of waiting for them.
             pending = self._launch(loop) if self._due() else None
@@ -300,7 +304,8 @@ class GenServer:
     async def serve(self, host: str, port: int, ready: Callable[[str], None], stop: asyncio.Event | None = None):
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.executor, self.backend.warm)
-        self.batcher = Batcher(self.backend.decode, self.max_batch, self.max_wait_ms, self.executor)
+        self.batcher = Batcher(self.backend.decode, self.max_batch, self.max_wait_ms, self.executor,
+                               device_ms=lambda: getattr(self.backend, "device_ms", None))
         worker = asyncio.create_task(self.batcher.run())
         server = await loop.create_server(lambda: _Http(self), host, port, backlog=4096)
         ready(f"http://{host}:{server.sockets[0].getsockname()[1]}")
@@ -360,8 +365,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, default=8700, help="0: any free port (the READY line names it)")
     ap.add_argument("--max-batch", type=int, default=128)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument("--switch-interval-ms", type=float, default=None,
+                    help="Python's GIL switch interval (default 5): the event loop and the model thread share "
+                         "the GIL, and the model thread takes it back after every torch call")
     add_arguments(ap)
     args = ap.parse_args(argv)
+    if args.switch_interval_ms is not None:
+        if args.switch_interval_ms <= 0:
+            sys.exit(f"genserver: --switch-interval-ms must be positive, got {args.switch_interval_ms}")
+        sys.setswitchinterval(args.switch_interval_ms / 1e3)
     try:
         backend = build_backend(args)
         server = GenServer(backend, args.max_batch, args.max_wait_ms)

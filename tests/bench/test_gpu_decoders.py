@@ -9,6 +9,7 @@ import torch
 from common.typedconf import ConfigError
 from components.recall.generative.beam import Trie
 from components.recall.generative.fast_beam import CudaGraphSearch, FastBeamSearch, reference_beam_search
+from components.recall.generative.fp8 import Fp8Weight
 from components.recall.generative.kv_cache import UserKVCache, recall_with_cache
 from components.recall.generative.qwen import QwenConfig, QwenLM
 
@@ -95,7 +96,7 @@ def test_server_backend_graphs_prefix_and_fp8_on_gpu():
     eager = QwenBackend(search, 8, graphs=False).decode(range(6), list(hist))[0]
     graphed = QwenBackend(search, 8, graphs=True, buckets=[2, 4], shapes=[(16, 0)])
     graphed.warm()
-    assert (graphed.decode(range(6), list(hist))[0] == eager).all()
+    assert (graphed.decode(range(6), list(hist))[0] == eager).all() and graphed.device_ms > 0
     cached = QwenBackend(search, 8, graphs=True, buckets=[4], slab=KVSlab(search, 8, 20, reuse_lengths=[12]))
     cached.decode(range(6), list(hist[:, :12]))
     assert (cached.decode(range(6), list(hist))[0] == eager).all()
@@ -105,6 +106,15 @@ def test_server_backend_graphs_prefix_and_fp8_on_gpu():
     assert (again == eager[:5]).all() and {k[1:] for k in cached._graphs} == {(4, 12), (12, 0), (16, 0)}
     fp8 = FastBeamSearch(model, trie.to("cuda"), beam=5, device="cuda", dtype=torch.bfloat16, weights="fp8")
     assert fp8(torch.from_numpy(hist).cuda())[0].shape == (6, 5)
+    native = FastBeamSearch(model, trie.to("cuda"), beam=5, device="cuda", dtype=torch.bfloat16)
+    kept = FastBeamSearch(model, trie.to("cuda"), beam=5, device="cuda", dtype=torch.bfloat16, weights="fp8",
+                          fp8="keep=qkv+o+gate_up,layers=0,fast")   # only later layers' down_proj in e4m3
+    x = torch.from_numpy(hist).cuda()
+    assert kept(x)[0].shape == (6, 5) and isinstance(kept.layers[-1].w_down, Fp8Weight)
+    assert not isinstance(kept.layers[0].w_down, Fp8Weight) and not isinstance(kept.layers[-1].w_gu, Fp8Weight)
+    # fast accumulation on the GPU's scaled matmul: the same top items as native bf16 for most rows
+    overlap = np.mean([len(set(a.tolist()) & set(b.tolist())) / 5 for a, b in zip(kept(x)[0], native(x)[0])])
+    assert overlap >= 0.6
 
 
 def test_prefix_kv_reuse_gives_the_full_prefill_result():
@@ -145,3 +155,35 @@ def test_user_kv_cache_is_bounded_lru():
     assert store.get(12).kv[0][0].shape == (1, cfg.n_kv_head, 6, cfg.head_dim)
     with pytest.raises(ConfigError, match="max_users"):
         UserKVCache(0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled pieces are what the GPU serves")
+def test_compiled_pieces_after_cached_keys_match_eager_on_gpu():
+    cfg, model, trie, _ = _setup(9)
+    model = model.cuda()
+    eager = FastBeamSearch(model, trie.to("cuda"), beam=5, device="cuda", dtype=torch.float32)
+    compiled = FastBeamSearch(model, trie.to("cuda"), beam=5, device="cuda", dtype=torch.float32, compile="pieces")
+    full = torch.randint(0, cfg.vocab_size, (4, 15), device="cuda")
+    for cut in (11, 14):   # several new tokens after the cached ones, and the last one alone
+        past = eager.search(full[:, :cut])[2]
+        want, got = eager(full[:, cut:], past=past), compiled(full[:, cut:], past=past)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[0], eager(full)[0])
+        torch.testing.assert_close(got[1], want[1], rtol=1e-3, atol=1e-3)
+
+
+def test_attention_after_cached_keys_is_masked_attention():
+    """The prefill after t0 cached keys: query i sees keys <= t0 + i, the query heads grouped onto
+    their key head; the same numbers as SDPA with the explicit mask and repeated key heads."""
+    from torch.nn import functional as F
+
+    from components.recall.generative.fast_beam import _attention_after_past
+    torch.manual_seed(0)
+    b, t0, t, h, hkv, d = 3, 7, 4, 6, 2, 8
+    q = torch.randn(b, t, h, d, dtype=torch.float64)
+    k, v = torch.randn(b, hkv, t0 + t, d, dtype=torch.float64), torch.randn(b, hkv, t0 + t, d, dtype=torch.float64)
+    mask = torch.ones(t, t0 + t, dtype=torch.bool).tril(t0)
+    ref = F.scaled_dot_product_attention(q.transpose(1, 2), k.repeat_interleave(h // hkv, 1),
+                                         v.repeat_interleave(h // hkv, 1), attn_mask=mask)   # [B, h, T, D]
+    ref = ref.transpose(1, 2).flatten(2)                                                     # [B, T, h*D]
+    torch.testing.assert_close(_attention_after_past(q, k, v, t0, last=False), ref)
+    torch.testing.assert_close(_attention_after_past(q, k, v, t0, last=True), ref[:, -1:])

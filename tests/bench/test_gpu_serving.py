@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_serving_bench_writes_the_issue_shape(tmp_path):
     out = tmp_path / "serving.json"
     run = subprocess.run([sys.executable, "-m", "bench.gpu_serving", "--preset", "tiny", "--device", "cpu",
-                          "--paths", "ours_bf16_prefix,ours_fp8", "--rates", "ours_bf16_prefix=4,8",
+                          "--paths", "ours_bf16_prefix,ours_fp8,ours_bf16", "--rates", "ours_bf16_prefix=4,8",
+                          "--budget-s", "0.5",   # spent by the first path: the last one is not started
                           "--duration", "1", "--users", "16", "--prefix-max-batch", "16", "--length", "30",
                           "--cached", "24", "--items", "2000", "--procs", "1", "--out", str(out),
                           "--logs", str(tmp_path / "logs"), "--no-results"],
@@ -29,8 +32,9 @@ def test_serving_bench_writes_the_issue_shape(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-2000:]
     res = json.loads(out.read_text())
-    assert set(res) == {"ours_bf16_prefix", "ours_fp8"}
+    assert set(res) == {"ours_bf16_prefix", "ours_fp8", "ours_bf16"}
     assert "CUDA" in res["ours_fp8"]["skipped"] and res["ours_fp8"]["rates"] == []
+    assert "--budget-s" in res["ours_bf16"]["skipped"] and res["ours_bf16"]["rates"] == []
     prefix = res["ours_bf16_prefix"]
     assert [r["rate"] for r in prefix["rates"]] == [4, 8]
     for r in prefix["rates"]:
@@ -84,3 +88,23 @@ def _train_and_serve(tmp_path):
     items, scores = backend.decode([0], [hist])
     assert items.shape == (1, 5) and ((items >= 0) & (items < 60)).all() and np.all(np.diff(scores[0]) <= 1e-6)
     assert torch.load(tmp_path / "ck.pt", weights_only=True)["codes"].shape[0] == 60
+
+
+def test_an_interrupted_run_still_writes_what_it_has(tmp_path):
+    """A time limit's SIGINT during a server's start: the path and those after it are reported as
+    interrupted (not as failures), and the run exits cleanly with its JSON written."""
+    out, logs = tmp_path / "serving.json", tmp_path / "logs"
+    proc = subprocess.Popen([sys.executable, "-m", "bench.gpu_serving", "--preset", "tiny", "--device", "cpu",
+                             "--paths", "ours_bf16,ours_bf16_prefix", "--rates", "ours_bf16=4", "--duration", "30",
+                             "--items", "2000", "--procs", "1", "--out", str(out), "--logs", str(logs), "--no-results"],
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (logs / "ours_bf16.log").exists() and time.monotonic() < deadline:   # the first server is starting
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    res = json.loads(out.read_text())
+    assert set(res) == {"ours_bf16", "ours_bf16_prefix"}
+    assert all(r["skipped"] == "not run to the end: the run was interrupted" and r["rates"] == [] for r in res.values())

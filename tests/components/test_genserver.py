@@ -95,8 +95,8 @@ def test_max_wait_and_max_batch_are_honoured(search):
         t0 = time.monotonic()
         status, out = _post(url, {"histories": _histories(1)})
         took = (time.monotonic() - t0) * 1e3
-        (rows, waited, decode_ms), = _get(url, "/stats")["batches"]
-        assert status == 200 and rows == 1 and len(out["items"][0]) == 5
+        (rows, waited, decode_ms, device_ms), = _get(url, "/stats")["batches"]
+        assert status == 200 and rows == 1 and len(out["items"][0]) == 5 and device_ms is None   # CPU: untimed
         assert 140 <= waited < 400 and took >= 140               # alone, it waited for company max_wait
         _post(url, b"", "/stats/reset")
         status, out = _post(url, {"histories": _histories(10, seed=1)})
@@ -309,3 +309,11 @@ def test_the_server_command_starts_and_refuses_a_bad_checkpoint(tmp_path):
                           "--device", "cpu", "--port", "0"], capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and out.stderr.strip().startswith("genserver: checkpoint")
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_switch_interval_must_be_positive():
+    from components.serving.genserver import main
+    before = sys.getswitchinterval()
+    with pytest.raises(SystemExit, match="switch-interval-ms must be positive"):
+        main(["--preset", "tiny", "--device", "cpu", "--switch-interval-ms", "0"])
+    assert sys.getswitchinterval() == before

@@ -8,7 +8,8 @@ place; the beams then attend to that one shared prefix cache plus their own few 
 only the last history position goes through the last layer's MLP; each level's logits come from the
 256 head rows of that level's codes instead of the whole 150k vocabulary; invalid codes are masked
 through the trie's dense tables (`beam.Trie`). A prefill may start after `past` keys of the same
-user's earlier history (`kv_cache`). Everything has static shapes and never syncs with the host, so
+user's earlier history (`kv_cache`); its few new queries then attend by grouped products compiled
+with the layer (`_attention_after_past`) rather than flash attention with a mask. Everything has static shapes and never syncs with the host, so
 `CudaGraphSearch` captures the whole search (prefill and the 3 decode steps) in one CUDA graph per
 batch size.
 """
@@ -21,7 +22,7 @@ from torch.nn import functional as F
 
 from common.typedconf import ConfigError
 from components.recall.generative.beam import Trie
-from components.recall.generative.fp8 import linear, quantize
+from components.recall.generative.fp8 import Fp8Recipe, linear, quantize
 from components.recall.generative.qwen import QwenLM, apply_rope, rms_norm, rope_tables
 
 
@@ -95,6 +96,26 @@ def _attention(q, k, v, mask, last: bool):
     return y.transpose(1, 2).flatten(2)                                               # [B, T', h*D]
 
 
+def _attention_after_past(q, k, v, t0: int, last: bool):
+    """Attention of the T new queries of a prefill that follows t0 cached keys: q [B, T, h, D], k/v
+    [B, hkv, t0+T, D] -> [B, T', h*D] (T' = 1 when `last`). New query i sees the cached keys and new
+    keys <= i. A few queries against a short history: plain products with the query heads grouped
+    onto their key head (as the decode step does), compiled with the layer; flash attention with a
+    boolean mask cost more here than the arithmetic (one launch of a general kernel per layer)."""
+    b, t, h, d = q.shape
+    hkv = k.shape[1]
+    group = h // hkv
+    if last:   # only the last position feeds the logits, and it sees every key: no mask
+        q, t = q[:, -1:], 1
+    qg = q.reshape(b, t, hkv, group, d).permute(0, 2, 1, 3, 4).reshape(b, hkv, t * group, d) * d ** -0.5
+    s = qg @ k.transpose(2, 3)                                                        # [B, hkv, T*g, t0+T]
+    if not last:
+        row = torch.arange(t * group, device=q.device) // group                       # query position of each row
+        s = s.masked_fill(torch.arange(k.shape[2], device=q.device)[None, :] > t0 + row[:, None], float("-inf"))
+    y = torch.softmax(s.float(), dim=-1).to(v.dtype) @ v                               # [B, hkv, T*g, D]
+    return y.reshape(b, hkv, t, group, d).permute(0, 2, 1, 3, 4).reshape(b, t, h * d)
+
+
 def _decode_layer(x, cos, sin, pk, pv, sk, sv, key_valid, ln1, w_qkv, b_qkv, w_o, ln2, w_gu, w_down,
                   h: int, hkv: int, d: int, eps: float):
     """One layer for one new token per beam, x [B, W, C]: cascade attention over the shared prefix
@@ -147,35 +168,43 @@ class _Layer:
 
 class FastBeamSearch:
     """The model's weights packed for decoding on one device in one dtype (bf16 on the GPU).
-    weights="fp8": the projection matrices of every layer in e4m3 (`fp8`); embeddings, norms and the
-    per-level heads stay in `dtype`."""
+    weights="fp8": the projection matrices in e4m3 (`fp8`), those the recipe casts (a string for
+    `Fp8Recipe.parse` or a recipe; default every one); embeddings, norms and the per-level heads stay
+    in `dtype`."""
 
     def __init__(self, model: QwenLM, trie: Trie, beam: int, device: torch.device | str, dtype: torch.dtype,
-                 compile: str = "none", weights: str = "native"):
+                 compile: str = "none", weights: str = "native", fp8: Fp8Recipe | str = ""):
         cfg = self.cfg = model.config
         if compile not in ("none", "pieces"):
             raise ConfigError(f"FastBeamSearch compile={compile!r}: allowed none, pieces")
         if weights not in ("native", "fp8"):
             raise ConfigError(f"FastBeamSearch weights={weights!r}: allowed native, fp8")
         self.weights = weights
+        self.fp8 = Fp8Recipe.parse(fp8) if isinstance(fp8, str) else fp8
         # torch.compile fuses the norms, rotary, SiLU-gate and residuals around the matrix products of
         # the prefill, and whole decode layers (their attention is small, many-kernel arithmetic).
         pieces = compile == "pieces"
         self._qkv = _batch_dynamic(_qkv_fn, 3) if pieces else _qkv_fn
         self._mlp = _batch_dynamic(_mlp_fn, 2) if pieces else _mlp_fn
         self._decode_layer = _batch_dynamic(_decode_layer, 8) if pieces else _decode_layer
+        self._after_past = _batch_dynamic(_attention_after_past, 3) if pieces else _attention_after_past
         self.beam, self.device, self.dtype = beam, torch.device(device), dtype
         put = lambda t: t.detach().to(self.device, dtype)  # noqa: E731
-        mat = (lambda t: quantize(put(t))) if weights == "fp8" else put  # noqa: E731
+        n = len(model.model.layers)
+
+        def mat(t, kind: str, i: int):
+            if weights == "fp8" and self.fp8.casts(kind, i, n):
+                return quantize(put(t), self.fp8.fast_accum)
+            return put(t)
         self.layers = []
-        for layer in model.model.layers:
+        for i, layer in enumerate(model.model.layers):
             a, m = layer.self_attn, layer.mlp
             self.layers.append(_Layer(
                 put(layer.input_layernorm.weight),
-                mat(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])),
+                mat(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), "qkv", i),
                 put(torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias])),
-                mat(a.o_proj.weight), put(layer.post_attention_layernorm.weight),
-                mat(torch.cat([m.gate_proj.weight, m.up_proj.weight])), mat(m.down_proj.weight)))
+                mat(a.o_proj.weight, "o", i), put(layer.post_attention_layernorm.weight),
+                mat(torch.cat([m.gate_proj.weight, m.up_proj.weight]), "gate_up", i), mat(m.down_proj.weight, "down", i)))
         self.embed = put(model.model.embed_tokens.weight)                             # [V, C]
         self.norm = put(model.model.norm.weight)                                       # [C]
         self.heads = [put(model.lm_head.weight[slice(*cfg.level_tokens(lv))]) for lv in range(cfg.n_levels)]  # L x [K, C]
@@ -197,10 +226,8 @@ class FastBeamSearch:
             pos = (key_valid.cumsum(1) - 1).clamp(min=0)                              # [B, T]
             causal = torch.ones(t, t, dtype=torch.bool, device=idx.device).tril()
             mask = ((causal & key_valid[:, None, :]) | torch.eye(t, dtype=torch.bool, device=idx.device))[:, None]
-        else:
+        else:   # after past keys, new query i sees the T0 cached keys and new keys <= i (_attention_after_past)
             pos = torch.arange(t0, t0 + t, device=idx.device).expand(b, t)             # [B, T]
-            if past is not None:   # new query i sees the T0 cached keys and new keys <= i
-                mask = torch.ones(t, t0 + t, dtype=torch.bool, device=idx.device).tril(t0)[None, None]
         x = self.embed[idx]                                                            # [B, T, C]
         cos, sin = (c.transpose(1, 2) for c in rope_tables(pos, cfg.head_dim, cfg.rope_theta, self.dtype))  # [B, T, 1, D]
         h, hkv, d, eps = self._dims()
@@ -210,7 +237,9 @@ class FastBeamSearch:
             q, k, v = self._qkv(x, cos, sin, lw.ln1, lw.w_qkv, lw.b_qkv, h, hkv, d, eps)
             if past is not None:
                 k, v = torch.cat([past[i][0], k], dim=2), torch.cat([past[i][1], v], dim=2)  # [B, hkv, T0+T, D]
-            y = _attention(q, k, v, mask, last)                                        # [B, T', h*D]
+                y = self._after_past(q, k, v, t0, last)                               # [B, T', h*D]
+            else:
+                y = _attention(q, k, v, mask, last)                                    # [B, T', h*D]
             x = self._mlp(x[:, -1:] if last else x, y, lw.w_o, lw.ln2, lw.w_gu, lw.w_down, eps)
             cache.append((k, v))
         return rms_norm(x[:, -1], self.norm, cfg.rms_eps), cache
@@ -267,9 +296,12 @@ class CudaGraphSearch:
     with no per-kernel launch cost from Python. `search` may be any callable of (idx, key_valid, past).
     The cached keys live in one static buffer, `past_kv` [batch, 2, L, hkv, past_length, D] (the search
     reads per-layer views of it): a caller may write a batch's prefixes straight into `past_kv[:n]`
-    (`KVSlab.gather(..., out=)`, one copy of the data, one host call) instead of passing `past`."""
+    (`KVSlab.gather(..., out=)`, one copy of the data, one host call) instead of passing `past`.
+    pool: a memory pool shared with other graphs (torch.cuda.graph_pool_handle()); safe only when they
+    never replay concurrently and each replay's outputs are used up before another graph replays, since
+    one graph's intermediates may then lie where another's outputs were."""
 
-    def __init__(self, search, batch: int, length: int, past_length: int = 0, warmup: int = 2):
+    def __init__(self, search, batch: int, length: int, past_length: int = 0, warmup: int = 2, pool=None):
         cfg, dev, dtype = search.cfg, search.device, search.dtype
         self.idx = torch.randint(cfg.sid_offset, cfg.vocab_size, (batch, length), device=dev)
         self.past_kv = (torch.zeros((batch, 2, cfg.n_layer, cfg.n_kv_head, past_length, cfg.head_dim),
@@ -283,7 +315,7 @@ class CudaGraphSearch:
                 search(self.idx, None, self.past)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, pool=pool):
             self.out = search(self.idx, None, self.past)
 
     def __call__(self, history: torch.Tensor, past: list | None = None):
