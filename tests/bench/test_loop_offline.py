@@ -5,7 +5,6 @@ import dataclasses
 import json
 
 from bench import loop_offline
-from components import samples, training
 from components.experiment import load_experiment
 from components.features.store import build_features
 from sim.config import load_scenario
@@ -13,6 +12,7 @@ from story import models
 from story.campaign import create_campaign
 from story.day import run_day
 from story.world import publish_catalog
+from tests.story.test_day import train_and_open_next_day
 
 
 def test_channels_are_scored_on_the_next_days_organic_takes(tmp_path, capsys):
@@ -24,12 +24,7 @@ def test_channels_are_scored_on_the_next_days_organic_takes(tmp_path, capsys):
     build_features(c.lake, 0)
     models.train_bootstrap(c)
     run_day(c, 0)
-    samples.build_samples(c.lake, 0)
-    c.models_dir(0).mkdir(parents=True)
-    training.train_channels(c.lake, 0, c.experiment, c.models_dir(0))
-    training.train_rankers(c.lake, 0, c.experiment, c.models_dir(0))
-    publish_catalog(c, 1)
-    build_features(c.lake, 1)
+    train_and_open_next_day(c, 0)
     run_day(c, 1)
     out = tmp_path / "offline.json"
     assert loop_offline.main(["--data-dir", str(c.data_dir), "--days", "1", "--ks", "10,50", "--out", str(out),

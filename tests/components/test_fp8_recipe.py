@@ -15,18 +15,13 @@ from components.recall.generative.fp8 import Fp8Recipe, Fp8Weight
 from components.recall.generative.qwen import QwenConfig, QwenLM
 from components.serving.genbackends import random_catalogue_trie
 from components.serving.genbuild import add_arguments, build_backend
+from tests.components.test_genserver import separated_model
 
 CFG = QwenConfig(n_layer=3)
 
 
 def _model() -> QwenLM:
-    torch.manual_seed(0)
-    model = QwenLM(CFG).eval()
-    with torch.no_grad():   # larger weights than the init so that scores separate clearly
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.mul_(25)
-    return model
+    return separated_model(CFG)
 
 
 def test_recipe_parses_labels_and_says_what_it_casts():

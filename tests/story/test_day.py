@@ -36,6 +36,18 @@ def _campaign(tmp_path, name, scenario=None):
     return c
 
 
+def train_and_open_next_day(c, day: int) -> None:
+    """What the flow does after serving `day`: its samples and models, then day + 1's catalogue and features."""
+    from components import samples, training
+
+    samples.build_samples(c.lake, day)
+    c.models_dir(day).mkdir(parents=True)
+    training.train_channels(c.lake, day, c.experiment, c.models_dir(day))
+    training.train_rankers(c.lake, day, c.experiment, c.models_dir(day))
+    publish_catalog(c, day + 1)
+    build_features(c.lake, day + 1)
+
+
 def test_day_0_is_served_by_bootstrap_models_trained_before_it(tmp_path):
     c = _campaign(tmp_path, "c")
     with pytest.raises(MissingPartitionError, match="logging policy's models"):
@@ -160,7 +172,7 @@ def test_organic_takes_are_logged_remembered_and_learned_from(tmp_path):
 def test_a_trained_day_gives_the_same_tables_in_shards(tmp_path):
     """Day 1, served by the rankers and item-CF trained on day 0 (not the bootstrap's models):
     three shards through files write the tables and the next world state of one process."""
-    from components import samples, training
+    from components import samples
     from sim.state import state_path
 
     pair = []
@@ -168,12 +180,7 @@ def test_a_trained_day_gives_the_same_tables_in_shards(tmp_path):
         c = _campaign(tmp_path, name)
         models.train_bootstrap(c)
         run_day(c, 0)
-        samples.build_samples(c.lake, 0)
-        c.models_dir(0).mkdir(parents=True)
-        training.train_channels(c.lake, 0, c.experiment, c.models_dir(0))
-        training.train_rankers(c.lake, 0, c.experiment, c.models_dir(0))
-        publish_catalog(c, 1)
-        build_features(c.lake, 1)
+        train_and_open_next_day(c, 0)
         pair.append(c)
     one, three = pair
     metrics = run_day(one, 1)
