@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from common.typedconf import ConfigError
+from components.recall.base import why
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,5 @@ def load_checkpoint(path) -> tuple[QwenLM, torch.Tensor]:
         model = QwenLM(QwenConfig(**blob["config"]))
         model.load_state_dict(blob["state"])
     except Exception as exc:   # unreadable, unpicklable, or another model's state: one line, whatever it was
-        raise ConfigError(f"checkpoint {path}: cannot be read as a QwenLM checkpoint ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise ConfigError(f"checkpoint {path}: cannot be read as a QwenLM checkpoint ({why(exc)})") from None
     return model.eval(), blob["codes"]
