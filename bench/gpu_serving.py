@@ -191,6 +191,11 @@ def markdown_rows(results: dict) -> list[list]:
     return rows
 
 
+def _in_order(results: dict) -> dict:
+    """The paths in GPU_RATES' order, whichever run (this one or a merged earlier one) measured them."""
+    return {p: results[p] for p in [*GPU_RATES, *results] if p in results}
+
+
 _INTERRUPTED = False
 
 
@@ -229,6 +234,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/gpu_serving.json"))
     ap.add_argument("--logs", type=Path, default=Path("bench/out/serving-logs"))
     ap.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
+    ap.add_argument("--merge", action="store_true",
+                    help="update only the paths run in an existing --out (the others keep their figures and the "
+                         "command that measured them); the RESULTS section then lists every path of the file")
     a = ap.parse_args()
     unknown = set(a.paths) - set(GPU_RATES)
     if unknown:
@@ -241,12 +249,15 @@ def main() -> None:
     load = [round(x, 2) for x in os.getloadavg()]
     gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
                          text=True).stdout.strip() if a.device.startswith("cuda") else ""
-    where = {"device": gpu or "CPU", "machine": machine(), "load_average_before": load,
+    command = " ".join(["python", "-m", "bench.gpu_serving", *sys.argv[1:]])
+    where = {"device": gpu or "CPU", "machine": machine(), "load_average_before": load, "command": command,
              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
              "settings": {"preset": a.preset, "compile": a.compile, "warmup_s": a.warmup, "beam": a.beam, "history_tokens": a.length, "output_tokens": 4,
                           "cached_tokens": a.cached, "fp8_recipe": a.fp8_recipe, "switch_interval_ms": a.switch_interval_ms, "duration_s": a.duration, "client_procs": a.procs,
                           "max_wait_ms": a.max_wait_ms, "catalogue_items": a.items}}
-    results = {}
+    earlier = json.loads(a.out.read_text()) if a.merge and a.out.exists() else {}
+    kept = [p for p in earlier if p not in a.paths]     # paths this run leaves as the earlier run measured them
+    results = {p: earlier[p] for p in kept}
     started = time.perf_counter()
     for n, path in enumerate(a.paths):
         if path in FP8_PATHS and not a.device.startswith("cuda"):
@@ -273,12 +284,15 @@ def main() -> None:
                                  "sustained_users_per_s_at_p99_100ms": None, "rates": []}
                 print(path, results[path]["skipped"], flush=True)
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(results, indent=1))
+        a.out.write_text(json.dumps(_in_order(results), indent=1))
+    results = _in_order(results)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=1))
     where["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     if not a.no_results:
         best = ", ".join(f"{p} {r['sustained_users_per_s_at_p99_100ms']}" for p, r in results.items())
+        merged = "".join(f"; {p} kept from an earlier run ({results[p].get('date', 'date not recorded')}: "
+                         f"`{results[p].get('command', 'command not recorded')}`)" for p in kept)
         append(f"Generative recall served under open-loop Poisson load ({a.preset}, beam {a.beam}, {a.length} in, 4 out)",
                ["path", "target users/s", "achieved", "p50 ms", "p99 ms", "mean batch", "decode ms p50",
                 "device ms p50", ""], markdown_rows(results),
@@ -287,7 +301,7 @@ def main() -> None:
                      f"{a.procs} client processes, max wait {a.max_wait_ms} ms, {a.warmup} s of untimed warm-up arrivals; our paths "
                      f"{COMPILED if a.compile else 'eager kernels in CUDA graphs'}; FP8 recipe {a.fp8_recipe}; GIL switch "
                      f"interval {a.switch_interval_ms or 5} ms in the servers; sustained users/s at p99 <= "
-                     f"100 ms: {best}")
+                     f"100 ms: {best}{merged}")
     print(json.dumps({p: r["sustained_users_per_s_at_p99_100ms"] for p, r in results.items()}))
 
 
