@@ -151,6 +151,8 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=150)
     ap.add_argument("--cached", type=int, default=140)
     ap.add_argument("--compile", default="pieces", choices=["none", "pieces"])
+    ap.add_argument("--key-align", type=lambda s: [int(x) for x in s.split(",")], default=[1],
+                    help="each variant's search with the decode steps' keys padded to each of these multiples")
     ap.add_argument("--rows", type=int, default=30, help="kernel-table rows kept")
     ap.add_argument("--out", type=Path, default=Path("bench/out/gpu_profile.json"))
     a = ap.parse_args()
@@ -172,10 +174,12 @@ def main() -> None:
     with torch.device(device):
         torch.manual_seed(0)
         model = QwenLM(cfg).to(dtype).eval()
-    for variant in a.variants if "search" in a.parts or "prefix" in a.parts else []:
+    runs = [(v, k) for v in a.variants for k in a.key_align] if "search" in a.parts or "prefix" in a.parts else []
+    for variant, align in runs:
         weights, _, recipe = variant.partition(":")
-        search = FastBeamSearch(model, trie.to(device), 5, device, dtype, compile=a.compile, weights=weights, fp8=recipe)
-        key = variant if weights == "native" else f"fp8:{search.fp8.label()}"
+        search = FastBeamSearch(model, trie.to(device), 5, device, dtype, compile=a.compile, weights=weights, fp8=recipe,
+                                key_align=align)
+        key = (variant if weights == "native" else f"fp8:{search.fp8.label()}") + (f"+keys%{align}" if align > 1 else "")
         entry = res.setdefault("search", {}).setdefault(key, {})
         try:
             if "search" in a.parts:

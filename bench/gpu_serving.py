@@ -58,6 +58,8 @@ def _path_args(path: str, a) -> tuple[list[str], int]:
         return common + ["--backend", "hf"], a.hf_max_batch
     if a.compile and path != "transformers_generate":
         common += ["--compile", "pieces"]
+    if a.key_align > 1:
+        common += ["--key-align", str(a.key_align)]
     if path in FP8_PATHS:
         common += ["--weights", "fp8", "--fp8-recipe", a.fp8_recipe]
     if path in PREFIX_PATHS:
@@ -228,6 +230,8 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=0.0, help="start no path after this many seconds (0: no limit)")
     ap.add_argument("--switch-interval-ms", type=float, default=None, help="the servers' GIL switch interval")
     ap.add_argument("--fp8-recipe", default="keep=down,layers=0+-1,fast", help="the FP8 paths' Fp8Recipe")
+    ap.add_argument("--key-align", type=int, default=1, help="our paths' decode steps read the history's keys "
+                    "padded (masked) to a multiple of this (1: unpadded)")
     ap.add_argument("--compile", action="store_true", help="our paths torch.compile'd (the FP8 cast of activations fuses too)")
     ap.add_argument("--procs", type=int, default=4, help="client processes sharing the arrivals")
     ap.add_argument("--seed", type=int, default=0)
@@ -253,7 +257,7 @@ def main() -> None:
     where = {"device": gpu or "CPU", "machine": machine(), "load_average_before": load, "command": command,
              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
              "settings": {"preset": a.preset, "compile": a.compile, "warmup_s": a.warmup, "beam": a.beam, "history_tokens": a.length, "output_tokens": 4,
-                          "cached_tokens": a.cached, "fp8_recipe": a.fp8_recipe, "switch_interval_ms": a.switch_interval_ms, "duration_s": a.duration, "client_procs": a.procs,
+                          "cached_tokens": a.cached, "fp8_recipe": a.fp8_recipe, "key_align": a.key_align, "switch_interval_ms": a.switch_interval_ms, "duration_s": a.duration, "client_procs": a.procs,
                           "max_wait_ms": a.max_wait_ms, "catalogue_items": a.items}}
     earlier = json.loads(a.out.read_text()) if a.merge and a.out.exists() else {}
     kept = [p for p in earlier if p not in a.paths]     # paths this run leaves as the earlier run measured them

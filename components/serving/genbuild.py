@@ -57,6 +57,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--beam", type=int, default=5)
     g.add_argument("--items", type=int, default=200_000, help="random catalogue size (without --checkpoint)")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--key-align", type=int, default=1,
+                   help="decode steps read the history's keys padded (masked) to a multiple of this (1: unpadded)")
     g.add_argument("--no-graphs", action="store_true", help="CUDA: decode eagerly instead of replaying graphs")
     # Steps of 8 to 128 and of 16 to 256: a batch padded up to the next bucket pays for the padding
     # rows too, and under load batches land everywhere between (36 rows used to run as 48).
@@ -102,7 +104,7 @@ def build_backend(args: argparse.Namespace):
         del model
         return HFBackend(hf, cfg, trie, args.beam, max_batch)
     search = FastBeamSearch(model, trie.to(device), args.beam, device, dtype, compile=args.compile,
-                            weights=args.weights, fp8=args.fp8_recipe)
+                            weights=args.weights, fp8=args.fp8_recipe, key_align=args.key_align)
     del model
     slab = None
     if args.prefix_slots:

@@ -58,6 +58,27 @@ def test_left_padded_rows_match_their_unpadded_selves():
     assert torch.equal(items[1:2], alone)
 
 
+def test_keys_padded_to_an_alignment_give_the_unpadded_result():
+    """key_align pads the keys the decode steps read (zero keys, masked): the same items and scores,
+    for plain, left-padded and after-cached-keys rows, whether or not the length is already aligned."""
+    cfg, model, trie, _ = _setup(4)
+    plain = FastBeamSearch(model, trie, beam=5, device="cpu", dtype=torch.float32)
+    aligned = FastBeamSearch(model, trie, beam=5, device="cpu", dtype=torch.float32, key_align=8)
+    for t in (11, 16):
+        hist = torch.randint(0, cfg.vocab_size, (4, t))
+        valid = torch.ones_like(hist, dtype=torch.bool)
+        valid[2, :5] = False
+        for args in ((hist,), (hist.masked_fill(~valid, 0), valid)):
+            items, scores = aligned(*args)
+            ref_items, ref_scores = plain(*args)
+            assert torch.equal(items, ref_items)
+            torch.testing.assert_close(scores, ref_scores, rtol=1e-5, atol=1e-5)
+        past = plain.search(hist[:, :t - 3])[2]
+        assert torch.equal(aligned(hist[:, t - 3:], past=past)[0], plain(hist)[0])
+    with pytest.raises(ConfigError):
+        FastBeamSearch(model, trie, beam=5, device="cpu", dtype=torch.float32, key_align=0)
+
+
 def test_sparse_catalogue_returns_only_existing_items_and_pads_with_minus_one():
     cfg, model, trie, codes = _setup(4, n_items=3)
     items, scores = FastBeamSearch(model, trie, beam=5, device="cpu", dtype=torch.float32)(

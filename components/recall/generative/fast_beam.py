@@ -173,8 +173,13 @@ class FastBeamSearch:
     in `dtype`."""
 
     def __init__(self, model: QwenLM, trie: Trie, beam: int, device: torch.device | str, dtype: torch.dtype,
-                 compile: str = "none", weights: str = "native", fp8: Fp8Recipe | str = ""):
+                 compile: str = "none", weights: str = "native", fp8: Fp8Recipe | str = "", key_align: int = 1):
         cfg = self.cfg = model.config
+        if key_align < 1:
+            raise ConfigError(f"FastBeamSearch key_align={key_align}: need >= 1")
+        # The decode steps read the history's keys padded (zero keys, masked) to a multiple of this:
+        # at 150 keys the batched attention products run on 2-element-aligned kernels; at 152 on 8.
+        self.key_align = key_align
         if compile not in ("none", "pieces"):
             raise ConfigError(f"FastBeamSearch compile={compile!r}: allowed none, pieces")
         if weights not in ("native", "fp8"):
@@ -258,6 +263,17 @@ class FastBeamSearch:
             new_v.append(v)
         return rms_norm(x, self.norm, self.cfg.rms_eps), torch.stack(new_k), torch.stack(new_v)
 
+    def _aligned(self, prefix: list, key_valid: torch.Tensor | None) -> tuple[list, torch.Tensor | None]:
+        """The history's per-layer (k, v) [B, hkv, T, D] padded with zero keys to a multiple of key_align,
+        and the key_valid [B, T'] that masks the padding (unchanged when T is already a multiple)."""
+        b, t = prefix[0][0].shape[0], prefix[0][0].shape[2]
+        pad = -t % self.key_align
+        if not pad:
+            return prefix, key_valid
+        valid = key_valid if key_valid is not None else torch.ones(b, t, dtype=torch.bool, device=prefix[0][0].device)
+        valid = torch.cat([valid, valid.new_zeros(b, pad)], dim=1)                     # [B, T + pad]
+        return [(F.pad(k, (0, 0, 0, pad)), F.pad(v, (0, 0, 0, pad))) for k, v in prefix], valid
+
     @torch.no_grad()
     def __call__(self, history: torch.Tensor, key_valid: torch.Tensor | None = None, past: list | None = None):
         """history [B, T] token ids (left-padded where key_valid is False; only the tokens after `past`
@@ -277,6 +293,7 @@ class FastBeamSearch:
         # The generated tokens' keys of every layer in one tensor: one gather reorders all beams.
         sk = prefix[0][0].new_zeros(cfg.n_layer, b, 1, cfg.n_kv_head, 0, cfg.head_dim)  # [L, B, W, hkv, S, D]
         sv = sk
+        keys, keys_valid = self._aligned(prefix, key_valid)                           # what the decode steps read
         logits = F.linear(hidden, self.heads[0])[:, None]                              # [B, 1, K]
         for level in range(cfg.n_levels):
             score, parent, code, node = select_step(logits, node, score, self.children[level], self.beam)
@@ -284,7 +301,7 @@ class FastBeamSearch:
                 return torch.where(torch.isfinite(score), node, torch.full_like(node, -1)), score, prefix
             sk, sv = sk[:, rows, parent], sv[:, rows, parent]                          # [L, B, W', hkv, S, D]
             tok = cfg.level_tokens(level)[0] + code                                    # [B, W']
-            hidden, k, v = self._decode(tok, lengths + level + torch.zeros_like(tok), prefix, sk, sv, key_valid)
+            hidden, k, v = self._decode(tok, lengths + level + torch.zeros_like(tok), keys, sk, sv, keys_valid)
             sk, sv = torch.cat([sk, k], dim=4), torch.cat([sv, v], dim=4)              # [L, B, W', hkv, S+1, D]
             logits = F.linear(hidden, self.heads[level + 1])                           # [B, W', K]
         raise AssertionError("unreachable: the config has at least one level")
