@@ -45,6 +45,18 @@ def test_serving_bench_writes_the_issue_shape(tmp_path):
         assert r["client_cpu_pct"] > 0 and r["send_lag_p99_ms"] < 1000
     assert prefix["sustained_users_per_s_at_p99_100ms"] in (0, 4, 8)
     assert prefix["settings"]["history_tokens"] == 30 and "load_average_before" in prefix
+    assert prefix["command"].startswith("python -m bench.gpu_serving ") and "--budget-s 0.5" in prefix["command"]
+    # --merge: a second command updates only its own paths; the others keep the first one's figures
+    again = subprocess.run([sys.executable, "-m", "bench.gpu_serving", "--preset", "tiny", "--device", "cpu",
+                            "--paths", "ours_fp8,ours_fp8_prefix", "--merge", "--out", str(out),
+                            "--logs", str(tmp_path / "logs"), "--no-results"],
+                           capture_output=True, text=True, timeout=120, cwd=REPO,
+                           env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    assert again.returncode == 0, again.stderr[-2000:]
+    merged = json.loads(out.read_text())
+    assert list(merged) == ["ours_bf16", "ours_fp8", "ours_bf16_prefix", "ours_fp8_prefix"]   # GPU_RATES' order
+    assert merged["ours_bf16_prefix"] == prefix and merged["ours_bf16"] == res["ours_bf16"]
+    assert "CUDA" in merged["ours_fp8_prefix"]["skipped"]
 
 
 def _beauty_like(path: Path, users: int = 120, items: int = 60) -> None:
