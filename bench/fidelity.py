@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -26,18 +25,11 @@ import numpy as np
 
 from bench import beauty, beauty_generative, beauty_traditional
 from bench.fidelity_policies import POLICIES, simulate, write_log
-from bench.results import append, save_figure
+from bench.fidelity_report import ALGORITHMS, HERE, picture, ratio_interval, results_section  # noqa: F401
 from sim import fit
 from sim.structure import k_core, structure
 
-HERE = Path(__file__).resolve().parent
-ALGORITHMS = ("popular", "itemcf", "sasrec", "generative")
 TRADITIONAL = {"popular": "popular", "itemcf": "itemcf_window", "sasrec": "sasrec"}
-STRUCTURE_SHOWN = ("users", "items", "events", "length_mean", "length_median", "repeat_rate",
-                   "last_in_top10_popular", "last_in_top10_tail_popular", "last_lateness", "top1pct_share", "gini", "last_in_top10_cooc", "last_in_top50_cooc", "last_forward_only", "last_backward_only",
-                   "lag3_in_top50_cooc", "lag6_in_top50_cooc", "last_in_top50_taste", "last_in_top10_taste64")
-
-
 def run_algorithm(name: str, path: Path, args: argparse.Namespace) -> dict[str, float]:
     """The protocol's figures for one algorithm on one log file."""
     split = beauty.load(path)
@@ -61,6 +53,20 @@ def run_algorithm(name: str, path: Path, args: argparse.Namespace) -> dict[str, 
     return out
 
 
+def measured(metrics: dict[str, float]) -> dict[str, float]:
+    return {m: v for m, v in metrics.items() if m in ("recall@10", "ndcg@10")}
+
+
+def replicated(runs: list[dict[str, float]], paths: list[Path]) -> dict[str, object]:
+    """One algorithm on each replica of a simulated log: the mean figures, each replica's, and the
+    users the mean is over (every replica's 5-core users), which its standard error counts."""
+    out: dict[str, object] = {m: round(float(np.mean([r[m] for r in runs])), 5) for m in ("recall@10", "ndcg@10")}
+    if len(runs) > 1:
+        out["replicas"] = [measured(r) for r in runs]
+        out["users"] = sum(sum(1 for _ in open(p)) for p in paths)
+    return out
+
+
 def kendall(real: list[float], sim: list[float]) -> float:
     from scipy.stats import kendalltau
     return float(kendalltau(real, sim).statistic) if len(real) >= 2 else float("nan")
@@ -75,17 +81,6 @@ def order_kept(real: dict[str, float], sim: dict[str, float], margin: float = 0.
                 total += 1
                 kept += (real[a] - real[b]) * (sim[a] - sim[b]) > 0
     return kept, total
-
-
-def ratio_interval(sim: float, n_sim: int, real: float, n_real: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % interval of sim / real for two R@10 figures. Each is a share of users (one held-out item
-    a user, hit or not), so its standard error is binomial; the ratio's comes by the delta method on
-    the log scale. Either side at 0 leaves the ratio unbounded: (nan, nan)."""
-    if not (0 < sim < 1 and 0 < real < 1 and n_sim > 0 and n_real > 0):
-        return float("nan"), float("nan")
-    spread = z * math.sqrt((1 - sim) / (sim * n_sim) + (1 - real) / (real * n_real))
-    ratio = sim / real
-    return ratio * math.exp(-spread), ratio * math.exp(spread)
 
 
 def knob_overrides(pairs: list[str]) -> dict[str, float | int | str]:
@@ -151,26 +146,6 @@ def repeat_penalty(seqs: list[np.ndarray]) -> float:
     return 8.0 if rate < 0.01 else 0.0
 
 
-def picture(result: dict, stem: str, path: Path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    algs = [a for a in ALGORITHMS if a in result]
-    sources = ["real"] + [k for k in ("sim", "sim_uniform", "sim_loop") if all(k in result[a] for a in algs)]
-    labels = {"real": "real log", "sim": "simulated, organic", "sim_uniform": "simulated, uniform slates",
-              "sim_loop": "simulated, loop policy"}
-    fig, ax = plt.subplots(figsize=(9, 4))
-    width = 0.8 / len(sources)
-    for j, src in enumerate(sources):
-        ax.bar(np.arange(len(algs)) + j * width, [result[a][src]["recall@10"] for a in algs], width, label=labels[src])
-    ax.set_xticks(np.arange(len(algs)) + width * (len(sources) - 1) / 2, algs)
-    ax.set_ylabel("Recall@10 (leave-one-out, full ranking)")
-    ax.set_title(f"{stem}: the same algorithms on the real and the simulated logs")
-    ax.legend()
-    return save_figure(fig, path)
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True, help="a log in the `user item item ...` format")
@@ -185,6 +160,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
                    help="set one of sim.fit.Knobs (the saved knobs', or the search's start point); repeatable")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--replicas", type=int, default=1,
+                   help="simulated logs per exposure (seeds seed+1, seed+2, ...): each algorithm's simulated "
+                        "figure is their mean, so the world's own sampling noise shrinks")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--sasrec-epochs", type=int, default=30)
@@ -207,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"error: unknown {bad}; algorithms are {list(ALGORITHMS)}, policies {list(POLICIES)}", file=sys.stderr)
         return 2
+    if args.replicas < 1:
+        print(f"error: --replicas {args.replicas}: give at least 1 simulated log per exposure", file=sys.stderr)
+        return 2
     import torch
     torch.set_num_threads(args.threads)
     try:
@@ -228,28 +209,36 @@ def main(argv: list[str] | None = None) -> int:
     logs = {"real": args.data}
     stats = {"real": structure(seqs, n_items)}
     empty: dict[str, dict[str, int]] = {}
+    replicas: dict[str, list[Path]] = {}
     for policy in policies:
-        t = time.perf_counter()
-        raw = simulate(policy, arrays, knobs, lengths, workdir, args.days, args.seed + 1)
-        sim = k_core(raw)
-        if len(sim) < 10:
-            # Kept in the JSON and the notes: an exposure whose log has no 5-core is a finding.
-            empty[policy] = {"clicks": int(sum(map(len, raw))), "users_clicking": int(sum(len(s) > 0 for s in raw)),
-                             "users_5core": len(sim)}
-            print(f"  {policy}: only {len(sim)} users keep 5 events after 5-core filtering "
-                  f"({empty[policy]['clicks']:,} clicks in all); skipped")
-            continue
-        logs[policy] = write_log(workdir / f"sim-{policy}.txt", sim)
-        stats[policy] = structure(sim, int(max(s.max() for s in sim)) + 1)
-        print(f"  {policy}: {len(sim):,} users, {int(stats[policy]['events']):,} events after 5-core "
-              f"({time.perf_counter() - t:.0f} s)", flush=True)
-        load.append(os.getloadavg()[0])
+        for r in range(args.replicas):
+            t = time.perf_counter()
+            raw = simulate(policy, arrays, knobs, lengths, workdir, args.days, args.seed + 1 + r)
+            sim = k_core(raw)
+            if len(sim) < 10:
+                # Kept in the JSON and the notes: an exposure whose log has no 5-core is a finding.
+                empty[policy] = {"clicks": int(sum(map(len, raw))), "users_clicking": int(sum(len(s) > 0 for s in raw)),
+                                 "users_5core": len(sim)}
+                print(f"  {policy}: only {len(sim)} users keep 5 events after 5-core filtering "
+                      f"({empty[policy]['clicks']:,} clicks in all); skipped")
+                replicas.pop(policy, None)
+                break
+            # The first replica keeps the name (and the seed) a single-replica run has.
+            replicas.setdefault(policy, []).append(write_log(workdir / f"sim-{policy}{f'-r{r}' if r else ''}.txt", sim))
+            if r == 0:
+                stats[policy] = structure(sim, int(max(s.max() for s in sim)) + 1)
+            print(f"  {policy}{f' replica {r}' if r else ''}: {len(sim):,} users, {sum(map(len, sim)):,} events "
+                  f"after 5-core ({time.perf_counter() - t:.0f} s)", flush=True)
+            load.append(os.getloadavg()[0])
+        if policy in replicas:
+            logs[policy] = replicas[policy][0]
     result: dict[str, object] = {}
     algs_run = list(algs)
     key = {"real": "real", "organic": "sim", "uniform": "sim_uniform", "loop": "sim_loop"}
     for alg in algs:
-        result[alg] = {key[src]: {m: v for m, v in run_algorithm(alg, path, args).items() if m in ("recall@10", "ndcg@10")}
-                       for src, path in logs.items()}
+        result[alg] = {"real": measured(run_algorithm(alg, args.data, args))}
+        for src, paths in replicas.items():
+            result[alg][key[src]] = replicated([run_algorithm(alg, path, args) for path in paths], paths)
         load.append(os.getloadavg()[0])
     everything = json.loads(args.out.read_text()) if args.out.exists() else {}
     earlier = earlier_runs(everything, args, stem, calibration["knobs"])
@@ -278,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                                    for src in logs if src != "real" and key[src] in result[a] and result[a]["real"]["recall@10"]}
                                for a in algs}
     result["sim_over_real_95"] = {
-        a: {key[src]: [round(v, 2) for v in ratio_interval(result[a][key[src]]["recall@10"], int(stats[src]["users"]),
+        a: {key[src]: [round(v, 2) for v in ratio_interval(result[a][key[src]]["recall@10"],
+                                                           int(result[a][key[src]].get("users", stats[src]["users"])),
                                                            result[a]["real"]["recall@10"], int(stats["real"]["users"]))]
             for src in logs if src != "real" and src in stats and key[src] in result[a]}
         for a in algs}
@@ -289,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         {"algorithms": algs_run, "policies": policies, "device": args.device, "threads": args.threads,
          "days": args.days, "sasrec_epochs": args.sasrec_epochs, "generative_epochs": args.generative_epochs,
          "budget_minutes": args.budget_minutes, "seed": args.seed,
-         "seconds": round(time.perf_counter() - t0, 1), "load_min": min(load), "load_max": max(load)}][
+         "replicas": args.replicas, "seconds": round(time.perf_counter() - t0, 1), "load_min": min(load), "load_max": max(load)}][
         : 1 if algs_run or policies else 0]        # a run that only combines others measured nothing
     result["settings"] = earlier[0]["settings"] if earlier else {"days": args.days, "seed": args.seed, "device": args.device, "threads": args.threads,
                           "sasrec_epochs": args.sasrec_epochs, "generative_epochs": args.generative_epochs,
@@ -302,88 +292,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_results:
         results_section(stem, result, algs, list(logs), args, load)
     return 0
-
-
-def resolution(result: dict) -> str:
-    """How finely this log can tell a ratio from 1: the widest interval of a perfect world's ratio,
-    had the simulated figure equalled the real one over as many users."""
-    n = int(result["structure"]["real"]["users"])
-    widths = {a: ratio_interval(v["real"]["recall@10"], n, v["real"]["recall@10"], n)
-              for a, v in result.items() if a in ALGORITHMS}
-    widths = {a: w for a, w in widths.items() if w[0] == w[0]}
-    if not widths:
-        return "no interval"
-    a = max(widths, key=lambda x: widths[x][1])
-    return (f"a world exactly as good as the real log, over {n:,} users, would still read "
-            f"{widths[a][0]:.2f}-{widths[a][1]:.2f} for {a}")
-
-
-def empty_logs(result: dict) -> str:
-    """A sentence on the exposures whose simulated log kept nobody after 5-core filtering."""
-    parts = [f"{p} ({v['clicks']:,} clicks from {v['users_clicking']:,} users, {v['users_5core']} users in the 5-core)"
-             for p, v in result.get("no_5core", {}).items()]
-    return f"No 5-core log, so no figures, under: {'; '.join(parts)}. " if parts else ""
-
-
-def results_section(stem: str, result: dict, algs: list[str], sources: list[str], args: argparse.Namespace,
-                    load: list[float]) -> None:
-    key = {"organic": "sim", "uniform": "sim_uniform", "loop": "sim_loop"}
-    header = ["algorithm", "real R@10", "real N@10"]
-    for src in sources[1:]:
-        header += [f"{src} R@10", f"{src} / real"]
-    rows = []
-    for a in algs:
-        real = result[a]["real"]["recall@10"]
-        row = [a, f"{real:.4f}", f"{result[a]['real']['ndcg@10']:.4f}"]
-        for src in sources[1:]:
-            if key[src] not in result[a]:          # an exposure this algorithm was not run on
-                row += ["-", "-"]
-                continue
-            sim = result[a][key[src]]["recall@10"]
-            lo, hi = result.get("sim_over_real_95", {}).get(a, {}).get(key[src], (float("nan"),) * 2)
-            interval = f" ({lo:.2f}-{hi:.2f})" if lo == lo else ""
-            row += [f"{sim:.4f}", f"{sim / real:.2f}{interval}" if real else "-"]
-        rows.append(row)
-    def tau(src: str) -> str:
-        suffix = "" if src == "organic" else "_" + src
-        if f"kendall_tau{suffix}" not in result:
-            return f"{src}: not every algorithm was run on it, no Kendall tau"
-        kept, total = result[f"order_kept{suffix}"]
-        return f"{src}: Kendall tau {result[f'kendall_tau{suffix}']:.2f}, order kept {kept} of {total} pairs differing by >10 %"
-    taus = "; ".join(tau(src) for src in sources[1:])
-    k = result["calibration"]["knobs"]
-    s = result["settings"]
-    # A merged entry holds several runs (e.g. the neural models on a GPU, the slate exposures here):
-    # each says what it ran, where, and under what load.
-    def settings(r: dict) -> str:
-        neural = [f"SASRec {r.get('sasrec_epochs', s['sasrec_epochs'])} epochs" if "sasrec" in r["algorithms"] else "",
-                  f"generative {r.get('generative_epochs', s['generative_epochs'])} epochs" if "generative" in r["algorithms"] else "",
-                  f"{r['days']} days of slates" if "days" in r and set(r["policies"]) - {"organic"} else ""]
-        return ", ".join(x for x in neural if x)
-
-    runs = "; ".join(f"{', '.join(r['algorithms'])} on {', '.join(r['policies']) or 'the real log'} "
-                     f"({r['device']}, {r['threads']} threads, {r['seconds'] / 60:.1f} min, load "
-                     f"{r['load_min']:.1f}-{r['load_max']:.1f}{'; ' + settings(r) if settings(r) else ''})"
-                     for r in result.get("runs", []))
-    out = f"bench/{args.out.name}" if args.out.resolve().parent == HERE else str(args.out)
-    append(f"Fidelity: {stem}, real log against the world calibrated to it", header, rows,
-           notes=(f"figures in {out}; {taus}. In brackets: the ratio's 95 % interval, from each R@10's binomial "
-                  f"standard error over its log's users ({resolution(result)}). {empty_logs(result)}Calibrated knobs: popularity {k['popularity']:.3f}, relevance {k['relevance']:.2f}, "
-                  f"floor {k['floor']:.2e}, smooth {k.get('smooth', 0):.2f}, repeat {k['repeat']:g}, lifecycle "
-                  f"{k.get('lifecycle', 0):.2f}, sequence {k.get('sequence', 1):g}, memory {k.get('memory', 3)}, space "
-                  f"{k.get('space', 'cooc')}, backward {k.get('backward', 0.5):g} (loss "
-                  f"{result['calibration'].get('loss', float('nan')):.3f}); seed {s['seed']}; "
-                  f"runs: {runs}; niceness {os.nice(0)}; this run's 1-minute load {min(load):.1f} to {max(load):.1f}"))
-    st = result["structure"]
-    sources = [src for src in sources if src in st]
-    append(f"Fidelity: {stem}, structure of the real and the simulated logs", ["statistic", *sources],
-           [[name, *(f"{st[src][name]:.4f}" if st[src][name] < 100 else f"{st[src][name]:,.0f}" for src in sources)]
-            for name in STRUCTURE_SHOWN],
-           notes=f"figures in {out}; " "last event of each sequence held out; tail_popular: the 10 items most often last in the held-in part; popularity and co-occurrence (window 3) counted on the rest; "
-                 "lagL: the item L positions before the one before the held-out event, its top-50 co-occurring items; "
-                 "taste (taste64): nearest items to the user's past on the held-in log's 16 (64) leading singular "
-                 "vectors; the file "
-                 "format has no timestamps, so inter-event gaps cannot be compared")
 
 
 if __name__ == "__main__":

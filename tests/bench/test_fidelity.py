@@ -38,6 +38,35 @@ def test_fidelity_bench_end_to_end_on_a_tiny_file(tmp_path, capsys):
     assert (tmp_path / "fidelity-tiny.png").is_file()
 
 
+def test_replicas_average_simulated_logs_of_one_world(tmp_path, capsys):
+    data = toy_log(tmp_path / "tiny.txt", users=150, items=40)
+    common = ["--data", str(data), "--algorithms", "popular,itemcf", "--policies", "organic", "--search-users", "150",
+              "--search-evals", "2", "--no-results"]
+    one, three = tmp_path / "one.json", tmp_path / "three.json"
+    assert fidelity.main([*common, "--workdir", str(tmp_path / "w1"), "--out", str(one)]) == 0
+    assert fidelity.main([*common, "--workdir", str(tmp_path / "w3"), "--out", str(three), "--replicas", "3",
+                          "--calibration", str(one)]) == 0
+    single, many = json.loads(one.read_text())["tiny"], json.loads(three.read_text())["tiny"]
+    users = [sum(1 for _ in open(tmp_path / "w3" / "tiny" / name))
+             for name in ("sim-organic.txt", "sim-organic-r1.txt", "sim-organic-r2.txt")]
+    for alg in ("popular", "itemcf"):
+        sim = many[alg]["sim"]
+        # The first replica is the single run's log (same seed); the figure is the replicas' mean,
+        # and its interval counts every replica's users.
+        assert sim["replicas"][0] == single[alg]["sim"]
+        assert sim["recall@10"] == pytest.approx(np.mean([r["recall@10"] for r in sim["replicas"]]), abs=1e-5)
+        assert sim["users"] == sum(users)
+        lo1, hi1 = single["sim_over_real_95"][alg]["sim"]
+        lo3, hi3 = many["sim_over_real_95"][alg]["sim"]
+        assert hi3 / lo3 < hi1 / lo1
+    # Three different simulations, not one log read three times.
+    texts = {(tmp_path / "w3" / "tiny" / n).read_text() for n in ("sim-organic.txt", "sim-organic-r1.txt", "sim-organic-r2.txt")}
+    assert len(texts) == 3
+    assert fidelity.main([*common, "--out", str(tmp_path / "x.json"), "--replicas", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--replicas 0" in err
+
+
 def test_fidelity_bench_refuses_a_malformed_file_with_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.txt"
     bad.write_text("1 2 3 4\n2 5 oops\n")
