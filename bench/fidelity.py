@@ -112,7 +112,15 @@ def calibrate(seqs: list[np.ndarray], n_items: int, args: argparse.Namespace, wo
     print(f"  calibrating on {min(args.search_users, len(seqs)):,} users, {args.search_evals} evaluations")
     res = fit.search(seqs, n_items, workdir, users=args.search_users, evaluations=args.search_evals,
                      start=replace(fit.Knobs(repeat=repeat_penalty(seqs)), **overrides), seed=args.seed)
-    return res.knobs, {"knobs": asdict(res.knobs), "loss": res.loss, "evaluations": res.evaluations}
+    out = {"knobs": asdict(res.knobs), "loss": res.loss, "evaluations": res.evaluations}
+    if args.polish_evals and "popularity" not in overrides:
+        print(f"  polishing popularity on all {len(seqs):,} users, {args.polish_replicas} simulated logs a point")
+        pol = fit.polish(seqs, n_items, res.knobs, workdir, replicas=args.polish_replicas,
+                         evaluations=args.polish_evals, seed=args.seed)
+        out = {**out, "knobs": asdict(pol.knobs), "search_knobs": asdict(res.knobs), "polish_loss": pol.loss,
+               "polish": pol.evaluations}
+        return pol.knobs, out
+    return res.knobs, out
 
 
 def earlier_runs(everything: dict, args: argparse.Namespace, stem: str, knobs: dict) -> list[dict]:
@@ -156,6 +164,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=30, help="days simulated under the slate policies")
     p.add_argument("--search-users", type=int, default=8000, help="users the calibration search simulates")
     p.add_argument("--search-evals", type=int, default=30, help="points the calibration search tries")
+    p.add_argument("--polish-evals", type=int, default=5,
+                   help="points the popularity polish on the whole log tries after the search (0: none)")
+    p.add_argument("--polish-replicas", type=int, default=3, help="simulated logs averaged at each polish point")
     p.add_argument("--calibration", type=Path, help="reuse the knobs of an earlier run's calibration JSON")
     p.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
                    help="set one of sim.fit.Knobs (the saved knobs', or the search's start point); repeatable")

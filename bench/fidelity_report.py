@@ -70,6 +70,16 @@ def empty_logs(result: dict) -> str:
     return f"No 5-core log, so no figures, under: {'; '.join(parts)}. " if parts else ""
 
 
+def polished(calibration: dict) -> str:
+    """The popularity polish, when the calibration ran one: where it started and where it ended."""
+    tried = calibration.get("polish")
+    if not tried:
+        return ""
+    return (f"; popularity polished on the whole log from the search's {tried[0]['popularity']:.3f} (loss "
+            f"{tried[0]['loss']:.3f} over its simulated logs) to {calibration['knobs']['popularity']:.3f} (loss "
+            f"{calibration['polish_loss']:.3f}), {len(tried)} points")
+
+
 def results_section(stem: str, result: dict, algs: list[str], sources: list[str], args: argparse.Namespace,
                     load: list[float]) -> None:
     key = {"organic": "sim", "uniform": "sim_uniform", "loop": "sim_loop"}
@@ -122,7 +132,7 @@ def results_section(stem: str, result: dict, algs: list[str], sources: list[str]
                   f"floor {k['floor']:.2e}, smooth {k.get('smooth', 0):.2f}, repeat {k['repeat']:g}, lifecycle "
                   f"{k.get('lifecycle', 0):.2f}, sequence {k.get('sequence', 1):g}, memory {k.get('memory', 3)}, space "
                   f"{k.get('space', 'cooc')}, backward {k.get('backward', 0.5):g} (loss "
-                  f"{result['calibration'].get('loss', float('nan')):.3f}); seed {s['seed']}; "
+                  f"{result['calibration'].get('loss', float('nan')):.3f}){polished(result['calibration'])}; seed {s['seed']}; "
                   f"runs: {runs}; niceness {os.nice(0)}; this run's 1-minute load {min(load):.1f} to {max(load):.1f}"))
     st = result["structure"]
     sources = [src for src in sources if src in st]

@@ -24,6 +24,11 @@ def test_fidelity_bench_end_to_end_on_a_tiny_file(tmp_path, capsys):
             assert set(result[alg][side]) == {"recall@10", "ndcg@10"}
             assert 0 <= result[alg][side]["recall@10"] <= 1
     assert "kendall_tau" in result and len(result["calibration"]["evaluations"]) == 3
+    # The polish starts at the search's point and keeps the best point it tried.
+    cal = result["calibration"]
+    assert cal["polish"][0]["popularity"] == pytest.approx(cal["search_knobs"]["popularity"])
+    assert cal["polish_loss"] == min(t["loss"] for t in cal["polish"])
+    assert cal["knobs"]["popularity"] == pytest.approx(min(cal["polish"], key=lambda t: t["loss"])["popularity"])
     for alg in ("popular", "itemcf"):
         lo, hi = result["sim_over_real_95"][alg]["sim"]
         ratio = result[alg]["sim"]["recall@10"] / result[alg]["real"]["recall@10"]
