@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="share of the scenario's visits that also take an item found on one's own (as `small`)")
     p.add_argument("--search-users", type=int, default=8000)
     p.add_argument("--search-evals", type=int, default=40)
+    p.add_argument("--polish-evals", type=int, default=5,
+                   help="points the popularity polish on the whole log tries after the search (0: none)")
     p.add_argument("--scenario-dir", type=Path, default=SCENARIO_DIR)
     p.add_argument("--out", type=Path, default=HERE / "calibration.json")
     p.add_argument("--no-results", action="store_true")
@@ -111,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         res = fit.search(seqs, n_items, HERE / "out" / "calibration", users=args.search_users,
                          evaluations=args.search_evals, start=fit.Knobs(repeat=repeat_penalty(seqs)))
         knobs, search = res.knobs, {"knobs": asdict(res.knobs), "loss": res.loss, "evaluations": res.evaluations}
+        if args.polish_evals:
+            pol = fit.polish(seqs, n_items, knobs, HERE / "out" / "calibration", evaluations=args.polish_evals)
+            knobs, search = pol.knobs, {**search, "knobs": asdict(pol.knobs), "search_knobs": search["knobs"],
+                                        "polish_loss": pol.loss, "polish": pol.evaluations}
     data = args.data.resolve()
     rel = os.path.relpath(data, args.scenario_dir.resolve())
     arrays = fit.fit_arrays(seqs, n_items, knobs)

@@ -56,3 +56,21 @@ def test_fit_beauty_simulate_and_draw_the_picture(tmp_path):
     assert all(0 <= d["ks"] <= 1 and d["wasserstein"] >= 0 for d in dist.values())
     png = picture(real, sim, 1, tmp_path / "lake" / "calibration" / "beauty_vs_sim.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_calibration_command_writes_a_scenario_from_the_polished_knobs(tmp_path):
+    import json
+
+    import yaml
+
+    from bench import calibration
+    from tests.sim.test_fit import toy_log
+    data = toy_log(tmp_path / "tiny.txt", users=150, items=40)
+    out = tmp_path / "calibration.json"
+    assert calibration.main(["--data", str(data), "--name", "tinyfit", "--search-users", "150", "--search-evals", "2",
+                             "--polish-evals", "2", "--scenario-dir", str(tmp_path), "--out", str(out),
+                             "--no-results"]) == 0
+    search = json.loads(out.read_text())["calibration"]
+    assert len(search["polish"]) == 2 and search["polish"][0]["popularity"] == search["search_knobs"]["popularity"]
+    scenario = yaml.safe_load((tmp_path / "tinyfit.yaml").read_text())
+    assert scenario["fit"]["popularity"] == search["knobs"]["popularity"]
