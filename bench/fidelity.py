@@ -53,6 +53,32 @@ def run_algorithm(name: str, path: Path, args: argparse.Namespace) -> dict[str, 
     return out
 
 
+SETTINGS = {"sasrec": ("sasrec_epochs", "budget_minutes"), "generative": ("generative_epochs", "budget_minutes")}
+
+
+def real_figures(path: Path, stem: str, algs: list[str], args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """The real log's figures of an earlier run (its JSON's entry for this file): they do not
+    depend on the calibration, so a recalibrated world need not train on the real log again. Only
+    figures measured with this run's training settings are taken; any other is one line."""
+    try:
+        entry = json.loads(path.read_text())[stem]
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"error: --real-from {path}: no entry for {stem} ({type(exc).__name__}: {exc})") from None
+    out = {}
+    for alg in algs:
+        runs = [r for r in entry.get("runs", []) if alg in r.get("algorithms", [])]
+        if alg not in entry or not runs:
+            raise SystemExit(f"error: --real-from {path}: {stem} has no real figure for {alg}; drop it from --algorithms")
+        differ = [k for k in SETTINGS.get(alg, ()) if runs[-1].get(k) != getattr(args, k)]
+        if differ:
+            raise SystemExit(f"error: --real-from {path}: {alg} there was trained with "
+                             f"{', '.join(f'{k} {runs[-1].get(k)}' for k in differ)}, not this run's "
+                             f"{', '.join(f'{k} {getattr(args, k)}' for k in differ)}")
+        out[alg] = entry[alg]["real"]
+        print(f"    {alg:10s} {args.data.name:28s} R@10 {out[alg]['recall@10']:.4f}  (from {path})")
+    return out
+
+
 def measured(metrics: dict[str, float]) -> dict[str, float]:
     return {m: v for m, v in metrics.items() if m in ("recall@10", "ndcg@10")}
 
@@ -182,6 +208,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--merge-from", action="append", default=[], type=Path, metavar="JSON",
                    help="also keep what another run of the same calibration wrote for this file (its --out, "
                         "e.g. from another machine); repeatable, a later file's figures replacing an earlier one's")
+    p.add_argument("--real-from", metavar="JSON",
+                   help="take the real log's figures from an earlier run's JSON (same training settings) "
+                        "instead of training on the real log again")
     p.add_argument("--merge", action="store_true",
                    help="keep the algorithms an earlier run wrote for this file (same --calibration)")
     p.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
@@ -208,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     stem = args.data.stem
+    # Checked before anything is simulated: a figure that cannot be reused is one line, at once.
+    reused = real_figures(Path(args.real_from), stem, algs, args) if args.real_from else {}
     workdir = args.workdir / stem
     workdir.mkdir(parents=True, exist_ok=True)
     load = [os.getloadavg()[0]]
@@ -247,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     algs_run = list(algs)
     key = {"real": "real", "organic": "sim", "uniform": "sim_uniform", "loop": "sim_loop"}
     for alg in algs:
-        result[alg] = {"real": measured(run_algorithm(alg, args.data, args))}
+        result[alg] = {"real": reused[alg] if alg in reused else measured(run_algorithm(alg, args.data, args))}
         for src, paths in replicas.items():
             result[alg][key[src]] = replicated([run_algorithm(alg, path, args) for path in paths], paths)
         load.append(os.getloadavg()[0])
@@ -290,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         {"algorithms": algs_run, "policies": policies, "device": args.device, "threads": args.threads,
          "days": args.days, "sasrec_epochs": args.sasrec_epochs, "generative_epochs": args.generative_epochs,
          "budget_minutes": args.budget_minutes, "seed": args.seed,
-         "replicas": args.replicas, "seconds": round(time.perf_counter() - t0, 1), "load_min": min(load), "load_max": max(load)}][
+         "replicas": args.replicas, "real_from": args.real_from, "seconds": round(time.perf_counter() - t0, 1), "load_min": min(load), "load_max": max(load)}][
         : 1 if algs_run or policies else 0]        # a run that only combines others measured nothing
     result["settings"] = earlier[0]["settings"] if earlier else {"days": args.days, "seed": args.seed, "device": args.device, "threads": args.threads,
                           "sasrec_epochs": args.sasrec_epochs, "generative_epochs": args.generative_epochs,

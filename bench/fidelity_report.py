@@ -118,7 +118,8 @@ def results_section(stem: str, result: dict, algs: list[str], sources: list[str]
     def settings(r: dict) -> str:
         neural = [f"SASRec {r.get('sasrec_epochs', s['sasrec_epochs'])} epochs" if "sasrec" in r["algorithms"] else "",
                   f"generative {r.get('generative_epochs', s['generative_epochs'])} epochs" if "generative" in r["algorithms"] else "",
-                  f"{r['days']} days of slates" if "days" in r and set(r["policies"]) - {"organic"} else ""]
+                  f"{r['days']} days of slates" if "days" in r and set(r["policies"]) - {"organic"} else "",
+                  f"real-log figures from {Path(r['real_from']).name}" if r.get("real_from") else ""]
         return ", ".join(x for x in neural if x)
 
     runs = "; ".join(f"{', '.join(r['algorithms'])} on {', '.join(r['policies']) or 'the real log'} "

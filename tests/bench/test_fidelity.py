@@ -67,6 +67,15 @@ def test_replicas_average_simulated_logs_of_one_world(tmp_path, capsys):
     # Three different simulations, not one log read three times.
     texts = {(tmp_path / "w3" / "tiny" / n).read_text() for n in ("sim-organic.txt", "sim-organic-r1.txt", "sim-organic-r2.txt")}
     assert len(texts) == 3
+    # A recalibrated world need not train on the real log again: its figures come from the first run.
+    again = tmp_path / "again.json"
+    assert fidelity.main([*common, "--workdir", str(tmp_path / "w3"), "--out", str(again), "--calibration", str(one),
+                          "--real-from", str(one)]) == 0
+    assert json.loads(again.read_text())["tiny"]["popular"]["real"] == single["popular"]["real"]
+    with pytest.raises(SystemExit, match="has no real figure for sasrec") as exc:
+        fidelity.main([*common, "--algorithms", "sasrec", "--calibration", str(one), "--real-from", str(one),
+                       "--out", str(tmp_path / "y.json")])
+    assert "\n" not in str(exc.value)
     assert fidelity.main([*common, "--out", str(tmp_path / "x.json"), "--replicas", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--replicas 0" in err
