@@ -139,11 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.scenario_dir / (args.name + '.yaml')} and {args.out}")
     if not args.no_results:
+        shown = f"bench/{args.out.name}" if args.out.resolve().parent == HERE else str(args.out)
         append(f"Calibration of the {args.name} scenario to {args.data.name}: structure, real against simulated",
                ["statistic", "real", "simulated (organic, 5-core)", "matched by the search"],
                [[k, f"{real_st[k]:.4f}", f"{sim_st.get(k, float('nan')):.4f}", "yes" if k in fit.MATCHED else ""]
                 for k in real_st if k not in ("users", "events")],
-               notes=(f"knobs {asdict(knobs)}; search loss {search.get('loss', float('nan')):.3f} over "
+               notes=(f"figures in {shown}; knobs {asdict(knobs)}; search loss {search.get('loss', float('nan')):.3f} over "
                       f"{len(search.get('evaluations', []))} points; niceness {os.nice(0)}; "
                       f"1-minute load {os.getloadavg()[0]:.1f}"))
     return 0
