@@ -83,13 +83,13 @@ def measured(metrics: dict[str, float]) -> dict[str, float]:
     return {m: v for m, v in metrics.items() if m in ("recall@10", "ndcg@10")}
 
 
-def replicated(runs: list[dict[str, float]], paths: list[Path]) -> dict[str, object]:
+def replicated(runs: list[dict[str, float]], users: int) -> dict[str, object]:
     """One algorithm on each replica of a simulated log: the mean figures, each replica's, and the
     users the mean is over (every replica's 5-core users), which its standard error counts."""
     out: dict[str, object] = {m: round(float(np.mean([r[m] for r in runs])), 5) for m in ("recall@10", "ndcg@10")}
     if len(runs) > 1:
         out["replicas"] = [measured(r) for r in runs]
-        out["users"] = sum(sum(1 for _ in open(p)) for p in paths)
+        out["users"] = users
     return out
 
 
@@ -252,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     stats = {"real": structure(seqs, n_items)}
     empty: dict[str, dict[str, int]] = {}
     replicas: dict[str, list[Path]] = {}
+    users: dict[str, int] = {}           # 5-core users over an exposure's replicas
     for policy in policies:
         for r in range(args.replicas):
             t = time.perf_counter()
@@ -266,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                 replicas.pop(policy, None)
                 break
             # The first replica keeps the name (and the seed) a single-replica run has.
+            users[policy] = users.get(policy, 0) + len(sim)
             replicas.setdefault(policy, []).append(write_log(workdir / f"sim-{policy}{f'-r{r}' if r else ''}.txt", sim))
             if r == 0:
                 stats[policy] = structure(sim, int(max(s.max() for s in sim)) + 1)
@@ -280,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     for alg in algs:
         result[alg] = {"real": reused[alg] if alg in reused else measured(run_algorithm(alg, args.data, args))}
         for src, paths in replicas.items():
-            result[alg][key[src]] = replicated([run_algorithm(alg, path, args) for path in paths], paths)
+            result[alg][key[src]] = replicated([run_algorithm(alg, path, args) for path in paths], users[src])
         load.append(os.getloadavg()[0])
     everything = json.loads(args.out.read_text()) if args.out.exists() else {}
     earlier = earlier_runs(everything, args, stem, calibration["knobs"])
