@@ -37,13 +37,14 @@ class EventCount:
 @dataclass(frozen=True)
 class LastClicks:
     """The entity's last `n` clicked or organically taken items, newest first; within a request,
-    the organic take first, then the slate's click."""
+    the organic take first, then the slate's click. Two requests of one user can share a second:
+    the later request id is the newer (a sort left with ties orders them differently run to run)."""
 
     n: int
     empty = "[]::BIGINT[]"
 
     def aggregate(self, as_of: int) -> str:
-        return f"list(item_id ORDER BY ts DESC, organic DESC, position) FILTER (WHERE clicked)[1:{self.n}]"
+        return f"list(item_id ORDER BY ts DESC, request_id DESC, organic DESC, position) FILTER (WHERE clicked)[1:{self.n}]"
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class CoClicked:
         # depends on the threads' order, and a last-bit difference reorders tied neighbours.
         scale = math.lcm(*range(1, self.pair_window + 1))
         return f"""seq AS (SELECT user_id, item_id,
-                              row_number() OVER (PARTITION BY user_id ORDER BY ts, organic, position, item_id) AS k
+                              row_number() OVER (PARTITION BY user_id ORDER BY ts, request_id, organic, position) AS k
                        FROM {events} WHERE clicked AND ts >= {as_of - self.days * SECONDS_PER_DAY}),
                 pairs AS (SELECT a.item_id AS i, b.item_id AS j, {scale} // (b.k - a.k) AS w
                           FROM seq a JOIN seq b ON a.user_id = b.user_id

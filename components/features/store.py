@@ -18,7 +18,7 @@ USER_FIELDS = {"u_impressions": "impressions", "u_clicks": "clicks", "u_recent":
 ITEM_FIELDS = {"i_impressions": "impressions", "i_clicks": "clicks"}
 WIDE = frozenset(c.name for c in BY_NAME.values() if width(c))      # fixed-width list columns: [rows, width]
 USER_SCALARS = tuple(c.name for c in columns_of("features_user") if c.name != "u_recent")
-NO_EVENTS = ("(SELECT NULL::BIGINT user_id, NULL::BIGINT item_id, NULL::BIGINT ts, "
+NO_EVENTS = ("(SELECT NULL::BIGINT user_id, NULL::BIGINT item_id, NULL::BIGINT ts, NULL::BIGINT request_id, "
              "NULL::INT position, NULL::BOOLEAN clicked, NULL::BOOLEAN organic WHERE false)")
 
 
@@ -27,9 +27,10 @@ def events_before(lake: Lake, day: int) -> str:
     those days as clicked rows after their visit's slate (columns.ORGANIC_POSITION)."""
     if not (lake.days("impressions") and min(lake.days("impressions")) < day):
         return NO_EVENTS
-    events = f"SELECT user_id, item_id, ts, position, clicked, false AS organic FROM impressions WHERE day < {day}"
+    events = (f"SELECT user_id, item_id, ts, request_id, position, clicked, false AS organic FROM impressions "
+              f"WHERE day < {day}")
     if any(d < day for d in lake.days("organic")):
-        events += (f" UNION ALL SELECT user_id, item_id, ts, {ORGANIC_POSITION} AS position, true AS clicked, "
+        events += (f" UNION ALL SELECT user_id, item_id, ts, request_id, {ORGANIC_POSITION} AS position, true AS clicked, "
                    f"true AS organic FROM organic WHERE day < {day}")
     return f"({events})"
 

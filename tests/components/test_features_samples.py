@@ -186,3 +186,23 @@ def test_recent_clicks_are_capped_newest_first(lake):
     assert users[2]["u_clicks"] == 25
     assert users[2]["u_recent"] == [(24 - j) % 6 for j in range(20)]
     assert FeatureStore.load(lake, 1).user_batch(np.array([2])).recent.shape == (1, 20)
+
+
+def test_takes_of_two_requests_in_one_second_keep_the_request_order_whatever_the_rows_order(lake):
+    # Two visits of user 2 in the same second, each with a click and an organic take: the later
+    # request is the newer, its organic take newest of all. A sort left with ties ordered such
+    # rows differently run to run, and one swapped pair sent a whole campaign on another course.
+    tied = [(200, 2, 5000, [(1, True)]), (201, 2, 5000, [(3, True)])]
+    organic = pa.table({"day": [0, 0], "ts": [5000, 5000], "request_id": [200, 201], "user_id": [2, 2],
+                        "item_id": [4, 5]})
+    orders = []
+    for flip in (False, True):
+        rows = impressions(0, DAY0 + tied)
+        lake.write("impressions", 0, rows.take(np.arange(rows.num_rows)[::-1]) if flip else rows)
+        lake.write("organic", 0, organic.take([1, 0]) if flip else organic)
+        build_features(lake, 1)
+        orders.append(by_id(lake.read("features_user", 1), "user_id")[2]["u_recent"])
+        neighbours = by_id(lake.read("features_item", 1), "item_id")
+        orders.append([neighbours[i]["i_coclicked"] for i in (1, 3, 4, 5)])
+    assert orders[0][:4] == [5, 3, 4, 1]
+    assert orders[0] == orders[2] and orders[1] == orders[3]
