@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out}; best norm {best[0]:.2f} ({best[1]}, day {best[2]})" if best else f"wrote {args.out}")
     if not args.no_results:
         def cell(v: dict) -> str:
-            spread = f" {v['norm_min']:.2f}-{v['norm_max']:.2f}" if "norm_min" in v else ""
+            spread = f" [{v['norm_min']:.2f}, {v['norm_max']:.2f}]" if "norm_min" in v else ""
             return f"{v['norm']:.2f}{spread} ({v['items_shown']})"
         rows = [[d, *(cell(days[d][a]) if a in days[d] else "-" for a in arms)] for d in sorted(days, key=int)]
         b = m["scenario"]["behavior"]
