@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                notes=(f"figures in bench/{args.out.name} under '{key}'; norm: E[CTR] of the served slates between random (0) and the oracle (1), from world_daily; "
                       f"in brackets the distinct items the arm showed that day (exposure_daily); {seed_note}, "
                       f"organic share {b.get('organic', 0)}, outside {b.get('outside')}; "
-                      f"{'read from earlier runs' if args.reuse else 'campaigns run by this command'}; "
+                      f"{'read from earlier runs' if args.reuse else 'run by this command'}; "
                       + conditions_note(everything[key]["conditions"])))
     return 0
 
