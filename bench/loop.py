@@ -76,15 +76,15 @@ def run_campaigns(args, seeds: list[int | None]) -> list[Path] | None:
             cmd = [sys.executable, "-m", "flows", "campaign", "--scenario", args.scenario, "--experiment",
                    args.experiment, "--days", str(args.days), "--data-dir", str(data_dir), "--fresh",
                    *(["--seed", str(seed)] if seed is not None else [])]
-            running.append((cmd, subprocess.Popen(cmd, stdout=None if len(seeds) == 1 else subprocess.DEVNULL)))
-        cmd, proc = running.pop(0)
+            running.append((cmd, data_dir, subprocess.Popen(cmd, stdout=None if len(seeds) == 1 else subprocess.DEVNULL)))
+        cmd, data_dir, proc = running.pop(0)
         if proc.wait():
-            for _, other in running:
+            for _, _, other in running:
                 other.kill()
             print(f"error: the campaign failed: {' '.join(cmd)}", file=sys.stderr)
             return None
         if len(seeds) > 1:
-            print(f"campaign done: {cmd[cmd.index('--data-dir') + 1]}", flush=True)
+            print(f"campaign done: {data_dir}", flush=True)
     return dirs
 
 

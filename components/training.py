@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from components.features import lineage as features_lineage
-from components.features.columns import ORGANIC_POSITION
+from components.features.columns import ORGANIC_POSITION, TAKE_ORDER
 from components.features.store import load_catalog
 from components.lake import Lake
 from components.ranking import RANKERS, Samples
@@ -27,7 +27,7 @@ def train_data(lake: Lake, day: int) -> TrainData:
                f"WHERE day <= {day}") if lake.days("organic") else ""
     clicks = con.sql(
         f"SELECT user_id, item_id, day, ts FROM (SELECT user_id, item_id, day, ts, request_id, position "
-        f"FROM impressions WHERE clicked AND day <= {day}{organic}) ORDER BY ts, request_id, position"
+        f"FROM impressions WHERE clicked AND day <= {day}{organic}) ORDER BY {TAKE_ORDER}"
     ).fetchnumpy()
     con.close()
     return TrainData(day=day, catalog=load_catalog(lake, day), click_user=clicks["user_id"],

@@ -18,6 +18,9 @@ REALTIME_BATCHES = 4
 # An organic take (the `organic` table) joins the events as a clicked row at its visit's ts, after
 # every slot of the slate; counts of impressions and clicks leave it out, the recent items keep it.
 ORGANIC_POSITION = 1 << 20
+# A user's takes in time order, one key for every reader (training sequences, co-click pairs):
+# two requests can share a second, and a sort left with ties orders them differently run to run.
+TAKE_ORDER = "ts, request_id, position"
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class CoClicked:
         # depends on the threads' order, and a last-bit difference reorders tied neighbours.
         scale = math.lcm(*range(1, self.pair_window + 1))
         return f"""seq AS (SELECT user_id, item_id,
-                              row_number() OVER (PARTITION BY user_id ORDER BY ts, request_id, organic, position) AS k
+                              row_number() OVER (PARTITION BY user_id ORDER BY {TAKE_ORDER}) AS k
                        FROM {events} WHERE clicked AND ts >= {as_of - self.days * SECONDS_PER_DAY}),
                 pairs AS (SELECT a.item_id AS i, b.item_id AS j, {scale} // (b.k - a.k) AS w
                           FROM seq a JOIN seq b ON a.user_id = b.user_id
