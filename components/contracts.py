@@ -7,7 +7,8 @@ import pyarrow as pa
 # 3: per-request recall time of each channel in `request_channel_latency`, its percentiles in
 #    `channel_latency_daily`; features v2 (1/7-day windows, item age, real-time counts) with
 #    `features_online`, `features_consistency` and `model_lineage`.
-SCHEMA_VERSION = 3
+# 4: impressions.recall_ranks (each channel's rank of the item when served); samples' c_rank_*.
+SCHEMA_VERSION = 4
 
 # The serving pipeline's stages, in the order a request goes through them, declared once: the
 # pipeline times them in this order, and request_latency, latency_daily and the dashboard follow it.
@@ -128,6 +129,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("position", pa.int32(), nullable=False),
         pa.field("arm", pa.string(), nullable=False),
         pa.field("channels", pa.list_(pa.string()), nullable=False),
+        # The item's rank in each of `channels`' own lists (0 the top), in the same order.
+        pa.field("recall_ranks", pa.list_(pa.int32()), nullable=False),
         pa.field("score", pa.float32(), nullable=False),
         pa.field("clicked", pa.bool_(), nullable=False),
     ]),
@@ -165,6 +168,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         *_feature_fields("features_item"),
         *_feature_fields("stream"),
         *_feature_fields("stream_item"),
+        *_feature_fields("candidate"),
     ]),
     # The feature vector served online for a sample of requests (one row per shown item), and
     # how many of them the samples reproduce: offline/online consistency.

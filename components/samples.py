@@ -12,18 +12,21 @@ def samples_sql(day: int) -> str:
 
     ASOF JOIN picks, per impression, the latest daily feature row with as_of <= the request's ts;
     the stream columns count only events of micro-batches closed before the request's own began.
-    Neither can carry information from after its request."""
+    Neither can carry information from after its request. The candidate columns are what serving
+    logged with the impression itself."""
     user = ", ".join(f"fu.{c.name}" for c in columns_of("features_user"))
     item = ", ".join(f"fi.{c.name}" for c in columns_of("features_item"))
     stream = ", ".join([*(f"rt.{c.name}" for c in columns_of("stream")),
                         *(f"rti.{c.name}" for c in columns_of("stream_item"))])
+    candidate = ", ".join(f"{c.producer.select('i')} AS {c.name}" for c in columns_of("candidate"))
     requests = f"(SELECT DISTINCT request_id, user_id, ts FROM impressions WHERE day = {day})"
     events = f"(SELECT user_id, item_id, ts, clicked FROM impressions WHERE day BETWEEN {day - 1} AND {day})"
     shown = f"(SELECT request_id, item_id, ts FROM impressions WHERE day = {day})"
     return f"""
         SELECT i.day, i.ts, i.request_id, i.user_id, i.item_id, i.position,
                i.clicked::TINYINT AS label,
-               fu.as_of AS u_as_of, {user}, fi.as_of AS i_as_of, {item}, {stream}
+               fu.as_of AS u_as_of, {user}, fi.as_of AS i_as_of, {item}, {stream},
+               {candidate}
         FROM (SELECT * FROM impressions WHERE day = {day}) i
         ASOF JOIN features_user fu ON i.user_id = fu.user_id AND fu.as_of <= i.ts
         ASOF JOIN features_item fi ON i.item_id = fi.item_id AND fi.as_of <= i.ts

@@ -45,6 +45,7 @@ class ServedDay:
     slates: np.ndarray       # [n, K] int64, -1 for an empty slot
     scores: np.ndarray       # [n, K] float32
     origin: np.ndarray       # [n, K] int64 provenance bitmask over the serving arm's channels (ServeResult.origin)
+    ranks: np.ndarray        # [n, K, C] int32 the item's rank in each of channel_names(plan)'s lists, -1 none
     stage_ms: np.ndarray     # [n, S] float32, S = contracts.STAGES
     channel_ms: np.ndarray   # [n, C] float32, C = channel_names(plan); NaN: not in the request's arm
     batch_size: np.ndarray   # [n] int32: requests in the micro-batch that served it
@@ -69,7 +70,7 @@ class ServedDay:
         n, k = len(rows), slate_size
         logged = np.zeros(n, bool) if logged is None else np.asarray(logged, bool)
         return cls(rows=rows, slates=np.full((n, k), -1, np.int64), scores=np.zeros((n, k), np.float32),
-                   origin=np.zeros((n, k), np.int64), stage_ms=np.zeros((n, len(STAGES)), np.float32),
+                   origin=np.zeros((n, k), np.int64), ranks=np.full((n, k, n_channels), -1, np.int32), stage_ms=np.zeros((n, len(STAGES)), np.float32),
                    channel_ms=np.full((n, n_channels), np.nan, np.float32), batch_size=np.zeros(n, np.int32),
                    prob=np.zeros((n, k), np.float32), clicked=np.zeros((n, k), bool),
                    organic=np.full(n, -1, np.int64),
@@ -80,6 +81,8 @@ class ServedDay:
     def put(self, idx: np.ndarray, res: ServeResult, channels: list[str]) -> None:
         """Record one served micro-batch, rows `idx` of this set."""
         self.slates[idx], self.scores[idx], self.origin[idx] = res.items, res.scores, res.origin
+        for c, ch in enumerate(res.channel_names):
+            self.ranks[idx, :, channels.index(ch)] = res.ranks[:, :, c]
         self.stage_ms[idx] = [res.timings_ms[s] for s in STAGES]
         for ch, v in res.channel_ms.items():
             self.channel_ms[idx, channels.index(ch)] = v
@@ -162,7 +165,8 @@ def serve_rows(c: Campaign, plan: DayPlan, rows: np.ndarray, pipelines: Mapping[
         res = pipelines[served_by[idx[0]]].serve(batch)
         out.put(idx, res, names)
         log = out.logged[idx]
-        x = online_vectors(batch, res.items) if updaters or log.any() else None      # [B, K, F]
+        x = online_vectors(batch, res.items, {ch: res.ranks[:, :, c] for c, ch in enumerate(res.channel_names)}) \
+            if updaters or log.any() else None                                         # [B, K, F]
         if log.any():
             out.log_x[slot[idx[log]]] = x[log]
         if updaters:

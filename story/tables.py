@@ -53,10 +53,11 @@ def update_latency(plan: DayPlan, served: ServedDay) -> pa.Table:
 def impressions(plan: DayPlan, served: ServedDay) -> pa.Table:
     tr = plan.traffic
     r, pos = np.nonzero(served.slates >= 0)
+    channels, ranks = _channels(plan, served.origin[r, pos], served.ranks[r, pos], r)
     return pa.table({
         "day": np.full(len(r), plan.day, np.int32), "ts": tr.ts[r], "request_id": tr.request_id[r],
         "user_id": tr.user_id[r], "item_id": served.slates[r, pos], "position": pos.astype(np.int32),
-        "arm": plan.assigned[r].astype(str), "channels": _channels(plan, served.origin[r, pos], r),
+        "arm": plan.assigned[r].astype(str), "channels": channels, "recall_ranks": ranks,
         "score": served.scores[r, pos], "clicked": served.clicked[r, pos],
     })
 
@@ -81,22 +82,25 @@ def day_log(plan: DayPlan, served: ServedDay) -> tuple[np.ndarray, np.ndarray, n
             np.concatenate([served.clicked[r, pos], np.ones(len(o), bool)])[order])
 
 
-def _channels(plan: DayPlan, origin: np.ndarray, r: np.ndarray) -> pa.ListArray:
-    """The `channels` column: a slot's provenance bits name the channels of the arm whose pipeline
-    served it, in that arm's config order. Built from offsets, not a Python list per impression."""
+def _channels(plan: DayPlan, origin: np.ndarray, ranks: np.ndarray, r: np.ndarray) -> tuple[pa.ListArray, pa.ListArray]:
+    """The `channels` and `recall_ranks` columns: a slot's provenance bits name the channels of the
+    arm whose pipeline served it, in that arm's config order, each with the item's rank in its list
+    (`ranks` [N, C] over channel_names(plan)). Built from offsets, not a Python list per impression."""
     arms = list(plan.arms)
-    vocab = sorted({ch for cfg in plan.arms.values() for ch in cfg.channels})
+    vocab = channel_names(plan)
     width = max((len(cfg.channels) for cfg in plan.arms.values()), default=0)
     by = plan.served_by(plan.assigned[r])
     name = np.full((len(r), width), -1, np.int64)                                  # [N, C] vocab index or -1
+    rank = np.full((len(r), width), -1, np.int32)
     for arm in arms:
         rows = np.flatnonzero(by == arm)
         for c, ch in enumerate(plan.arms[arm].channels):
             hit = rows[(origin[rows] >> c) & 1 == 1]
             name[hit, c] = vocab.index(ch)
-    offsets = np.concatenate([[0], np.cumsum((name >= 0).sum(axis=1))]).astype(np.int32)   # [N + 1]
+            rank[hit, c] = ranks[hit, vocab.index(ch)]
+    offsets = pa.array(np.concatenate([[0], np.cumsum((name >= 0).sum(axis=1))]).astype(np.int32))   # [N + 1]
     values = pa.array(vocab, pa.string()).take(pa.array(name[name >= 0]))              # row, then channel order
-    return pa.ListArray.from_arrays(pa.array(offsets), values)
+    return pa.ListArray.from_arrays(offsets, values), pa.ListArray.from_arrays(offsets, pa.array(rank[name >= 0]))
 
 
 def features_online(plan: DayPlan, served: ServedDay) -> pa.Table:

@@ -103,14 +103,29 @@ class StreamCount:
         return f"count({event}.ts) FILTER (WHERE {event}.clicked)" if self.clicks else f"count({event}.ts)"
 
 
-Producer = EventCount | LastClicks | CoClicked | CatalogField | StreamCount
+@dataclass(frozen=True)
+class RecallRank:
+    """Where the candidate stood in recall channel `channel`'s own list when it was served (0 the
+    top, -1 not recalled by it), logged with the impression (impressions.recall_ranks, aligned with
+    impressions.channels): what recall knew of the item, for the ranker."""
+
+    channel: str
+
+    def select(self, impressions: str) -> str:
+        # list_position is NULL when the channel did not recall the item, and so is a NULL index.
+        return (f"coalesce({impressions}.recall_ranks[list_position({impressions}.channels, '{self.channel}')], -1)"
+                f"::INTEGER")
+
+
+Producer = EventCount | LastClicks | CoClicked | CatalogField | StreamCount | RecallRank
 
 
 @dataclass(frozen=True)
 class Column:
     name: str
-    table: str                  # features_user, features_item (daily) or stream (per request)
-    entity: str                 # user or item
+    table: str                  # features_user, features_item (daily), stream (per request) or
+                                # candidate (per served item, logged with its impression)
+    entity: str                 # user, item or candidate
     sources: tuple[str, ...]    # lake tables it is computed from
     window: str
     dtype: str                  # arrow type of the stored column
@@ -130,6 +145,10 @@ def _counts(prefix: str, table: str, entity: str) -> list[Column]:
 
 
 COCLICKED = CoClicked(n=20, days=14, pair_window=3)
+# Every channel the code has: an arm's channels come from its config, and one ranker learns from
+# every arm's impressions, so each channel's rank is a column of its own (-1 where it is not used).
+RECALL_CHANNELS = ("popular", "popular_category", "itemcf", "content_i2i", "swing", "two_tower", "sasrec",
+                   "coldstart", "explore", "generative")
 
 COLUMNS: tuple[Column, ...] = (
     *_counts("u", "features_user", "user"),
@@ -154,6 +173,9 @@ COLUMNS: tuple[Column, ...] = (
            StreamCount(False)),
     Column("rt_i_clicks_1h", "stream_item", "item", ("impressions",), "last hour, micro-batches", "int64",
            "the item's clicks, all users, in the micro-batches closed within the last hour", StreamCount(True)),
+    *(Column(f"c_rank_{ch}", "candidate", "candidate", ("impressions",), "as served", "int32",
+             f"the candidate's rank in channel {ch}'s list when served (0 the top, -1 not recalled by it)",
+             RecallRank(ch)) for ch in RECALL_CHANNELS),
 )
 BY_NAME = {c.name: c for c in COLUMNS}
 

@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from components.features.columns import BY_NAME, COLUMNS
+from components.features.columns import BY_NAME, COLUMNS, RECALL_CHANNELS
 from components.types import Catalog
 
 PRIOR_CTR = 0.05
@@ -41,7 +41,7 @@ class Context:
 @dataclass(frozen=True)
 class FeatureDef:
     name: str
-    entity: str                 # user, item, user x item or request (real time)
+    entity: str                 # user, item, user x item, request (real time) or candidate (as recalled)
     window: str
     description: str
     inputs: tuple[str, ...]     # stored columns (components/features/columns.py)
@@ -51,7 +51,7 @@ class FeatureDef:
     @property
     def sources(self) -> tuple[str, ...]:
         """Lake tables behind the feature: its columns' tables and their sources."""
-        out = {t for c in self.inputs for t in (BY_NAME[c].table, *BY_NAME[c].sources)} - {"stream", "stream_item"}
+        out = {t for c in self.inputs for t in (BY_NAME[c].table, *BY_NAME[c].sources)} - {"stream", "stream_item", "candidate"}
         return tuple(sorted(out | ({"items"} if self.entity == "user x item" else set())))
 
     def definition_hash(self) -> str:
@@ -171,6 +171,15 @@ def stream_count(name: str, log: bool) -> Callable[[Context], np.ndarray]:
     return transform
 
 
+def recall_rank(channel: str) -> Callable[[Context], np.ndarray]:
+    # What recall knew: a channel's own order (SASRec's next-item scores, item-CF's co-clicks) is a
+    # signal the ranker's other features only approximate; 1 / (1 + rank), 0 when not recalled.
+    def transform(ctx: Context) -> np.ndarray:
+        rank = np.asarray(ctx.raw[f"c_rank_{channel}"], np.float64)
+        return np.where(rank >= 0, 1.0 / (1.0 + np.maximum(rank, 0.0)), 0.0)
+    return transform
+
+
 FEATURES: tuple[FeatureDef, ...] = (
     FeatureDef("u_ctr", "user", "all earlier days", "user's CTR, smoothed towards a prior",
                ("u_clicks", "u_impressions"), user_ctr("")),
@@ -217,6 +226,9 @@ FEATURES: tuple[FeatureDef, ...] = (
     FeatureDef("rt_i_ctr_1h", "item", "last hour, micro-batches",
                "the item's last-hour CTR, smoothed towards a prior", ("rt_i_clicks_1h", "rt_i_impressions_1h"),
                item_ratio("rt_i_clicks_1h", "rt_i_impressions_1h")),
+    *(FeatureDef(f"recall_{ch}", "candidate", "as served", f"1 / (1 + the candidate's rank in channel {ch}'s "
+                 f"list), 0 when {ch} did not recall it", (f"c_rank_{ch}",), recall_rank(ch))
+      for ch in RECALL_CHANNELS),
 )
 
 USED_COLUMNS = tuple(c.name for c in COLUMNS if any(c.name in f.inputs for f in FEATURES))

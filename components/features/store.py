@@ -204,12 +204,18 @@ def _ranks(lengths: np.ndarray) -> np.ndarray:
     return np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
 
 
-def online_vectors(users: UserBatch, items: np.ndarray) -> np.ndarray:
-    """Features of served users [B] x candidate items [B, n] -> [B, n, F]."""
+def online_vectors(users: UserBatch, items: np.ndarray, ranks: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """Features of served users [B] x candidate items [B, n] -> [B, n, F]. `ranks`: channel -> [B, n]
+    each candidate's rank in that channel's list (-1 not recalled), as the merge saw them; a
+    channel left out recalled none of them (the impressions log the same). Only registered
+    channels have a feature: an arm's config is checked against them, a hand-built stand-in
+    channel (tests) has none."""
     safe = np.where(items >= 0, items, 0)
     item_cols = {k: getattr(users.items, f) for k, f in ITEM_FIELDS.items()} | dict(users.items.columns)
+    ranks = ranks or {}
     raw = {k: getattr(users, f) for k, f in USER_FIELDS.items()} | dict(users.features) | \
-        {k: np.asarray(v)[safe] for k, v in item_cols.items()}
+        {k: np.asarray(v)[safe] for k, v in item_cols.items()} | \
+        {c.name: ranks.get(c.producer.channel, np.full(items.shape, -1, np.int32)) for c in columns_of("candidate")}
     return vectorize(raw, items, np.full(len(users), users.day), users.items.catalog)
 
 
@@ -225,9 +231,9 @@ def offline_vectors(table: pa.Table, catalog: Catalog) -> np.ndarray:
     for lo in range(0, table.num_rows, OFFLINE_CHUNK):
         part = table.slice(lo, OFFLINE_CHUNK)
         raw = {name: list_matrix(part.column(name), width(BY_NAME[name])) if name in WIDE else part.column(name).to_numpy()
-               for name in part.column_names if name != "u_recent" and name.startswith(("u_", "i_", "rt_"))}
+               for name in part.column_names if name != "u_recent" and name.startswith(("u_", "i_", "rt_", "c_"))}
         raw["u_recent"] = recent_of(part)
-        raw = {k: (v[:, None] if k in BY_NAME and BY_NAME[k].entity == "item" else v)
+        raw = {k: (v[:, None] if k in BY_NAME and BY_NAME[k].entity in ("item", "candidate") else v)
                for k, v in raw.items()}                                                  # items: [n, 1]
         items = part.column("item_id").to_numpy()[:, None]
         out[lo:lo + part.num_rows] = vectorize(raw, items, part.column("day").to_numpy(), catalog)[:, 0, :]

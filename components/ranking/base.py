@@ -1,6 +1,7 @@
 """The ranker protocol and the training rows rankers learn from."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, Self
 
@@ -60,12 +61,13 @@ class Samples:
         return cls(**out, catalog=catalog)
 
 
-def serving_features(users: UserBatch, items: np.ndarray) -> np.ndarray:
-    """The online twin of Samples.from_table: features of users [B] x items [B, n] -> [B, n, F]."""
-    return online_vectors(users, items)
+def serving_features(users: UserBatch, items: np.ndarray, ranks: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """The online twin of Samples.from_table: features of users [B] x items [B, n] -> [B, n, F];
+    `ranks`: channel -> [B, n] the candidates' recall ranks (features/store.py online_vectors)."""
+    return online_vectors(users, items, ranks)
 
 
 class Ranker(Protocol):
     def fit(self, samples: Samples) -> Self: ...
 
-    def score(self, users: UserBatch, items: np.ndarray) -> np.ndarray: ...
+    def score(self, users: UserBatch, items: np.ndarray, ranks: Mapping[str, np.ndarray] | None = None) -> np.ndarray: ...

@@ -3,6 +3,7 @@ loop with a position-bias term, and checkpoints that carry their config and feat
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,8 +126,8 @@ class TorchRanker(abc.ABC):
             z = self._serving_logit(self._inputs(samples.x, samples.item_id, samples.recent, samples.catalog))
         return torch.sigmoid(z).numpy()
 
-    def score(self, users: UserBatch, items: np.ndarray) -> np.ndarray:
-        x = serving_features(users, items)                                          # [B, n, F]
+    def score(self, users: UserBatch, items: np.ndarray, ranks: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        x = serving_features(users, items, ranks)                                   # [B, n, F]
         recent = np.broadcast_to(users.recent[:, None, :], (*items.shape, users.recent.shape[1]))
         inputs = self._inputs(x, items, recent, users.items.catalog)
         rows = items.size

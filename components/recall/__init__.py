@@ -1,4 +1,5 @@
 """Recall channels, one per file, registered here by name."""
+from components.features.columns import RECALL_CHANNELS
 from components.recall.content_i2i import ContentI2IConfig, ContentI2IRecaller
 from components.recall.coldstart import ColdStartConfig, ColdStartRecaller
 from components.recall.explore import ExploreConfig, ExploreRecaller
@@ -22,6 +23,9 @@ CHANNELS = {
     "explore": ExploreRecaller,
     "generative": GenerativeRecaller,
 }
+if tuple(CHANNELS) != RECALL_CHANNELS:
+    # The ranker's recall-rank features (features/columns.py) name every channel, in this order.
+    raise ImportError(f"features/columns.py RECALL_CHANNELS {RECALL_CHANNELS} must list the channels {tuple(CHANNELS)}")
 
 __all__ = ["CHANNELS", "ColdStartConfig", "ColdStartRecaller", "ContentI2IConfig", "ContentI2IRecaller", "ExploreConfig", "ExploreRecaller",
            "GenerativeConfig", "GenerativeRecaller", "ItemCFConfig", "ItemCFRecaller",

@@ -32,6 +32,9 @@ class ServeResult:
     # set when channel `channel_names[c]` (the arm's config order) recalled its item.
     origin: np.ndarray                      # [B, K] int64 bitmask
     channel_names: tuple[str, ...]
+    # [B, K, C] int32: the item's rank in channel c's own list (0 the top), -1 where c did not
+    # recall it: logged with the impression (impressions.recall_ranks), read by the ranker.
+    ranks: np.ndarray
     timings_ms: dict[str, float]            # stage (contracts.STAGES) -> wall-clock ms for the whole batch
     channel_ms: dict[str, float] = field(default_factory=dict)  # recall channel -> its own wall-clock ms
 
@@ -93,18 +96,19 @@ class Pipeline:
             done = {n: self._recall_one(n, users, quota[n]) for n in self.channels}
         recalled = {n: d[0] for n, d in done.items()}
         marks.append(clock())
-        merged, origin, order = self._merge(users, recalled)
+        merged, origin, order, ranks = self._merge(users, recalled)
         marks.append(clock())
         if self.coarse is not None and merged.shape[1] > self.arm.coarse_keep and (merged >= 0).any():
-            coarse = self.coarse.score(users, merged)                                # [B, M]
+            coarse = self.coarse.score(users, merged, self._by_channel(ranks))       # [B, M]
             keep = top_k(coarse, self.arm.coarse_keep)                               # [B, C]
             dropped = ~np.isfinite(np.take_along_axis(coarse, keep, axis=1))
             merged = np.where(dropped, -1, np.take_along_axis(merged, keep, axis=1))
             origin = np.take_along_axis(origin, keep, axis=1)
             order = np.where(dropped, np.inf, np.take_along_axis(order, keep, axis=1))
+            ranks = np.take_along_axis(ranks, keep[:, :, None], axis=1)
         marks.append(clock())
         if self.ranker is not None and (merged >= 0).any():   # none at all: an empty catalogue
-            scores = self.ranker.score(users, merged)                                # [B, M]
+            scores = self.ranker.score(users, merged, self._by_channel(ranks))       # [B, M]
         else:
             scores = np.where(merged >= 0, -order, -np.inf).astype(np.float32)       # interleave
         idx = top_k(scores, self.slate_size)                                          # [B, K]
@@ -117,6 +121,7 @@ class Pipeline:
         timings[STAGES[-1]] = (marks[-1] - marks[0]) * 1000.0
         return ServeResult(items=items, scores=np.nan_to_num(top_scores, neginf=0.0).astype(np.float32),
                            origin=np.take_along_axis(origin, idx, axis=1), channel_names=self.channel_names,
+                           ranks=np.where((items >= 0)[:, :, None], np.take_along_axis(ranks, idx[:, :, None], axis=1), -1),
                            timings_ms=timings, channel_ms={n: d[1] for n, d in done.items()})
 
     def recall_and_merge(self, users: UserBatch) -> tuple[dict[str, Candidates], np.ndarray, np.ndarray]:
@@ -124,23 +129,31 @@ class Pipeline:
         merged ids [B, M] and their round-robin order key [B, M] (for offline recall metrics)."""
         h = users.recent.shape[1]
         recalled = {n: self.channels[n].recall(users, self.arm.channels[n] + h) for n in self.channels}
-        merged, _, order = self._merge(users, recalled)
+        merged, _, order, _ = self._merge(users, recalled)
         return recalled, merged, order
 
-    def _merge(self, users: UserBatch, recalled: dict[str, Candidates]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _by_channel(self, ranks: np.ndarray) -> dict[str, np.ndarray]:
+        """[B, M, C] -> channel name -> [B, M], what the rankers' features read."""
+        return {name: ranks[:, :, c] for c, name in enumerate(self.channel_names)}
+
+    def _merge(self, users: UserBatch, recalled: dict[str, Candidates]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per request: each channel, in config order, adds up to its quota of new items, reading
         its list until the quota is met; seen items are dropped; an item a previous channel
         already added only gains this channel's bit. Vectorised over requests and items, looped
         over channels (a handful).
 
-        Returns merged ids [B, M] (-1 padded), a bitmask of source channels [B, M], and a
-        round-robin order key [B, M] that interleaves channels when no ranker is used.
+        Returns merged ids [B, M] (-1 padded), a bitmask of source channels [B, M], a
+        round-robin order key [B, M] that interleaves channels when no ranker is used, and each
+        item's index in every channel's list [B, M, C] (-1 where its bit is not set).
         """
         b = len(users)
         width = max(sum(self.arm.channels.values()), self.slate_size)
         merged = np.full((b, width), -1, np.int64)
         origin = np.zeros((b, width), np.int64)
         order = np.full((b, width), np.inf)
+        n_channels = len(recalled)
+        ranks = np.full((b, width, n_channels), -1, np.int32)
         top = max([users.recent.max(initial=-1)] + [int(c.items.max(initial=-1)) for c in recalled.values()])
         rows = np.arange(b)[:, None]                                                # [B, 1]
         slot_of = np.full((b, top + 2), -1, np.int64)                               # [B, I+1] item -> slot
@@ -148,7 +161,6 @@ class Pipeline:
         r, c = np.nonzero(users.recent >= 0)
         seen[r, users.recent[r, c]] = True
         filled = np.zeros(b, np.int64)                                              # [B]
-        n_channels = len(recalled)
         for ch, (name, cands) in enumerate(recalled.items()):
             quota = self.arm.channels[name]
             items = cands.items                                                     # [B, k]
@@ -168,12 +180,14 @@ class Pipeline:
             again = usable & (existing >= 0) & active
             ar, ac = np.nonzero(again)
             origin[ar, existing[ar, ac]] |= 1 << ch
+            ranks[ar, existing[ar, ac], ch] = ac
             tr, tc = np.nonzero(take)
             rank = count[tr, tc] - 1
             slot = filled[tr] + rank
             merged[tr, slot] = items[tr, tc]
             origin[tr, slot] = 1 << ch
+            ranks[tr, slot, ch] = tc
             order[tr, slot] = rank * n_channels + ch
             slot_of[tr, items[tr, tc]] = slot
             filled += take.sum(axis=1)
-        return merged, origin, order
+        return merged, origin, order, ranks

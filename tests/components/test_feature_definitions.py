@@ -31,12 +31,15 @@ def day_impressions(day: int, rng: np.random.Generator, n_requests: int = 60) ->
                                   rng.integers(SECONDS_PER_DAY - 2000, SECONDS_PER_DAY, 10)]))
     known = [i for i, d in enumerate(CREATED) if d <= day]
     rows = []
+    provenance = (["popular"], ["popular", "itemcf"], ["sasrec"], ["itemcf", "sasrec"])
     for r, s in enumerate(sec):
         user = int(rng.integers(0, USERS))
         for pos, item in enumerate(rng.choice(known, K, replace=False)):
+            channels = provenance[int(rng.integers(0, len(provenance)))]
             rows.append({"day": day, "ts": day * SECONDS_PER_DAY + int(s), "request_id": day * 1000 + r,
-                         "user_id": user, "item_id": int(item), "position": pos, "arm": "a",
-                         "channels": ["popular"], "score": 0.5, "clicked": bool(rng.random() < 0.3)})
+                         "user_id": user, "item_id": int(item), "position": pos, "arm": "a", "channels": channels,
+                         "recall_ranks": rng.integers(0, 60, len(channels)).tolist(), "score": 0.5,
+                         "clicked": bool(rng.random() < 0.3)})
     return pa.Table.from_pylist(rows)
 
 
@@ -77,7 +80,13 @@ def replay_online(lake: Lake, day: int, stream: StreamProcessor | None = None) -
         rows = imp[imp["request_id"].isin(rids)]
         slates = np.stack([rows[rows["request_id"] == r].sort_values("position")["item_id"].to_numpy()
                            for r in rids])                                                      # [b, K]
-        x = online_vectors(batch, slates)                                                       # [b, K, F]
+        ranks = {}                                          # as the merge hands them to the ranker
+        for i, r in enumerate(rids):
+            for p, (chs, rks) in enumerate(rows[rows["request_id"] == r].sort_values("position")[
+                    ["channels", "recall_ranks"]].itertuples(index=False)):
+                for ch, rk in zip(chs, rks):
+                    ranks.setdefault(ch, np.full(slates.shape, -1, np.int32))[i, p] = rk
+        x = online_vectors(batch, slates, ranks)                                                # [b, K, F]
         out |= {(int(r), p): x[i, p] for i, r in enumerate(rids) for p in range(slates.shape[1])}
         stream.ingest(rows["user_id"].to_numpy(), rows["ts"].to_numpy(), rows["clicked"].to_numpy())
         shared.publish(int(m), rows["item_id"].to_numpy(), rows["clicked"].to_numpy())
@@ -94,7 +103,10 @@ def test_every_defined_feature_reaches_the_offline_and_the_online_path(lake):
     store = FeatureStore.load(lake, 2)
     online = set(store.user_columns) | {"u_recent"} | set(store.items.columns) | set(ITEM_FIELDS) | \
         set(StreamProcessor.for_day(lake, 2).lookup(np.array([0]), np.array([2 * SECONDS_PER_DAY])))
-    assert online == {c.name for c in COLUMNS}
+    # The candidate columns come from the merge itself (tests/components/test_pipeline.py).
+    assert online | {c.name for c in columns_of("candidate")} == {c.name for c in COLUMNS}
+    ranks = samples.column("c_rank_sasrec").to_numpy()
+    assert (ranks == -1).any() and (ranks >= 0).any() and (samples.column("c_rank_swing").to_numpy() == -1).all()
     for f in FEATURES:
         assert f.sources and len(f.definition_hash()) == 12 and f.dtype == "float32"
 

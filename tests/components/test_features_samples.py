@@ -29,7 +29,7 @@ DAY1 = [(10, 0, DAY + 50, [(3, True), (5, False)]),
 
 def impressions(day: int, requests) -> pa.Table:
     rows = [{"day": day, "ts": ts, "request_id": rid, "user_id": user, "item_id": item, "position": pos,
-             "arm": "a", "channels": ["popular"], "score": 0.5, "clicked": clicked}
+             "arm": "a", "channels": ["popular"], "recall_ranks": [0], "score": 0.5, "clicked": clicked}
             for rid, user, ts, shown in requests for pos, (item, clicked) in enumerate(shown)]
     return pa.Table.from_pylist(rows)
 
@@ -137,7 +137,8 @@ def test_offline_samples_and_online_lookups_give_the_same_features(lake):
 
     store = FeatureStore.load(lake, 1)
     users = store.user_batch(table.column("user_id").to_numpy())
-    online = serving_features(users, table.column("item_id").to_numpy()[:, None])[:, 0, :]    # [N, F]
+    served = {"popular": np.zeros((table.num_rows, 1), np.int32)}     # every impression: popular's top
+    online = serving_features(users, table.column("item_id").to_numpy()[:, None], served)[:, 0, :]    # [N, F]
     np.testing.assert_allclose(online, offline.x, rtol=1e-6, atol=1e-7)
 
     # and the features are the intended ones, for user 0 (2 clicks in 4, recent [4, 0]) x item 5

@@ -27,14 +27,14 @@ class FixedRecaller:
 class ItemIdRanker:
     """A stub ranker: the higher the item id, the better."""
 
-    def score(self, users, items):
+    def score(self, users, items, ranks=None):
         return np.where(items >= 0, items.astype(np.float32), -np.inf)
 
 
 class HashRanker:
     """A stub ranker with an arbitrary but fixed preference per (user, item)."""
 
-    def score(self, users, items):
+    def score(self, users, items, ranks=None):
         s = ((items * 7919 + users.user_ids[:, None] * 104729) % 1009).astype(np.float32)
         return np.where(items >= 0, s, -np.inf)
 
@@ -48,6 +48,8 @@ def test_merge_dedupes_drops_history_and_interleaves(make_users):
     assert res.items.tolist() == [[1, 7, 3, 8, 4]]
     assert res.channels == [[("a",), ("b",), ("a", "b"), ("b",), ("a",)]]
     assert res.items.dtype == np.int64 and res.scores.dtype == np.float32
+    # each item's index in each channel's own list, -1 where that channel did not recall it
+    assert res.ranks[0].tolist() == [[0, -1], [-1, 1], [2, 0], [-1, 2], [3, -1]]
 
 
 def test_quotas_cap_each_channel_even_when_the_ranker_wants_more(make_users):

@@ -33,7 +33,7 @@ class Ranked:
     def __init__(self, table):
         self.table, self.widths = np.asarray(table, np.float32), []
 
-    def score(self, users, items):
+    def score(self, users, items, ranks=None):
         self.widths.append(int((items >= 0).sum(axis=1).max()))
         return np.where(items >= 0, self.table[np.where(items >= 0, items, 0)], -np.inf)
 

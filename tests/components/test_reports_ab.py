@@ -22,7 +22,7 @@ def write_day(lake: Lake, day: int, rows: list[tuple[int, str, str, int, int]]) 
     lake.write("impressions", day, pa.table({
         "day": np.full(m, day, np.int32), "ts": [x[0] for x in imp], "request_id": [x[0] for x in imp],
         "user_id": [x[1] for x in imp], "item_id": np.zeros(m, np.int64), "position": np.zeros(m, np.int32),
-        "arm": [x[2] for x in imp], "channels": [["popular"]] * m, "score": np.zeros(m, np.float32),
+        "arm": [x[2] for x in imp], "channels": [["popular"]] * m, "recall_ranks": [[0]] * m, "score": np.zeros(m, np.float32),
         "clicked": [x[3] for x in imp]}))
 
 

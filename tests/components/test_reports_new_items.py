@@ -24,7 +24,7 @@ def write_impressions(lake: Lake, day: int, rows: list[tuple[str, int, bool]]) -
     lake.write("impressions", day, pa.table({
         "day": np.full(n, day, np.int32), "ts": rid, "request_id": rid, "user_id": rid,
         "item_id": np.asarray([r[1] for r in rows], np.int64), "position": np.zeros(n, np.int32),
-        "arm": [r[0] for r in rows], "channels": [["popular"]] * n, "score": np.zeros(n, np.float32),
+        "arm": [r[0] for r in rows], "channels": [["popular"]] * n, "recall_ranks": [[0]] * n, "score": np.zeros(n, np.float32),
         "clicked": [r[2] for r in rows]}))
 
 
